@@ -1,0 +1,37 @@
+# The two commands a fresh machine needs (both run scripts/setup.sh first, which is a no-op
+# when everything is installed already):
+#   make demo    start a three-node cluster on the namespace test bed   (make demo-down: remove it)
+#   make test    lint, type-check, unit and integration tests (what .ci/run calls)
+# Run as root: the test bed creates network namespaces.
+PY := .venv/bin/python
+
+.PHONY: setup test lint unit integration demo demo-down demo-status bench
+
+setup:
+	bash scripts/setup.sh
+
+lint: setup
+	.venv/bin/ruff check autopilot_mysql tests bench
+	.venv/bin/mypy
+
+test: setup
+	$(MAKE) --no-print-directory lint
+	.venv/bin/pytest -p no:cacheprovider tests
+
+unit: setup
+	.venv/bin/pytest -p no:cacheprovider tests/unit
+
+integration: setup
+	.venv/bin/pytest -p no:cacheprovider tests/integration
+
+demo: setup
+	$(PY) -m tests.testbed.demo up
+
+demo-status: setup
+	$(PY) -m tests.testbed.demo status
+
+demo-down: setup
+	$(PY) -m tests.testbed.demo down
+
+bench: setup
+	$(PY) bench/supervisor.py

@@ -1,0 +1,28 @@
+"""Shared fixtures. Integration tests run on the namespace test bed (tests/testbed)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.testbed.bed import PREFIX, TestBed
+from tests.testbed.util import run
+
+
+@pytest.fixture
+def bed() -> Iterator[TestBed]:
+    """A fresh test bed per test: hosts, bridge and processes are gone when the test ends."""
+    with TestBed() as b:
+        yield b
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_leftovers_after_suite() -> Iterator[None]:
+    """After the whole suite: no namespace, bridge or process of the test bed may remain."""
+    yield
+    ours = [line.split()[0] for line in run(["ip", "netns", "list"], check=False)
+            .stdout.splitlines() if line.startswith(PREFIX)]
+    ps = run(["ps", "-eo", "pid=,args="], check=False).stdout.splitlines()
+    procs = [p for p in ps if "/tmp/apm-" in p or "autopilot-mysql run" in p]
+    assert not ours and not procs, f"left behind: namespaces {ours}, processes {procs}"

@@ -1,0 +1,257 @@
+"""The test bed: a bridge, a private /24, and hosts made of Linux namespaces.
+
+    with TestBed() as bed:
+        db1, db2 = bed.add_host("db1"), bed.add_host("db2")
+        bed.partition([db1], [db2])          # both ways
+        bed.partition([db1], [db2], one_way=True)   # db1 -> db2 dropped, db2 -> db1 passes
+        bed.heal()
+
+Addressing: the bridge holds .1 on the root side, so the harness (tests, benchmarks) reaches
+every host over TCP; hosts get .10, .11, ... and have no default route, so nothing they send can
+leave the /24. Partitions are iptables DROP rules on the receiving host's INPUT chain, against the
+other hosts' addresses only: the harness at .1 still sees a partitioned host (an observer outside
+the fault), and a one-way partition is a drop on one side.
+
+Everything created is recorded in a state file under /run/apm-testbed before it is created, and
+removed by id on close(), at interpreter exit, or by the next run's sweep if this one crashed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ipaddress
+import json
+import os
+import secrets
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from .host import Host
+from .util import TestBedError, pid_alive, pid_running, proc_start_time, run
+
+STATE_DIR = Path("/run/apm-testbed")
+ROOT_DIR = Path("/tmp")  # short paths: unix socket paths are limited to ~107 bytes
+PREFIX = "apm"  # every netns, bridge and veth of ours starts with it
+CANDIDATE_NETS = [f"10.213.{n}.0/24" for n in range(0, 250)]
+
+
+class TestBed:
+    __test__ = False  # not a pytest test class
+
+    def __init__(self, *, sweep: bool = True) -> None:
+        if os.geteuid() != 0:
+            raise TestBedError("the test bed needs root (network namespaces, bridges, iptables)")
+        if sweep:
+            sweep_leftovers()
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        self.id = secrets.token_hex(2)
+        self.bridge = f"{PREFIX}{self.id}br"
+        self.root = ROOT_DIR / f"{PREFIX}-{self.id}"
+        self.state_file = STATE_DIR / f"{self.id}.json"
+        self.hosts: dict[str, Host] = {}
+        self._rules: list[tuple[Host, list[str]]] = []
+        self._closed = False
+        self.net = self._pick_subnet()
+        hosts_iter = self.net.hosts()
+        self.gateway = str(next(hosts_iter))
+        self._next_ip = 10
+        self._save()  # recorded before anything is created, so a crash leaves a trail
+        self.root.mkdir(mode=0o755)
+        run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run(["ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge])
+        run(["ip", "link", "set", self.bridge, "up"])
+        atexit.register(self.close)
+
+    # --- hosts --------------------------------------------------------------------------------
+
+    def add_host(self, name: str) -> Host:
+        if name in self.hosts:
+            raise TestBedError(f"host {name} exists already")
+        idx = len(self.hosts)
+        ip = str(self.net.network_address + self._next_ip)
+        self._next_ip += 1
+        netns = f"{PREFIX}{self.id}-{name}"
+        veth = f"{PREFIX}{self.id}v{idx}"
+        host = Host(name=name, netns=netns, ip=ip, veth=veth, root=self.root / name)
+        self.hosts[name] = host
+        self._save()
+        run(["ip", "netns", "add", netns])
+        run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
+        run(["ip", "link", "set", veth, "master", self.bridge, "up"])
+        run(["ip", "-n", netns, "addr", "add", f"{ip}/{self.net.prefixlen}", "dev", "eth0"])
+        run(["ip", "-n", netns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", netns, "link", "set", "lo", "up"])
+        etc = Path("/etc/netns") / netns
+        etc.mkdir(parents=True, exist_ok=True)
+        # No DNS server is reachable from a host: resolution is the hosts file (and Consul DNS).
+        (etc / "resolv.conf").write_text("nameserver 127.0.0.1\noptions timeout:1 attempts:1\n")
+        self._write_hosts_files()
+        return host
+
+    def _write_hosts_files(self) -> None:
+        lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost",
+                 f"{self.gateway} harness"]
+        lines += [f"{h.ip} {h.name}" for h in self.hosts.values()]
+        text = "\n".join(lines) + "\n"
+        for h in self.hosts.values():
+            # Truncate and rewrite in place: the bind mount holds the inode, so running hosts
+            # see hosts added after they booted.
+            path = Path("/etc/netns") / h.netns / "hosts"
+            with open(path, "w") as f:
+                f.write(text)
+
+    def __getitem__(self, name: str) -> Host:
+        return self.hosts[name]
+
+    # --- network faults ------------------------------------------------------------------------
+
+    def partition(self, side_a: list[Host], side_b: list[Host] | None = None, *,
+                  one_way: bool = False) -> None:
+        """Cut side_a off from side_b (default: every other host).
+
+        one_way=True drops only traffic from side_a to side_b; side_b to side_a still passes
+        (TCP between them then fails both ways, since replies are lost; UDP shows the direction).
+        """
+        if side_b is None:
+            side_b = [h for h in self.hosts.values() if h not in side_a]
+        for receiver, senders in ([(b, side_a) for b in side_b]
+                                  + ([] if one_way else [(a, side_b) for a in side_a])):
+            for sender in senders:
+                rule = ["INPUT", "-s", f"{sender.ip}/32", "-j", "DROP"]
+                run(["ip", "netns", "exec", receiver.netns, "iptables", "-w", "-I", *rule])
+                self._rules.append((receiver, rule))
+
+    def isolate(self, host: Host) -> None:
+        """Take the host's link down: it loses every peer, the harness included."""
+        run(["ip", "link", "set", host.veth, "down"])
+
+    def heal(self) -> None:
+        """Remove every partition and bring every link back up."""
+        for receiver, rule in reversed(self._rules):
+            run(["ip", "netns", "exec", receiver.netns, "iptables", "-w", "-D", *rule],
+                check=False)
+        self._rules.clear()
+        for h in self.hosts.values():
+            run(["ip", "link", "set", h.veth, "up"], check=False)
+
+    # --- teardown -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for host in self.hosts.values():
+            host.shutdown()
+        _remove(self.id, [h.netns for h in self.hosts.values()], self.bridge, self.root)
+        self.state_file.unlink(missing_ok=True)
+
+    def __enter__(self) -> TestBed:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        state: dict[str, Any] = {
+            "pid": os.getpid(), "start": proc_start_time(os.getpid()), "net": str(self.net),
+            "bridge": self.bridge, "root": str(self.root),
+            "netns": [h.netns for h in self.hosts.values()],
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_file)
+
+    @staticmethod
+    def _pick_subnet() -> ipaddress.IPv4Network:
+        used: list[ipaddress.IPv4Network] = []
+        for line in run(["ip", "-4", "-o", "addr", "show"]).stdout.splitlines():
+            used.append(ipaddress.ip_interface(line.split()[3]).network)
+        for line in run(["ip", "-4", "route", "show", "table", "all"]).stdout.splitlines():
+            dest = line.split()[0]
+            if dest[0].isdigit():
+                used.append(ipaddress.ip_network(dest, strict=False))
+        for f in STATE_DIR.glob("*.json"):
+            try:
+                used.append(ipaddress.ip_network(json.loads(f.read_text())["net"]))
+            except (OSError, ValueError, KeyError):
+                continue
+        for cand in CANDIDATE_NETS:
+            net = ipaddress.ip_network(cand)
+            if not any(net.overlaps(u) for u in used):
+                return net
+        raise TestBedError("no free /24 in 10.213.0.0/16 for the test bed")
+
+
+def sweep_leftovers() -> list[str]:
+    """Remove what crashed earlier runs left (their owner process is gone). Returns their ids."""
+    removed = []
+    live_ids = set()
+    if STATE_DIR.exists():
+        for f in STATE_DIR.glob("*.json"):
+            try:
+                st = json.loads(f.read_text())
+            except (OSError, ValueError):
+                f.unlink(missing_ok=True)
+                continue
+            if pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start"):
+                live_ids.add(f.stem)
+                continue
+            _remove(f.stem, st.get("netns", []), st.get("bridge"), Path(st["root"]))
+            f.unlink(missing_ok=True)
+            removed.append(f.stem)
+    # Namespaces and bridges of ours that no state file owns (a state file lost by hand).
+    def orphan_id(name: str) -> str | None:
+        run_id = name[len(PREFIX):len(PREFIX) + 4]
+        return run_id if name.startswith(PREFIX) and run_id not in live_ids else None
+
+    for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
+        ns = line.split()[0] if line.strip() else ""
+        if "-" in ns and (run_id := orphan_id(ns)):
+            _remove(run_id, [ns], None, None)
+    links = run(["ip", "-o", "link", "show", "type", "bridge"], check=False).stdout
+    for line in links.splitlines():
+        br = line.split(":")[1].strip().split("@")[0]
+        if br.endswith("br") and orphan_id(br):
+            run(["ip", "link", "del", br], check=False)
+    return removed
+
+
+def _remove(run_id: str, netns: list[str], bridge: str | None, root: Path | None) -> None:
+    """Kill every process in the given namespaces (by pid), then delete them. Never raises."""
+    for _ in range(3):
+        pids = []
+        for ns in netns:
+            out = run(["ip", "netns", "pids", ns], check=False).stdout
+            pids += [int(p) for p in out.split()]
+        if not pids:
+            break
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGCONT)
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        for pid in pids:
+            _wait_gone(pid)
+    for ns in netns:
+        run(["ip", "netns", "del", ns], check=False)
+        shutil.rmtree(Path("/etc/netns") / ns, ignore_errors=True)
+    if bridge:
+        run(["ip", "link", "del", bridge], check=False)
+    if root is not None and root.name.startswith(f"{PREFIX}-{run_id}"):
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _wait_gone(pid: int, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while pid_running(pid) and time.monotonic() < deadline:
+        try:
+            os.waitpid(pid, os.WNOHANG)  # reap it if it is our child (a launcher)
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)

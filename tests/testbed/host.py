@@ -1,0 +1,298 @@
+"""One simulated host: a network namespace on the bed's bridge, plus a PID, mount and UTS
+namespace for whatever runs as its PID 1, and a data directory that survives restarts.
+
+A host is "booted" by starting a command as its PID 1:
+
+    ip netns exec NS unshare --pid --fork --mount-proc --uts --kill-child -- \
+        sh -c 'hostname N && exec CMD'
+
+`ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts, so host names resolve.
+More processes are started inside a running host with `nsenter` into PID 1's namespaces.
+
+Faults are single calls: kill() (SIGKILL to every process of the PID namespace), stop()
+(SIGTERM to PID 1, as `docker stop`), pause()/resume() (SIGSTOP/SIGCONT of the whole host),
+throttle() (tbf rate limit on its link), restart() (same data directory, like a container restart).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from .util import TestBedError, run, wait_until
+
+HOSTINIT = Path(__file__).with_name("hostinit.py")
+
+
+class Host:
+    def __init__(self, *, name: str, netns: str, ip: str, veth: str, root: Path) -> None:
+        self.name = name
+        self.netns = netns
+        self.ip = ip
+        self.veth = veth  # root-side end of the host's link, on the bridge
+        self.dir = root  # the host's "volume": data directories, configs, logs
+        self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        self.launcher: subprocess.Popen[bytes] | None = None
+        self.pid1: int | None = None  # real (root namespace) pid of the host's PID 1
+        self._pidns: str | None = None
+        self._boot_args: tuple[list[str], dict[str, str], str] | None = None
+        self._spawned: list[subprocess.Popen[bytes]] = []
+        self._logs: list[IO[bytes]] = []
+        self.paused = False
+
+    def __repr__(self) -> str:
+        return f"Host({self.name} {self.ip} pid1={self.pid1})"
+
+    # --- boot and processes -------------------------------------------------------------------
+
+    def boot(self, argv: Sequence[str] | None = None, *, env: Mapping[str, str] | None = None,
+             log: str = "pid1.log") -> None:
+        """Start `argv` as the host's PID 1 (a minimal reaping init when None)."""
+        if self.running:
+            raise TestBedError(f"{self.name} is already running (pid1={self.pid1})")
+        cmd = list(argv) if argv else [sys.executable, str(HOSTINIT)]
+        full_env = dict(os.environ if env is None else env)
+        full_env.setdefault("PATH", os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+        self._boot_args = (cmd, dict(full_env), log)
+        logf = open(self.dir / log, "ab")  # noqa: SIM115 (closed when the host stops)
+        self._logs.append(logf)
+        self.launcher = subprocess.Popen(
+            ["ip", "netns", "exec", self.netns,
+             "unshare", "--pid", "--fork", "--mount-proc", "--uts", "--kill-child", "--",
+             "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *cmd],
+            env=full_env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
+            cwd=self.dir, start_new_session=True)
+        launcher = self.launcher
+
+        def pid1_or_exit() -> int | None:
+            child = _first_child(launcher.pid)
+            if child is None and launcher.poll() is not None:
+                return -1  # PID 1 exited at once (a refused configuration): see wait()
+            return child
+
+        pid1 = wait_until(pid1_or_exit, timeout=10, what=f"PID 1 of host {self.name} to appear")
+        self.pid1 = pid1 if pid1 > 0 else None
+        self._pidns = None
+        if self.pid1 is not None:
+            try:
+                self._pidns = os.readlink(f"/proc/{self.pid1}/ns/pid")
+            except FileNotFoundError:
+                self.pid1 = None  # already gone
+        self.paused = False
+
+    def wait(self, timeout: float) -> int:
+        """Wait for PID 1 to exit on its own; its exit status (negative: killed by a signal)."""
+        if self.launcher is None:
+            raise TestBedError(f"host {self.name} was never booted")
+        code = self.launcher.wait(timeout)
+        self._reap_launcher(timeout=15)
+        return code
+
+    @property
+    def running(self) -> bool:
+        return self.launcher is not None and self.launcher.poll() is None
+
+    def spawn(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              log: str | None = None) -> subprocess.Popen[bytes]:
+        """Start a process inside the running host (its net, mount, UTS and PID namespaces).
+
+        The returned Popen is `nsenter`, which waits for the process and returns its status.
+        """
+        self._need_pid1()
+        out: IO[bytes] | int = subprocess.DEVNULL
+        if log:
+            out = open(self.dir / log, "ab")  # noqa: SIM115 (closed when the host stops)
+            self._logs.append(out)
+        proc = subprocess.Popen(
+            ["nsenter", "-t", str(self.pid1), "-n", "-m", "-u", "-p", "--", *argv],
+            env=dict(os.environ if env is None else env), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self._spawned.append(proc)
+        return proc
+
+    def exec(self, argv: Sequence[str], *, timeout: float = 60,
+             check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run a command inside the host (network namespace only when the host is not booted)."""
+        if self.running:
+            prefix = ["nsenter", "-t", str(self.pid1), "-n", "-m", "-u", "-p", "--"]
+        else:
+            prefix = ["ip", "netns", "exec", self.netns]
+        return run([*prefix, *argv], timeout=timeout, check=check)
+
+    def processes(self) -> list[int]:
+        """Real pids of every process in the host's PID namespace."""
+        if not self._pidns:
+            return []
+        pids = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/ns/pid") == self._pidns:
+                        pids.append(int(entry))
+                except OSError:
+                    continue
+        return pids
+
+    # --- faults -------------------------------------------------------------------------------
+
+    def kill(self) -> None:
+        """SIGKILL every process of the host, as a power cut; wait until none is left."""
+        self._signal_all(signal.SIGKILL)
+        self._reap_launcher(timeout=15)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM to PID 1 (as `docker stop`), SIGKILL of the whole host after `timeout`.
+
+        Returns PID 1's exit status (negative: killed by that signal), None if it never ran.
+        """
+        if not self.running:
+            return self.launcher.returncode if self.launcher else None
+        if self.paused:
+            self.resume()
+        assert self.pid1 is not None
+        try:
+            os.kill(self.pid1, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            assert self.launcher is not None
+            self.launcher.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self._signal_all(signal.SIGKILL)
+        return self._reap_launcher(timeout=15)
+
+    def pause(self) -> None:
+        """Freeze every process of the host (SIGSTOP), as a VM or container pause."""
+        self._signal_all(signal.SIGSTOP)
+        self.paused = True
+        # Delivery is asynchronous: return only once every process is really stopped.
+        wait_until(lambda: self._states() <= {"T", "Z", "X"}, timeout=5,
+                   what=f"every process of {self.name} to stop")
+
+    def resume(self) -> None:
+        self._signal_all(signal.SIGCONT)
+        # nsenter (outside the host) stops itself when its child stops: continue it too, or it
+        # never reaps that child again.
+        for proc in self._spawned:
+            if proc.poll() is None:
+                try:
+                    os.kill(proc.pid, signal.SIGCONT)
+                except ProcessLookupError:
+                    pass
+        self.paused = False
+        wait_until(lambda: "T" not in self._states(), timeout=5,
+                   what=f"every process of {self.name} to continue")
+
+    def _states(self) -> set[str]:
+        states = set()
+        for pid in self.processes():
+            try:
+                states.add(Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0])
+            except (OSError, IndexError):
+                continue
+        return states
+
+    def restart(self, *, graceful: bool = True) -> None:
+        """Stop (or kill) the host and boot it again with the same command on the same data."""
+        if self._boot_args is None:
+            raise TestBedError(f"{self.name} was never booted")
+        if graceful:
+            self.stop()
+        else:
+            self.kill()
+        cmd, env, log = self._boot_args
+        self.boot(cmd, env=env, log=log)
+
+    def throttle(self, rate: str = "1mbit", burst: str = "32kbit", latency: str = "400ms") -> None:
+        """Limit the host's outgoing bandwidth with tbf (this kernel has no netem)."""
+        self.exec(["tc", "qdisc", "replace", "dev", "eth0", "root", "tbf", "rate", rate,
+                   "burst", burst, "latency", latency])
+
+    def unthrottle(self) -> None:
+        self.exec(["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
+
+    # --- internals ------------------------------------------------------------------------------
+
+    def _need_pid1(self) -> None:
+        if not self.running or self.pid1 is None:
+            raise TestBedError(f"host {self.name} is not running")
+
+    def _signal_all(self, sig: signal.Signals) -> None:
+        # New processes may fork while we signal; repeat until a pass finds nothing new.
+        seen: set[int] = set()
+        for _ in range(50):
+            pids = [p for p in self.processes() if p not in seen or sig == signal.SIGKILL]
+            if not pids:
+                break
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    pass
+            if sig != signal.SIGKILL:
+                seen.update(pids)
+                new = [p for p in self.processes() if p not in seen]
+                if not new:
+                    break
+            else:
+                time.sleep(0.02)
+
+    def _reap_launcher(self, timeout: float) -> int | None:
+        code = None
+        if self.launcher is not None:
+            try:
+                code = self.launcher.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.launcher.kill()
+                code = self.launcher.wait(5)
+        wait_until(lambda: not self.processes(), timeout=timeout,
+                   what=f"every process of host {self.name} to exit")
+        for proc in self._spawned:
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self._spawned.clear()
+        for f in self._logs:
+            f.close()
+        self._logs.clear()
+        self.paused = False
+        return code
+
+    def shutdown(self) -> None:
+        """Tear-down: kill whatever is left, by id. Never raises."""
+        try:
+            if self.paused:
+                self.resume()
+            if self.launcher is not None and self.launcher.poll() is None or self.processes():
+                self._signal_all(signal.SIGKILL)
+                self._reap_launcher(timeout=15)
+        except Exception:
+            pass
+
+
+def _first_child(pid: int) -> int | None:
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return None
+    if not children:
+        return None
+    child = int(children[0])
+    # `unshare --fork` forks the namespace's PID 1; it must show pid 1 in its own namespace.
+    try:
+        status = Path(f"/proc/{child}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("NSpid:") and line.split()[-1] == "1":
+            return child
+    return None
