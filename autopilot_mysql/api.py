@@ -1,0 +1,120 @@
+"""The HTTP endpoint that Consul's check, HAProxy and operators poll.
+
+It only reads the latest NodeStatus snapshot the HA loop published (an immutable value swapped
+whole), so a slow or stuck loop can never be hidden: a snapshot older than `stale_after` makes
+every check fail. No secret is ever part of a NodeStatus.
+
+    path        200 when                                             otherwise
+    /health     mysqld answers queries (and the loop is alive)        503
+    /liveness   the supervisor loop ran recently                      503
+    /readiness  healthy and registered with a known role              503
+    /primary    this node holds the leader lock and is writable       503
+    /replica    another node is primary; this one is read-only        503
+    /status     always (JSON: role, state, GTID position, members ...)
+
+GET and HEAD are answered alike (HEAD without a body), for load balancers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from .model import NodeStatus, Role
+
+log = logging.getLogger(__name__)
+
+Rule = Callable[[NodeStatus, bool], bool]  # (status, loop_is_alive) -> 200?
+
+ROUTES: dict[str, Rule] = {
+    "/health": lambda s, alive: alive and s.healthy,
+    "/liveness": lambda s, alive: alive,
+    "/readiness": lambda s, alive: alive and s.healthy and s.role != Role.UNKNOWN,
+    "/primary": lambda s, alive: alive and s.healthy and s.role == Role.PRIMARY and s.writable,
+    "/replica": lambda s, alive: (alive and s.healthy and s.role == Role.REPLICA
+                                  and not s.writable),
+}
+
+
+def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
+    doc = asdict(s)
+    doc["role"] = s.role.value
+    doc["mysqld"] = s.mysqld.value
+    doc["uptime_seconds"] = round(now - s.started_at, 1) if s.started_at else 0
+    doc["last_cycle_seconds_ago"] = round(now - s.cycle_at, 2) if s.cycle_at else None
+    doc["members"] = [{"node": m.node, "address": m.address, "port": m.port,
+                       "role": m.role.value, "passing": m.passing} for m in s.members]
+    for key in ("cycle_at", "started_at"):
+        doc.pop(key)
+    return doc
+
+
+class HealthServer:
+    def __init__(self, port: int, get_status: Callable[[], NodeStatus], *,
+                 stale_after: float, host: str = "0.0.0.0",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.get_status = get_status
+        self.stale_after = stale_after
+        self.clock = clock
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            server_version = "autopilot-mysql"
+
+            def do_GET(self) -> None:
+                outer._answer(self, body=True)
+
+            def do_HEAD(self) -> None:
+                outer._answer(self, body=False)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                log.debug("%s %s", self.address_string(), format % args)
+
+        ThreadingHTTPServer.allow_reuse_address = True
+        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="http",
+                                       daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def _answer(self, req: BaseHTTPRequestHandler, *, body: bool) -> None:
+        path = req.path.split("?", 1)[0].rstrip("/") or "/"
+        s = self.get_status()
+        now = self.clock()
+        alive = s.cycle_at > 0 and now - s.cycle_at <= self.stale_after
+        if path == "/status":
+            code, payload = 200, json.dumps(status_document(s, now), indent=1) + "\n"
+            ctype = "application/json"
+        elif path in ROUTES:
+            ok = ROUTES[path](s, alive)
+            code = 200 if ok else 503
+            reason = s.last_error or s.last_decision
+            if not alive:
+                reason = f"supervisor loop stalled ({now - s.cycle_at:.1f}s since last cycle)"
+            payload = (f"{s.role.value} {'OK' if ok else 'NOT OK'}: "
+                       f"{'' if ok else reason}\n")
+            ctype = "text/plain; charset=utf-8"
+        else:
+            code = 404
+            payload = f"unknown path {path}; try one of /status {' '.join(ROUTES)}\n"
+            ctype = "text/plain; charset=utf-8"
+        data = payload.encode()
+        req.send_response(code)
+        req.send_header("Content-Type", ctype)
+        req.send_header("Content-Length", str(len(data)))
+        req.send_header("Cache-Control", "no-store")
+        req.end_headers()
+        if body:
+            req.wfile.write(data)

@@ -1,0 +1,109 @@
+"""The `autopilot-mysql` command line.
+
+    autopilot-mysql run            the container's entrypoint: the PID-1 shim and the supervisor
+    autopilot-mysql check-config   validate the environment and print the settings (no secrets)
+    autopilot-mysql status         this node's status, read from its HTTP endpoint
+    autopilot-mysql version
+
+(`supervise` is the supervisor proper, started by `run`; it is not meant to be run by hand.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+
+from . import __version__
+from .exceptions import AutopilotError, ConfigError
+
+log = logging.getLogger("autopilot_mysql")
+
+
+def _supervise() -> int:
+    from .config import load_settings
+    from .daemon import Daemon
+    from .utils import setup_logging
+
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return exc.exit_code
+    setup_logging(settings.log_level, settings.log_format)
+    try:
+        return Daemon(settings).run()
+    except AutopilotError as exc:
+        log.error("%s", exc)
+        return exc.exit_code
+    except Exception:
+        log.exception("internal error: this is a bug in autopilot-mysql, not a setting of "
+                      "yours; please report it with this log. mysqld is stopped cleanly and "
+                      "the container exits so that its restart policy takes over")
+        return 70
+
+
+def _check_config() -> int:
+    from .config import load_settings
+
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return exc.exit_code
+    print(json.dumps(settings.redacted(), indent=1, default=str))
+    return 0
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=3) as r:
+            doc = json.load(r)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        sys.stderr.write(f"autopilot-mysql: cannot read {url}/status ({exc}). Is the "
+                         "supervisor running, and is HEALTH_PORT right?\n")
+        return 1
+    print(f"node {doc['node']}: {doc['role']}, {doc['state']}, "
+          f"{'healthy' if doc['healthy'] else 'UNHEALTHY'}, "
+          f"{'writable' if doc['writable'] else 'read-only'}")
+    print(f"  mysqld {doc['mysqld']}, server_id {doc['server_id']}, {doc['version']}, "
+          f"GTID {doc['gtid_current_pos'] or '(none)'}")
+    print(f"  leader: {doc['leader'] or '(none)'}; last decision: {doc['last_decision']}")
+    if doc.get("last_error"):
+        print(f"  last error: {doc['last_error']}")
+    for m in doc.get("members", []):
+        print(f"  member {m['node']:<20} {m['address']:<16} {m['role']:<8} "
+              f"{'passing' if m['passing'] else 'FAILING'}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="autopilot-mysql", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("run", help="container entrypoint (PID 1)")
+    sub.add_parser("supervise", help=argparse.SUPPRESS)
+    sub.add_parser("check-config", help="validate the environment")
+    st = sub.add_parser("status", help="this node's status")
+    st.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
+    sub.add_parser("version")
+    args = p.parse_args(argv)
+    if args.cmd == "run":
+        from .init import main as init_main
+        return init_main()
+    if args.cmd == "supervise":
+        return _supervise()
+    if args.cmd == "check-config":
+        return _check_config()
+    if args.cmd == "status":
+        return _status(args.url)
+    print(__version__)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

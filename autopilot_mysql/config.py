@@ -1,0 +1,292 @@
+"""Settings from the environment, in two phases (as ContainerPilot does):
+
+1. `load_settings(env)` reads and validates every variable and collects *all* problems; if there
+   is any, it raises one ConfigError that lists them, each naming the variable, what is wrong and
+   an example of a good value. Nothing on disk or in Consul is touched before this succeeds.
+2. The result is a frozen `Settings`, from which the daemon builds its runtime objects.
+
+Names follow the official MariaDB image where they overlap (MARIADB_* or MYSQL_*, every secret
+also as NAME_FILE). The full list with defaults is `VARIABLES` below and in the README.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from .exceptions import ConfigError
+from .utils import parse_size
+
+# name -> (default, one-line description). The README's table is generated from the same facts.
+VARIABLES: dict[str, tuple[str | None, str]] = {
+    "MARIADB_ROOT_PASSWORD": (None, "root password (or MYSQL_ROOT_PASSWORD; _FILE variants)"),
+    "MARIADB_DATABASE": ("", "database created at first boot (or MYSQL_DATABASE)"),
+    "MARIADB_USER": ("", "application user created at first boot (or MYSQL_USER)"),
+    "MARIADB_PASSWORD": ("", "its password (or MYSQL_PASSWORD; _FILE variants)"),
+    "MYSQL_REPL_USER": ("repl", "replication user"),
+    "MYSQL_REPL_PASSWORD": (None, "replication password (_FILE variant)"),
+    "CONSUL": ("consul:8500", "Consul address, host[:port]"),
+    "CONSUL_AGENT": ("false", "run a local Consul client agent that joins CONSUL"),
+    "SERVICE_NAME": ("mysql", "Consul service name"),
+    "NODE_NAME": ("", "this node's name (default: the hostname)"),
+    "ADVERTISE_ADDRESS": ("", "address other nodes use (default: the hostname's address)"),
+    "HEALTH_PORT": ("9200", "port of the HTTP health endpoint"),
+    "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
+    "LOG_FORMAT": ("text", "text or json"),
+    "INNODB_BUFFER_POOL_SIZE": ("", "e.g. 512M; default: half the container's memory limit"),
+    "STOP_TIMEOUT": ("30", "seconds a graceful stop may take before SIGKILL"),
+    "SESSION_TTL": ("10", "Consul session TTL in seconds (10 to 60)"),
+    "LOOP_WAIT": ("1", "seconds between HA cycles when nothing happens"),
+    "MYSQLD_MAX_RESTARTS": ("5", "mysqld crashes tolerated within MYSQLD_RESTART_WINDOW"),
+    "MYSQLD_RESTART_WINDOW": ("300", "seconds; more crashes than allowed in it: stay down"),
+    "MYSQL_DATADIR": ("/var/lib/mysql", "data directory (the container's volume)"),
+    "MYSQL_RUNDIR": ("/run/mysqld", "socket, pid file and rendered my.cnf"),
+}
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_NAME = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
+_USER = re.compile(r"^[A-Za-z0-9_.$-]{1,80}$")
+_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                   r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class Settings:
+    root_password: str
+    database: str
+    user: str
+    password: str
+    repl_user: str
+    repl_password: str
+    consul_host: str
+    consul_port: int
+    consul_agent: bool
+    service_name: str
+    node_name: str
+    advertise_address: str
+    health_port: int
+    log_level: str
+    log_format: str
+    buffer_pool_size: int | None
+    stop_timeout: float
+    session_ttl: float
+    loop_wait: float
+    mysqld_max_restarts: int
+    mysqld_restart_window: float
+    datadir: Path
+    rundir: Path
+
+    @property
+    def socket(self) -> Path:
+        return self.rundir / "mysqld.sock"
+
+    @property
+    def service_id(self) -> str:
+        return f"{self.service_name}-{self.node_name}"
+
+    def redacted(self) -> dict[str, object]:
+        """For logs and /status: every setting but the secrets."""
+        secret = {"root_password", "password", "repl_password"}
+        return {k: ("<set>" if k in secret and v else str(v) if isinstance(v, Path) else v)
+                for k, v in self.__dict__.items()}
+
+
+class _Reader:
+    """Reads variables and collects problems instead of stopping at the first one."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+        self.problems: list[str] = []
+
+    def problem(self, var: str, what: str, example: str) -> None:
+        self.problems.append(f"{var}: {what}. Example: {var}={example}")
+
+    def raw(self, *names: str, secret: bool = False, example: str = "...") -> tuple[str, str]:
+        """First set variable among `names` (aliases) -> (value, name). With secret=True each
+        name may also be given as NAME_FILE, a file holding the value."""
+        found: list[tuple[str, str]] = []
+        for name in names:
+            if name in self.env:
+                found.append((self.env[name], name))
+            if secret and f"{name}_FILE" in self.env:
+                path = self.env[f"{name}_FILE"]
+                try:
+                    found.append((Path(path).read_text().rstrip("\r\n"), f"{name}_FILE"))
+                except OSError as exc:
+                    reason = exc.strerror or type(exc).__name__
+                    self.problems.append(
+                        f"{name}_FILE: cannot read {path!r} ({reason}); mount the secret file "
+                        f"readable by root, or set {name} instead. Example: "
+                        f"{name}_FILE=/run/secrets/{name.lower()}")
+                    return "", f"{name}_FILE"
+        if len({v for v, _ in found}) > 1:
+            self.problems.append(f"{' and '.join(n for _, n in found)}: set to different "
+                                 f"values; set only one of them. Example: {names[0]}={example}")
+        return (found[0] if found else ("", names[0]))
+
+    def text(self, name: str, *aliases: str, secret: bool = False, example: str = "...") -> str:
+        value, _ = self.raw(name, *aliases, secret=secret, example=example)
+        if not value:
+            default = VARIABLES.get(name, (None, ""))[0]
+            return default or ""
+        return value
+
+    def integer(self, name: str, lo: int, hi: int, example: str) -> int:
+        value = self.text(name).strip()
+        try:
+            n = int(value)
+        except ValueError:
+            self.problem(name, f"{value!r} is not a whole number", example)
+            return lo
+        if not lo <= n <= hi:
+            self.problem(name, f"{n} is out of range ({lo} to {hi})", example)
+        return n
+
+    def number(self, name: str, lo: float, hi: float, example: str) -> float:
+        value = self.text(name).strip()
+        try:
+            n = float(value)
+        except ValueError:
+            self.problem(name, f"{value!r} is not a number of seconds", example)
+            return lo
+        if not lo <= n <= hi:
+            self.problem(name, f"{n:g} is out of range ({lo:g} to {hi:g})", example)
+        return n
+
+    def boolean(self, name: str) -> bool:
+        value = self.text(name).strip().lower()
+        if value in _TRUE:
+            return True
+        if value not in _FALSE:
+            self.problem(name, f"{value!r} is not true or false", "true")
+        return False
+
+
+def _parse_consul(r: _Reader) -> tuple[str, int]:
+    value = r.text("CONSUL").strip()
+    if "://" in value:
+        scheme, _, value = value.partition("://")
+        if scheme != "http":
+            r.problem("CONSUL", f"scheme {scheme!r} is not supported (only http)", "consul:8500")
+    host, sep, port_text = value.rpartition(":") if ":" in value else (value, "", "8500")
+    port = 8500
+    if sep:
+        try:
+            port = int(port_text)
+            if not 0 < port < 65536:
+                raise ValueError
+        except ValueError:
+            r.problem("CONSUL", f"port {port_text!r} in {value!r} is not a port number",
+                      "consul:8500")
+    if not _valid_host(host):
+        r.problem("CONSUL", f"{host!r} is not a host name or IP address", "consul:8500")
+    return host, port
+
+
+def _valid_host(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return bool(_HOST.match(host))
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    """Validate every variable; raise one ConfigError listing every problem found."""
+    r = _Reader(env)
+    root_pw, _ = r.raw("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", secret=True,
+                       example="a-long-random-secret")
+    if not root_pw and not any(p.startswith(("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"))
+                               for p in r.problems):
+        r.problem("MARIADB_ROOT_PASSWORD", "is required (or MYSQL_ROOT_PASSWORD, or either "
+                  "as _FILE)", "a-long-random-secret")
+    database = r.text("MARIADB_DATABASE", "MYSQL_DATABASE")
+    if database and not _NAME.match(database):
+        r.problem("MARIADB_DATABASE", f"{database!r} is not a plain database name (letters, "
+                  "digits, _ $ -, at most 64)", "app")
+    user = r.text("MARIADB_USER", "MYSQL_USER")
+    password, _ = r.raw("MARIADB_PASSWORD", "MYSQL_PASSWORD", secret=True, example="app-secret")
+    if user and not _USER.match(user):
+        r.problem("MARIADB_USER", f"{user!r} is not a plain user name", "app")
+    if user == "root":
+        r.problem("MARIADB_USER", "'root' exists already; name the application user", "app")
+    if user and not password:
+        r.problem("MARIADB_PASSWORD", f"is required when MARIADB_USER ({user}) is set",
+                  "app-secret")
+    if password and not user:
+        r.problem("MARIADB_USER", "is required when MARIADB_PASSWORD is set", "app")
+    repl_user = r.text("MYSQL_REPL_USER")
+    if not _USER.match(repl_user):
+        r.problem("MYSQL_REPL_USER", f"{repl_user!r} is not a plain user name", "repl")
+    repl_pw, _ = r.raw("MYSQL_REPL_PASSWORD", secret=True, example="repl-secret")
+    if not repl_pw and not any(p.startswith("MYSQL_REPL_PASSWORD") for p in r.problems):
+        r.problem("MYSQL_REPL_PASSWORD", "is required (the same on every node)", "repl-secret")
+    consul_host, consul_port = _parse_consul(r)
+    consul_agent = r.boolean("CONSUL_AGENT")
+    service = r.text("SERVICE_NAME")
+    if not _LABEL.match(service):
+        r.problem("SERVICE_NAME", f"{service!r} is not a DNS label (a-z, 0-9, -)", "mysql")
+    node = r.text("NODE_NAME") or socket.gethostname()
+    if not _HOST.match(node):
+        r.problem("NODE_NAME", f"{node!r} is not a host name", "db1")
+    advertise = r.text("ADVERTISE_ADDRESS")
+    if advertise:
+        try:
+            ipaddress.ip_address(advertise)
+        except ValueError:
+            r.problem("ADVERTISE_ADDRESS", f"{advertise!r} is not an IP address", "10.0.0.5")
+    health_port = r.integer("HEALTH_PORT", 1, 65535, "9200")
+    if health_port == 3306:
+        r.problem("HEALTH_PORT", "3306 is MariaDB's own port", "9200")
+    level = r.text("LOG_LEVEL").upper()
+    if level not in LOG_LEVELS:
+        r.problem("LOG_LEVEL", f"{level!r} is not one of {', '.join(LOG_LEVELS)}", "INFO")
+        level = "INFO"
+    fmt = r.text("LOG_FORMAT").lower()
+    if fmt not in ("text", "json"):
+        r.problem("LOG_FORMAT", f"{fmt!r} is not text or json", "json")
+        fmt = "text"
+    pool_text = r.text("INNODB_BUFFER_POOL_SIZE").strip()
+    pool: int | None = None
+    if pool_text:
+        try:
+            pool = parse_size(pool_text)
+            if pool < 8 << 20:
+                r.problem("INNODB_BUFFER_POOL_SIZE", f"{pool_text} is below MariaDB's minimum "
+                          "of 8M", "512M")
+        except ValueError:
+            r.problem("INNODB_BUFFER_POOL_SIZE", f"{pool_text!r} is not a size", "512M")
+    stop_timeout = r.number("STOP_TIMEOUT", 1, 3600, "30")
+    ttl = r.number("SESSION_TTL", 10, 60, "10")
+    loop_wait = r.number("LOOP_WAIT", 0.1, 10, "1")
+    if loop_wait * 4 > ttl:
+        r.problem("LOOP_WAIT", f"{loop_wait:g}s is too long for SESSION_TTL={ttl:g}s: a cycle "
+                  "must run at least 4 times per TTL so the session is renewed (and a lost "
+                  "lock fenced) in time", f"{ttl / 4:g}")
+    max_restarts = r.integer("MYSQLD_MAX_RESTARTS", 0, 1000, "5")
+    window = r.number("MYSQLD_RESTART_WINDOW", 1, 86400, "300")
+    datadir = Path(r.text("MYSQL_DATADIR"))
+    rundir = Path(r.text("MYSQL_RUNDIR"))
+    for var, path in (("MYSQL_DATADIR", datadir), ("MYSQL_RUNDIR", rundir)):
+        if not path.is_absolute():
+            r.problem(var, f"{str(path)!r} is not an absolute path", str(VARIABLES[var][0]))
+    if len(str(rundir / "mysqld.sock")) > 100:
+        r.problem("MYSQL_RUNDIR", "is too long for a unix socket path (at most ~90 chars)",
+                  "/run/mysqld")
+    if r.problems:
+        raise ConfigError(r.problems)
+    return Settings(
+        root_password=root_pw, database=database, user=user, password=password,
+        repl_user=repl_user, repl_password=repl_pw, consul_host=consul_host,
+        consul_port=consul_port, consul_agent=consul_agent, service_name=service,
+        node_name=node, advertise_address=advertise, health_port=health_port,
+        log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
+        session_ttl=ttl, loop_wait=loop_wait, mysqld_max_restarts=max_restarts,
+        mysqld_restart_window=window, datadir=datadir, rundir=rundir)

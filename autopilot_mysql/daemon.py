@@ -1,0 +1,306 @@
+"""The composition root and the HA loop.
+
+`Daemon.run()` is the supervisor's whole life: onStart (startup.py), start mysqld, then one
+cycle at a time (observe, `ha.decide`, log one line, act, publish a status snapshot) until a
+stop is requested, then the graceful stop. The loop sleeps up to LOOP_WAIT between cycles and
+wakes early on any event (a child exited, members or the leader key changed, a signal).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import signal
+import threading
+from dataclasses import replace
+
+from . import __version__, startup
+from .api import HealthServer
+from .config import Settings
+from .dcs import Consul, Watcher, agent_config
+from .events import Code, Event, EventBus
+from .exceptions import DCSError, MySQLError
+from .ha import decide
+from .model import Action, Decision, Member, NodeStatus, Observation, ProcState, Role
+from .mysql.server import LocalServer
+from .process import ManagedProcess, RestartPolicy
+from .utils import Clock, SystemClock
+
+log = logging.getLogger(__name__)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+SUMMARY_EVERY = 60.0  # an unchanged decision is logged at INFO at most this often
+
+
+class Daemon:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+        self.s = settings
+        self.clock = clock or SystemClock()
+        self.bus = EventBus()
+        self.stop_requested = threading.Event()
+        self.started_at = self.clock.monotonic()
+        self.status = NodeStatus(node=settings.node_name, started_at=self.started_at)
+        self.mysql = LocalServer(settings.socket)
+        consul_host, consul_port = ((("127.0.0.1", 8500)) if settings.consul_agent
+                                    else (settings.consul_host, settings.consul_port))
+        self.consul = Consul(consul_host, consul_port, settings.service_name)
+        self.address = startup.advertise_address(settings)
+        self.agent: ManagedProcess | None = None
+        self.mysqld: ManagedProcess | None = None
+        self.server_id: int | None = None
+        self.version = ""
+        self.session: str | None = None
+        self.session_renewed_at = 0.0
+        self.dcs_ok_at = self.clock.monotonic()
+        self.registered_role: Role | None = None
+        self.members: tuple[Member, ...] = ()
+        self.gtid = ""
+        self.last_logged: tuple[str, float] = ("", 0.0)
+        self.api = HealthServer(settings.health_port, lambda: self.status,
+                                stale_after=max(5.0, 3 * settings.loop_wait))
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+        self.api.start()
+        log.info("autopilot-mysql %s starting as %s (%s), service %r, Consul at %s%s",
+                 __version__, self.s.node_name, self.address, self.s.service_name,
+                 self.consul.address, " via a local agent" if self.s.consul_agent else "")
+        if self.s.consul_agent:
+            self._start_agent()
+        startup.prepare_dirs(self.s)
+        self._publish(state="starting")
+        try:
+            self.server_id = startup.ensure_server_id(
+                self.s, self.consul, retry_every=2.0,
+                stop_requested=self._stop_is_requested, sleep=self.clock.sleep)
+        except DCSError:
+            return self._shutdown("stopped before this node could get a server_id")
+        cnf = startup.write_cnf(self.s, self.server_id)
+        self._publish(state="initializing")
+        startup.init_datadir_if_needed(self.s, cnf)
+        self.mysqld = ManagedProcess(
+            "mysqld", ["mariadbd", f"--defaults-file={cnf}"], bus=self.bus,
+            policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
+                                 window=self.s.mysqld_restart_window), clock=self.clock)
+        self.mysqld.start()
+        self._start_watchers()
+        self._loop()
+        return self._shutdown("stop requested")
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        name = signal.Signals(signum).name
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stop_requested.set()
+        self.bus.publish(Event(Code.SIGNAL, name))
+
+    def _stop_is_requested(self) -> bool:
+        return self.stop_requested.is_set()
+
+    def _start_agent(self) -> None:
+        consul_bin = shutil.which("consul")
+        if not consul_bin:
+            raise DCSError("CONSUL_AGENT is set but no `consul` binary is on PATH; install "
+                           "it in the image or unset CONSUL_AGENT")
+        adir = self.s.rundir / "consul"
+        (adir / "data").mkdir(parents=True, exist_ok=True)
+        cfg = adir / "agent.json"
+        cfg.write_text(json.dumps(agent_config(
+            node_name=self.s.node_name, bind=self.address, join=[self.s.consul_host],
+            data_dir=str(adir / "data")), indent=1))
+        self.agent = ManagedProcess("consul-agent", [consul_bin, "agent",
+                                                     f"-config-file={cfg}"],
+                                    bus=self.bus, clock=self.clock,
+                                    policy=RestartPolicy(max_restarts=1000, window=60))
+        self.agent.start()
+
+    def _start_watchers(self) -> None:
+        stop = self.stop_requested
+        Watcher("members-watch", lambda i: self.consul.members(index=i, wait="20s"), self.bus,
+                Code.MEMBERS_CHANGED, stop).start()
+        Watcher("leader-watch", lambda i: self.consul.leader(index=i, wait="20s"), self.bus,
+                Code.LEADER_CHANGED, stop).start()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stop_requested.is_set():
+            for ev in self.bus.wait(self.s.loop_wait):
+                self._on_event(ev)
+            if self.stop_requested.is_set():
+                break
+            if self.agent is not None and self.agent.restart_due():
+                self.agent.start()
+            obs = self.observe()
+            decision = decide(obs)
+            self._log_decision(decision)
+            try:
+                self.act(decision, obs)
+            except (MySQLError, DCSError) as exc:
+                log.error("%s failed: %s", decision.action.value, exc)
+                self._publish(decision=decision, obs=obs, error=str(exc))
+                continue
+            self._publish(decision=decision, obs=obs)
+
+    def _on_event(self, ev: Event) -> None:
+        if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
+            members: tuple[Member, ...] = ev.payload
+            self.members = members
+            log.info("members of %s: %s", self.s.service_name, ", ".join(
+                f"{m.node}({m.role.value}{'' if m.passing else ', failing'})"
+                for m in members) or "none")
+        elif ev.code == Code.SIGNAL:
+            if ev.source in ("SIGTERM", "SIGINT"):
+                log.info("%s received: stopping gracefully (within %.0fs)", ev.source,
+                         self.s.stop_timeout)
+            else:
+                log.info("%s received: current status %s", ev.source, self.status.last_decision)
+
+    def observe(self) -> Observation:
+        now = self.clock.monotonic()
+        assert self.mysqld is not None
+        alive, read_only = False, None
+        if self.mysqld.state == ProcState.RUNNING:
+            try:
+                v = self.mysql.vars()
+                alive, read_only, self.gtid, self.version = (True, v.read_only,
+                                                             v.gtid_current_pos, v.version)
+                if self.mysqld.policy.failures and now - self.mysqld.policy.failures[-1] > 60:
+                    self.mysqld.policy.reset()
+            except MySQLError as exc:
+                log.debug("mysqld does not answer: %s", exc)
+        dcs_ok, leader, check = False, None, None
+        try:
+            if self.session is not None:
+                if self.consul.renew_session(self.session):
+                    self.session_renewed_at = now
+                else:
+                    log.warning("our Consul session %s is gone (expired or invalidated)",
+                                self.session)
+                    self.session = None
+            _, leader = self.consul.leader()
+            check = self.consul.check_status(self.s.service_id)
+            dcs_ok = True
+            self.dcs_ok_at = now
+        except DCSError as exc:
+            log.debug("Consul: %s", exc)
+        return Observation(
+            node=self.s.node_name, stopping=self.stop_requested.is_set(),
+            mysqld=self.mysqld.state, mysqld_restart_in=self.mysqld.restart_in(),
+            mysqld_last_error=self.mysqld.last_error, mysql_alive=alive, read_only=read_only,
+            dcs_ok=dcs_ok, dcs_unreachable_for=now - self.dcs_ok_at,
+            registered=check is not None, check_passing=check == "passing",
+            session=self.session,
+            session_age=(now - self.session_renewed_at) if self.session else 0.0,
+            session_ttl=self.s.session_ttl, leader=leader)
+
+    def act(self, d: Decision, o: Observation) -> None:
+        assert self.mysqld is not None
+        a = d.action
+        if a == Action.RESTART_MYSQLD:
+            self.mysqld.start()
+        elif a == Action.REGISTER:
+            self._register(d.role)
+        elif a == Action.CREATE_SESSION:
+            self.session = self.consul.create_session(
+                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.s.session_ttl,
+                service_id=self.s.service_id)
+            self.session_renewed_at = self.clock.monotonic()
+            log.info("created Consul session %s (TTL %.0fs)", self.session, self.s.session_ttl)
+            self.bus.publish(Event(Code.LEADER_CHANGED, "self"))  # next cycle at once
+        elif a == Action.ACQUIRE_LOCK:
+            assert self.session is not None
+            if self.consul.acquire_leader(self.session, self.s.node_name, self.address):
+                log.info("acquired the leader lock")
+                self.bus.publish(Event(Code.LEADER_CHANGED, "self"))
+        elif a == Action.PROMOTE:
+            self.mysql.set_read_only(False)
+            log.info("read_only is OFF: this node is the primary")
+        elif a == Action.FENCE:
+            self._fence()
+        if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
+            self._register(d.role)
+
+    def _register(self, role: Role) -> None:
+        self.consul.register(
+            service_id=self.s.service_id, address=self.address, port=3306,
+            health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
+            meta={"node": self.s.node_name, "server_id": str(self.server_id),
+                  "version": self.version or "unknown", "autopilot": __version__})
+        if self.registered_role != role:
+            log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
+        self.registered_role = role
+
+    def _fence(self) -> None:
+        self.mysql.set_read_only(True)
+        killed = self.mysql.kill_client_connections()
+        log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
+
+    def _log_decision(self, d: Decision) -> None:
+        text = str(d)
+        now = self.clock.monotonic()
+        last_text, last_at = self.last_logged
+        if text != last_text or now - last_at >= SUMMARY_EVERY:
+            log.info("%s", text)
+            self.last_logged = (text, now)
+        else:
+            log.debug("%s", text)
+
+    def _publish(self, *, state: str | None = None, decision: Decision | None = None,
+                 obs: Observation | None = None, error: str = "") -> None:
+        mysqld = self.mysqld.state if self.mysqld else ProcState.STOPPED
+        last_error = error or (self.mysqld.last_error if self.mysqld and mysqld in (
+            ProcState.FAILED, ProcState.BACKOFF) else "")
+        if decision is not None and obs is not None:
+            state = ("failed" if mysqld == ProcState.FAILED else
+                     "running" if obs.mysql_alive else "degraded")
+        self.status = replace(
+            self.status, role=decision.role if decision else self.status.role,
+            state=state or self.status.state,
+            healthy=bool(decision and decision.healthy and obs and obs.mysql_alive),
+            writable=bool(obs and obs.read_only is False), mysqld=mysqld,
+            gtid_current_pos=self.gtid, server_id=self.server_id, version=self.version,
+            leader=obs.leader if obs else self.status.leader, members=self.members,
+            last_decision=str(decision) if decision else self.status.last_decision,
+            last_error=last_error, cycle_at=self.clock.monotonic())
+
+    # --- graceful stop ----------------------------------------------------------------------
+
+    def _shutdown(self, why: str) -> int:
+        """Fence, leave Consul, stop mysqld cleanly, stop the agent last; all within
+        STOP_TIMEOUT (what is still running past it is killed)."""
+        deadline = self.clock.monotonic() + self.s.stop_timeout - 0.5
+        self._publish(state="stopping")
+        log.info("graceful stop (%s): fence, leave Consul, stop mysqld, within %.0fs", why,
+                 self.s.stop_timeout)
+        if self.mysqld is not None and self.mysqld.state == ProcState.RUNNING:
+            try:
+                self.mysql.set_read_only(True)
+                self.mysql.kill_client_connections()
+            except MySQLError as exc:
+                log.warning("could not fence before stopping: %s", exc)
+        for what, fn in (("release the leader lock", self._release),
+                         ("deregister from Consul",
+                          lambda: self.consul.deregister(self.s.service_id))):
+            try:
+                fn()
+            except DCSError as exc:
+                log.warning("could not %s: %s (Consul will expire it)", what, exc)
+        self.mysql.close()
+        if self.mysqld is not None:
+            left = max(1.0, deadline - self.clock.monotonic() - (2 if self.agent else 0))
+            clean = self.mysqld.stop(left)
+            log.info("mysqld %s", "shut down cleanly" if clean else "was killed at the timeout")
+        if self.agent is not None:
+            self.agent.stop(max(1.0, deadline - self.clock.monotonic()))
+        self.api.stop()
+        log.info("stopped")
+        return 0
+
+    def _release(self) -> None:
+        if self.session is not None:
+            self.consul.destroy_session(self.session)  # behavior=delete: the key goes too
+            self.session = None
+

@@ -1,0 +1,207 @@
+"""Consul, the distributed configuration store (DCS): service registration, the leader lock,
+server_id allocation, and blocking watches.
+
+Contract (in the spirit of Patroni's AbstractDCS):
+- Every call either returns within the client timeout or raises DCSError; Consul client errors
+  and transport errors are turned into DCSError in exactly one place (`_call`).
+- `acquire_leader` and `next_server_id` are atomic compare-and-set operations in Consul; two
+  nodes can never both succeed.
+- Sessions are created with behavior=delete and lock-delay 0: when a session is invalidated
+  (TTL expiry, its node's serfHealth or its service check failing, or destroy), the leader key
+  disappears at once and another node may take it without waiting. Consul may take up to twice
+  the TTL to expire a session, never less than the TTL: the HA loop fences a primary whose last
+  successful renewal is older than half the TTL, so it is read-only before anyone else can win.
+- Watches use Consul blocking queries (no polling on a timer) and publish events on the bus.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import consul
+import requests
+
+from .events import Code, Event, EventBus
+from .exceptions import DCSError
+from .model import Member, Role
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+CHECK_INTERVAL = "2s"
+CHECK_TIMEOUT = "1s"
+DEREGISTER_AFTER = "1m"  # Consul's minimum: a dead node leaves the catalog a minute later
+
+
+class Consul:
+    def __init__(self, host: str, port: int, service_name: str, *, timeout: float = 3.0) -> None:
+        self.address = f"{host}:{port}"
+        self.service_name = service_name
+        self.client = consul.Consul(host=host, port=port, connections_timeout=timeout)
+        self.leader_key = f"service/{service_name}/leader"
+        self.server_id_key = f"service/{service_name}/server-id-counter"
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (consul.ConsulException, requests.RequestException, OSError, ValueError) as exc:
+            raise DCSError(f"Consul at {self.address}: {what} failed: {exc}") from exc
+
+    # --- liveness -------------------------------------------------------------------------------
+
+    def ping(self) -> str:
+        """The Consul cluster's leader address; raises DCSError when there is none."""
+        leader = self._call("status/leader", self.client.status.leader)
+        if not leader:
+            raise DCSError(f"Consul at {self.address} answers but has no leader (a server "
+                           "quorum is missing)")
+        return str(leader)
+
+    # --- service registration ---------------------------------------------------------------
+
+    def register(self, *, service_id: str, address: str, port: int, health_url: str,
+                 role: Role, meta: dict[str, str]) -> None:
+        check = consul.Check.http(health_url, CHECK_INTERVAL, timeout=CHECK_TIMEOUT,
+                                  deregister=DEREGISTER_AFTER)
+        self._call("service registration", lambda: self.client.agent.service.register(
+            self.service_name, service_id=service_id, address=address, port=port,
+            tags=[role.value], check=check, meta=meta))
+
+    def deregister(self, service_id: str) -> None:
+        self._call("service deregistration",
+                   lambda: self.client.agent.service.deregister(service_id))
+
+    def check_status(self, service_id: str) -> str | None:
+        """Status of our service's check on the agent ('passing', 'critical' ...), None when
+        the service is not registered there."""
+        checks = self._call("agent checks", self.client.agent.checks)
+        for check in checks.values():
+            if check.get("ServiceID") == service_id:
+                return str(check.get("Status"))
+        return None
+
+    def members(self, index: int | None = None, wait: str | None = None
+                ) -> tuple[int, tuple[Member, ...]]:
+        idx, entries = self._call("service health", lambda: self.client.health.service(
+            self.service_name, index=index, wait=wait))
+        out = []
+        for e in entries:
+            svc, node = e["Service"], e["Node"]
+            out.append(Member(
+                node=str(node["Node"]) if not svc.get("Meta", {}).get("node")
+                else str(svc["Meta"]["node"]),
+                address=str(svc.get("Address") or node.get("Address")),
+                port=int(svc.get("Port") or 0), service_id=str(svc["ID"]),
+                passing=all(c.get("Status") == "passing" for c in e.get("Checks", [])),
+                tags=tuple(svc.get("Tags") or ()),
+                meta=tuple(sorted((svc.get("Meta") or {}).items()))))
+        return int(idx), tuple(sorted(out, key=lambda m: m.service_id))
+
+    # --- sessions and the leader lock ----------------------------------------------------------
+
+    def create_session(self, *, name: str, ttl: float, service_id: str | None) -> str:
+        checks = ["serfHealth"] + ([f"service:{service_id}"] if service_id else [])
+        sid = self._call("session create", lambda: self.client.session.create(
+            name=name, checks=checks, lock_delay=0, behavior="delete", ttl=int(ttl)))
+        return str(sid)
+
+    def renew_session(self, session: str) -> bool:
+        """True when renewed; False when Consul no longer knows the session."""
+        try:
+            self.client.session.renew(session)
+            return True
+        except consul.NotFound:
+            return False
+        except (consul.ConsulException, requests.RequestException, OSError, ValueError) as exc:
+            raise DCSError(f"Consul at {self.address}: session renew failed: {exc}") from exc
+
+    def destroy_session(self, session: str) -> None:
+        self._call("session destroy", lambda: self.client.session.destroy(session))
+
+    def leader(self, index: int | None = None, wait: str | None = None
+               ) -> tuple[int, str | None]:
+        """(index, node name holding the leader key), None when the key is free."""
+        idx, item = self._call("leader key read", lambda: self.client.kv.get(
+            self.leader_key, index=index, wait=wait))
+        holder = None
+        if item and item.get("Session") and item.get("Value"):
+            holder = json.loads(item["Value"]).get("node")
+        return int(idx or 0), holder
+
+    def acquire_leader(self, session: str, node: str, address: str) -> bool:
+        value = json.dumps({"node": node, "address": address})
+        return bool(self._call("leader key acquire", lambda: self.client.kv.put(
+            self.leader_key, value, acquire=session)))
+
+    def release_leader(self, session: str) -> None:
+        self._call("leader key release", lambda: self.client.kv.put(
+            self.leader_key, "", release=session))
+
+    # --- server ids -----------------------------------------------------------------------------
+
+    def next_server_id(self, attempts: int = 50) -> int:
+        """Allocate a cluster-unique server_id from a compare-and-set counter."""
+        for _ in range(attempts):
+            _, item = self._call("server-id counter read",
+                                 lambda: self.client.kv.get(self.server_id_key))
+            current = int(item["Value"]) if item and item.get("Value") else 0
+            cas = int(item["ModifyIndex"]) if item else 0
+            if self._call("server-id counter update",
+                          functools.partial(self.client.kv.put, self.server_id_key,
+                                            str(current + 1), cas=cas)):
+                return current + 1
+        raise DCSError(f"could not allocate a server_id from {self.server_id_key} after "
+                       f"{attempts} attempts (too many nodes starting at once?)")
+
+
+class Watcher(threading.Thread):
+    """A blocking-query loop that publishes an event whenever the watched value changes."""
+
+    def __init__(self, name: str, fetch: Callable[[int | None], tuple[int, Any]],
+                 bus: EventBus, code: Code, stop: threading.Event, wait: str = "20s") -> None:
+        super().__init__(name=name, daemon=True)
+        self.fetch = fetch
+        self.bus = bus
+        self.code = code
+        self.stop_event = stop
+        self.wait = wait
+
+    def run(self) -> None:
+        index: int | None = None
+        last: Any = object()
+        failures = 0
+        while not self.stop_event.is_set():
+            try:
+                new_index, value = self.fetch(index)
+            except DCSError as exc:
+                failures += 1
+                if failures == 1 or failures % 30 == 0:
+                    log.warning("%s: %s (retrying every second)", self.name, exc)
+                index = None
+                self.stop_event.wait(1.0)
+                continue
+            failures = 0
+            # An index that goes backwards means Consul's state was reset: start over.
+            index = new_index if index is None or new_index >= index else None
+            if value != last:
+                last = value
+                self.bus.publish(Event(self.code, "consul", value))
+
+
+def agent_config(*, node_name: str, bind: str, join: list[str], data_dir: str
+                 ) -> dict[str, Any]:
+    """Settings of the local Consul client agent (CONSUL_AGENT mode): it joins the servers
+    and serves the supervisor on loopback."""
+    return {
+        "node_name": node_name, "datacenter": "dc1", "data_dir": data_dir, "server": False,
+        "bind_addr": bind, "advertise_addr": bind, "client_addr": "127.0.0.1",
+        "retry_join": join, "retry_interval": "1s", "leave_on_terminate": True,
+        "disable_update_check": True, "enable_script_checks": False,
+        "ports": {"grpc": -1, "grpc_tls": -1}, "ui_config": {"enabled": False},
+        "log_level": "WARN",
+    }

@@ -1,0 +1,38 @@
+"""The project's one exception tree. Every error a user or operator can cause ends up here,
+with a message that names the cause and the fix; `cli` turns them into exit codes."""
+
+from __future__ import annotations
+
+
+class AutopilotError(Exception):
+    """Base of every error autopilot-mysql raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(AutopilotError):
+    """One or more settings are missing or malformed. Raised before anything is touched."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{len(problems)} configuration problem(s); nothing was started or "
+                         f"changed:\n{lines}")
+
+
+class DCSError(AutopilotError):
+    """Consul could not be reached or refused a call (within the retry deadline)."""
+
+
+class MySQLError(AutopilotError):
+    """The local MariaDB server refused or failed an operation."""
+
+
+class DataDirError(AutopilotError):
+    """The data directory is in a state we must not touch automatically."""
+
+
+class ProcessError(AutopilotError):
+    """A managed child process could not be started or stopped."""

@@ -1,0 +1,147 @@
+"""The PID-1 shim behind `autopilot-mysql run`. Standard library only, and kept tiny: the
+supervisor proper runs in a child process, so a bug or a crash there can never leave the
+container without an init or leave mysqld running unsupervised.
+
+- Reaps every child, orphans included (as PID 1, or as a child subreaper when not PID 1).
+- Forwards SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to the supervisor.
+- When the supervisor exits, stops everything still running: SIGTERM (mysqld then shuts
+  InnoDB down cleanly), SIGKILL after STOP_TIMEOUT. The exit status is the supervisor's: 0
+  after a graceful stop, 2 for a configuration error, non-zero when it crashed or was killed,
+  so the container's restart policy takes over.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+
+FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def _say(msg: str) -> None:
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    sys.stderr.write(f"{stamp}Z INFO    autopilot_mysql.init: {msg}\n")
+    sys.stderr.flush()
+
+
+def _prctl(option: int, value: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(option, value, 0, 0, 0)
+
+
+def _stop_timeout() -> float:
+    try:
+        return max(1.0, float(os.environ.get("STOP_TIMEOUT", "30")))
+    except ValueError:
+        return 30.0  # the supervisor reports the bad value; here a default is safe
+
+
+def _children(me: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+def _reap() -> list[tuple[int, int]]:
+    done: list[tuple[int, int]] = []
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return done
+        if pid == 0:
+            return done
+        done.append((pid, status))
+
+
+def _stop_all(timeout: float) -> None:
+    """SIGTERM to every remaining child (mysqld, the consul agent, orphans), then SIGKILL."""
+    me = os.getpid()
+    pids = _children(me)
+    if not pids:
+        return
+    _say(f"stopping {len(pids)} remaining process(es) {pids} with SIGTERM "
+         f"(up to {timeout:.0f}s before SIGKILL)")
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _reap()
+        if not _children(me):
+            return
+        time.sleep(0.05)
+    left = _children(me)
+    _say(f"still running after {timeout:.0f}s: {left}; sending SIGKILL")
+    for pid in left:
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    time.sleep(0.1)
+    _reap()
+
+
+def main(argv: list[str] | None = None) -> int:
+    if os.getpid() != 1:
+        _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, as they would to PID 1
+
+    def child_setup() -> None:
+        _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)  # if this shim is killed, stop gracefully
+
+    sup = subprocess.Popen([sys.executable, "-m", "autopilot_mysql", "supervise"],
+                           preexec_fn=child_setup)
+    sup_pid = sup.pid
+
+    def forward(signum: int, frame: object) -> None:
+        try:
+            os.kill(sup_pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in FORWARDED:
+        signal.signal(sig, forward)
+
+    status = None
+    while status is None:
+        try:
+            pid, st = os.waitpid(-1, 0)  # reaps orphans too
+        except ChildProcessError:
+            break
+        except InterruptedError:
+            continue
+        if pid == sup_pid:
+            status = st
+    sup.returncode = 0  # reaped above; keep Popen from waiting on it again
+    code = 1
+    if status is not None:
+        code = os.waitstatus_to_exitcode(status)
+    if code < 0:
+        _say(f"the supervisor was killed by {signal.Signals(-code).name}: stopping mysqld "
+             "cleanly and exiting, so the restart policy takes over")
+        code = 128 - code
+    elif code not in (0, 2):
+        _say(f"the supervisor exited with status {code}: stopping what is left")
+    _stop_all(_stop_timeout())
+    return code

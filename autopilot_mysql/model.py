@@ -1,0 +1,115 @@
+"""Plain values shared by every layer: roles, process states, members, what one HA cycle
+observed, and the typed decision it made. No behaviour beyond small derived properties."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    """What this node is in the cluster. Consul tags and HTTP paths derive from it."""
+
+    PRIMARY = "primary"  # holds the leader lock and is writable
+    REPLICA = "replica"  # another node holds the lock; this one stays read-only
+    UNKNOWN = "unknown"  # no lock seen yet (starting, Consul unreachable, mysqld down)
+
+
+class ProcState(StrEnum):
+    """Life cycle of a managed child (mysqld, the local Consul agent)."""
+
+    STOPPED = "stopped"  # not started yet, or stopped on purpose
+    RUNNING = "running"
+    BACKOFF = "backoff"  # exited unexpectedly; will be restarted after a delay
+    FAILED = "failed"  # exited too often within the window; stays down
+    STOPPING = "stopping"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One node of the service as Consul's health endpoint reports it."""
+
+    node: str
+    address: str
+    port: int
+    service_id: str
+    passing: bool
+    tags: tuple[str, ...] = ()
+    meta: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def role(self) -> Role:
+        for r in (Role.PRIMARY, Role.REPLICA):
+            if r.value in self.tags:
+                return r
+        return Role.UNKNOWN
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything one HA cycle looked at, gathered before deciding. Pure data: `ha.decide`
+    maps it to a Decision without any I/O, so tests can replay any history."""
+
+    node: str
+    stopping: bool = False
+    mysqld: ProcState = ProcState.STOPPED
+    mysqld_restart_in: float = 0.0  # seconds until the next restart when BACKOFF
+    mysqld_last_error: str = ""
+    mysql_alive: bool = False  # mysqld answered a query in this cycle
+    read_only: bool | None = None  # None when mysqld did not answer
+    dcs_ok: bool = False  # Consul answered in this cycle
+    dcs_unreachable_for: float = 0.0  # seconds since Consul last answered
+    registered: bool = False  # our service is in the agent's catalog
+    check_passing: bool = False  # Consul's HTTP check of our /health passes
+    session: str | None = None  # our Consul session, None when we have none
+    session_age: float = 0.0  # seconds since the session was last renewed successfully
+    session_ttl: float = 10.0
+    leader: str | None = None  # node name holding the leader key (None: free or unknown)
+
+
+class Action(StrEnum):
+    """What the cycle decided. The daemon has one handler per action."""
+
+    WAIT = "wait"  # nothing to do but wait (starting, backing off, failed)
+    RESTART_MYSQLD = "restart_mysqld"
+    REGISTER = "register"  # (re-)register the service and its check in Consul
+    CREATE_SESSION = "create_session"
+    ACQUIRE_LOCK = "acquire_lock"
+    PROMOTE = "promote"  # holds the lock: open for writes (read_only off)
+    FENCE = "fence"  # must not accept writes: read_only on, drop client connections
+    FOLLOW = "follow"  # another node is primary; stay read-only
+    STAY_PRIMARY = "stay_primary"
+    SHUTDOWN = "shutdown"
+
+
+@dataclass(frozen=True)
+class Decision:
+    action: Action
+    reason: str  # one sentence for the operator: what and why
+    role: Role = Role.UNKNOWN
+    healthy: bool = False  # may Consul/HAProxy send traffic to this node at all
+
+    def __str__(self) -> str:
+        return f"{self.action.value}: {self.reason}"
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    """The snapshot the HTTP API serves; replaced whole after every cycle (never mutated)."""
+
+    node: str
+    role: Role = Role.UNKNOWN
+    state: str = "starting"
+    healthy: bool = False
+    writable: bool = False
+    mysqld: ProcState = ProcState.STOPPED
+    gtid_current_pos: str = ""
+    server_id: int | None = None
+    version: str = ""
+    leader: str | None = None
+    members: tuple[Member, ...] = ()
+    last_decision: str = ""
+    last_error: str = ""
+    cycle_at: float = 0.0  # monotonic time of the cycle that made this snapshot
+    started_at: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)

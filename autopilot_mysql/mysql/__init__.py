@@ -1,0 +1,1 @@
+"""The local MariaDB server: configuration, data directory, and SQL operations."""

@@ -1,0 +1,153 @@
+"""The data directory: what state it is in, first-boot initialization that survives kill -9 at
+any moment, and the node's own small state file (its server_id).
+
+First boot is a little state machine recorded by two marker files inside the data directory:
+
+    (empty) --write autopilot-init.pending--> install-db, create users --write
+    autopilot-init.done, remove .pending--> INITIALIZED
+
+A directory with `.pending` and no `.done` was interrupted: nothing in it was ever served to a
+client (the temporary server runs with --skip-networking), so it is wiped and initialized again.
+A directory that holds data but no marker (say, from the official MariaDB image) is adopted as
+it is and never re-initialized. Anything else we do not recognise is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+
+from ..exceptions import DataDirError, MySQLError
+
+log = logging.getLogger(__name__)
+
+PENDING = "autopilot-init.pending"
+DONE = "autopilot-init.done"
+STATE = "autopilot.json"
+IGNORED = {"lost+found", STATE}  # present on fresh volumes, or ours and kept across re-inits
+
+
+class DataDirState(StrEnum):
+    EMPTY = "empty"
+    INTERRUPTED = "interrupted"  # a first boot was killed halfway: redo from scratch
+    INITIALIZED = "initialized"  # ours, complete
+    ADOPTED = "adopted"  # MariaDB data from elsewhere: use as is
+    UNKNOWN = "unknown"  # files that are not a MariaDB data directory: refuse
+
+
+def inspect(datadir: Path) -> DataDirState:
+    if not datadir.exists():
+        return DataDirState.EMPTY
+    names = {p.name for p in datadir.iterdir()}
+    if DONE in names:
+        return DataDirState.INITIALIZED
+    if PENDING in names:
+        return DataDirState.INTERRUPTED
+    if not names - IGNORED:
+        return DataDirState.EMPTY
+    if "mysql" in names and (datadir / "mysql").is_dir():
+        return DataDirState.ADOPTED
+    return DataDirState.UNKNOWN
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_durably(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    tmp.replace(path)
+    _fsync_dir(path.parent)
+
+
+def read_node_state(datadir: Path) -> dict[str, object]:
+    try:
+        data = json.loads((datadir / STATE).read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise DataDirError(f"{datadir / STATE} is unreadable ({exc}); it holds this node's "
+                           "server_id. Restore it from a backup, or delete it to get a new "
+                           "server_id from Consul") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def write_node_state(datadir: Path, state: dict[str, object]) -> None:
+    datadir.mkdir(parents=True, exist_ok=True)
+    _write_durably(datadir / STATE, json.dumps(state, indent=1, sort_keys=True) + "\n")
+
+
+def wipe_interrupted(datadir: Path) -> None:
+    """Remove what an interrupted first boot left, keeping our state file (the server_id)."""
+    for p in datadir.iterdir():
+        if p.name in IGNORED:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+    _fsync_dir(datadir)
+
+
+def initialize(datadir: Path, cnf: Path, socket: Path,
+               create_users: Callable[[], None], timeout: float = 120) -> None:
+    """First boot: install the system schema, start a socket-only temporary server, run
+    `create_users` against it, stop it cleanly, and mark the directory initialized."""
+    _write_durably(datadir / PENDING, f"started {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+    shutil.chown(datadir, "mysql", "mysql")
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        ["mariadb-install-db", f"--defaults-file={cnf}", "--user=mysql",
+         "--auth-root-authentication-method=socket", "--skip-test-db"],
+        capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise MySQLError(f"mariadb-install-db failed (status {proc.returncode}): "
+                         f"{(proc.stderr or proc.stdout).strip()[-800:]}")
+    log.info("first boot: system schema installed in %.1fs", time.monotonic() - t0)
+    temp = subprocess.Popen(
+        ["mariadbd", f"--defaults-file={cnf}", "--skip-networking", "--skip-slave-start",
+         "--skip-log-bin"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                create_users()
+                break
+            except MySQLError:
+                if temp.poll() is not None or time.monotonic() > deadline:
+                    out = temp.stdout.read().decode(errors="replace") if temp.stdout else ""
+                    raise MySQLError("the temporary first-boot server did not come up: "
+                                     + out.strip()[-800:]) from None
+                time.sleep(0.1)
+    finally:
+        if temp.poll() is None:
+            os.killpg(temp.pid, 15)
+            try:
+                temp.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(temp.pid, 9)
+                temp.wait()
+    if temp.returncode != 0:
+        raise MySQLError(f"the temporary first-boot server exited {temp.returncode} on stop")
+    _write_durably(datadir / DONE, f"initialized {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+    (datadir / PENDING).unlink()
+    _fsync_dir(datadir)
+    log.info("first boot: users created and data directory marked initialized in %.1fs",
+             time.monotonic() - t0)

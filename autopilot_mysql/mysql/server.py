@@ -1,0 +1,136 @@
+"""SQL operations on the local server, over its unix socket as root (unix_socket auth: the
+supervisor needs no password of its own). Every PyMySQL error becomes a MySQLError here."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+from ..exceptions import MySQLError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServerVars:
+    read_only: bool
+    gtid_current_pos: str
+    version: str
+
+
+class LocalServer:
+    def __init__(self, socket: Path, *, connect_timeout: float = 1.0,
+                 read_timeout: float = 3.0) -> None:
+        self.socket = socket
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        self._conn: pymysql.connections.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> pymysql.connections.Connection[Any]:
+        if self._conn is None or not self._conn.open:
+            self._conn = pymysql.connect(
+                unix_socket=str(self.socket), user="root", autocommit=True,
+                connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
+                write_timeout=self.read_timeout, program_name="autopilot-mysql")
+        return self._conn
+
+    def execute(self, sql: str, args: tuple[object, ...] | None = None
+                ) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.cursor() as cur:
+                    cur.execute(sql, args)
+                    return list(cur.fetchall())
+            except (pymysql.MySQLError, OSError) as exc:
+                self.close_locked()
+                raise MySQLError(f"{sql.split()[0]} on {self.socket}: {exc}") from exc
+
+    def close(self) -> None:
+        with self._lock:
+            self.close_locked()
+
+    def close_locked(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # closing a broken connection may fail in any way
+                pass
+            self._conn = None
+
+    # --- observations ---------------------------------------------------------------------------
+
+    def vars(self) -> ServerVars:
+        row = self.execute("SELECT @@global.read_only, @@global.gtid_current_pos, @@version")[0]
+        return ServerVars(read_only=bool(row[0]), gtid_current_pos=str(row[1] or ""),
+                          version=str(row[2]))
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def set_read_only(self, on: bool) -> None:
+        self.execute(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
+
+    def kill_client_connections(self) -> int:
+        """Drop every client connection but ours, system threads and replication: a fenced
+        node must not keep sessions that started writing while it was primary."""
+        rows = self.execute(
+            "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
+            "AND command NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', "
+            "'Slave_SQL', 'Slave_worker') AND user NOT IN ('system user', 'event_scheduler')")
+        killed = 0
+        for (cid,) in rows:
+            try:
+                self.execute(f"KILL CONNECTION {int(cid)}")
+                killed += 1
+            except MySQLError:
+                pass  # it ended by itself meanwhile
+        return killed
+
+
+def create_users_sql(*, root_password: str, database: str, user: str, password: str,
+                     repl_user: str, repl_password: str) -> list[tuple[str, tuple[str, ...]]]:
+    """The first-boot statements, as (sql, args) pairs (values are bound, never formatted in).
+
+    root@'%' gets every privilege except READ ONLY ADMIN, so read_only fences it too; only
+    root@localhost over the unix socket (the supervisor, or an operator inside the container)
+    may turn read_only off. Nothing here is written to the binary log.
+    """
+    stmts: list[tuple[str, tuple[str, ...]]] = [
+        ("SET SESSION sql_log_bin = 0", ()),
+        ("ALTER USER root@localhost IDENTIFIED VIA unix_socket OR mysql_native_password "
+         "USING PASSWORD(%s)", (root_password,)),
+        ("CREATE USER IF NOT EXISTS root@'%%' IDENTIFIED BY %s", (root_password,)),
+        ("GRANT ALL PRIVILEGES ON *.* TO root@'%%' WITH GRANT OPTION", ()),
+        ("REVOKE READ ONLY ADMIN ON *.* FROM root@'%%'", ()),
+        ("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (repl_user, repl_password)),
+        ("GRANT REPLICATION SLAVE, SLAVE MONITOR, BINLOG MONITOR ON *.* TO %s@'%%'",
+         (repl_user,)),
+    ]
+    if database:
+        stmts.append((f"CREATE DATABASE IF NOT EXISTS `{database}`", ()))
+    if user:
+        stmts.append(("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (user, password)))
+        if database:
+            stmts.append((f"GRANT ALL PRIVILEGES ON `{database}`.* TO %s@'%%'", (user,)))
+    stmts.append(("DROP USER IF EXISTS ''@localhost", ()))
+    return stmts
+
+
+def run_statements(server: LocalServer, stmts: list[tuple[str, tuple[str, ...]]]) -> None:
+    # One connection for all: sql_log_bin=0 is a session setting.
+    with server._lock:
+        try:
+            conn = server._connection()
+            with conn.cursor() as cur:
+                for sql, args in stmts:
+                    cur.execute(sql, args)  # always a tuple: "%%" must become "%"
+        except (pymysql.MySQLError, OSError) as exc:
+            server.close_locked()
+            raise MySQLError(f"first-boot statement failed on {server.socket}: {exc}") from exc
+        server.close_locked()

@@ -1,0 +1,119 @@
+"""onStart: everything that happens before mysqld is started, in order.
+
+1. Directories exist and belong to mysql.
+2. The data directory's state is known (empty, interrupted first boot, ours, adopted, unknown).
+3. The node has a server_id: from its state file, or allocated once from Consul (retried with
+   a clear log line while Consul is unreachable; a restart never needs Consul for this).
+4. my.cnf is rendered from etc/my.cnf.template into MYSQL_RUNDIR.
+5. First boot (or a redo of an interrupted one): install the system schema and create users.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import socket
+from collections.abc import Callable
+from pathlib import Path
+
+from .config import Settings
+from .dcs import Consul
+from .exceptions import ConfigError, DataDirError, DCSError
+from .mysql import datadir as dd
+from .mysql.cnf import buffer_pool_size, cgroup_memory_limit, render_cnf
+from .mysql.server import LocalServer, create_users_sql, run_statements
+
+log = logging.getLogger(__name__)
+
+
+def advertise_address(settings: Settings) -> str:
+    """The address other nodes and Consul's check use to reach this node."""
+    if settings.advertise_address:
+        return settings.advertise_address
+    try:
+        addr = socket.gethostbyname(socket.gethostname())
+    except OSError as exc:
+        raise ConfigError([f"ADVERTISE_ADDRESS: not set, and this host's name "
+                           f"{socket.gethostname()!r} does not resolve ({exc}). Example: "
+                           "ADVERTISE_ADDRESS=10.0.0.5"]) from exc
+    if addr.startswith("127."):
+        raise ConfigError([f"ADVERTISE_ADDRESS: not set, and this host's name resolves to "
+                           f"the loopback address {addr}, which other nodes cannot reach. "
+                           "Example: ADVERTISE_ADDRESS=10.0.0.5"])
+    return addr
+
+
+def prepare_dirs(settings: Settings) -> None:
+    for d in (settings.datadir, settings.rundir):
+        d.mkdir(parents=True, exist_ok=True)
+        shutil.chown(d, "mysql", "mysql")
+
+
+def ensure_server_id(settings: Settings, consul: Consul, *, retry_every: float,
+                     stop_requested: Callable[[], bool], sleep: Callable[[float], None]) -> int:
+    state = dd.read_node_state(settings.datadir)
+    sid = state.get("server_id")
+    if isinstance(sid, int) and sid > 0:
+        return sid
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            sid = consul.next_server_id()
+            break
+        except DCSError as exc:
+            if stop_requested():
+                raise
+            if attempt == 1 or attempt % 10 == 0:
+                log.warning("cannot get a server_id yet: %s. This node needs Consul once, at "
+                            "its first boot; retrying every %.0fs. Check CONSUL=%s and that "
+                            "the Consul servers are up.", exc, retry_every, consul.address)
+            sleep(retry_every)
+    dd.write_node_state(settings.datadir, {**state, "server_id": sid,
+                                           "node": settings.node_name})
+    log.info("allocated server_id %d from Consul (kept in %s)", sid,
+             settings.datadir / dd.STATE)
+    return sid
+
+
+def write_cnf(settings: Settings, server_id: int) -> Path:
+    pool, reason = buffer_pool_size(settings.buffer_pool_size, cgroup_memory_limit())
+    cnf = settings.rundir / "my.cnf"
+    text = render_cnf(datadir=settings.datadir, rundir=settings.rundir, server_id=server_id,
+                      report_host=settings.node_name, pool_size=pool, pool_reason=reason)
+    tmp = cnf.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(cnf)
+    log.info("rendered %s: server_id=%d, innodb_buffer_pool_size from %s", cnf, server_id,
+             reason)
+    return cnf
+
+
+def init_datadir_if_needed(settings: Settings, cnf: Path) -> dd.DataDirState:
+    state = dd.inspect(settings.datadir)
+    if state == dd.DataDirState.UNKNOWN:
+        raise DataDirError(
+            f"MYSQL_DATADIR={settings.datadir} holds files but no MariaDB system schema and "
+            "no autopilot-mysql marker; refusing to initialize over them. Move the files "
+            "away, or point MYSQL_DATADIR at an empty volume.")
+    if state == dd.DataDirState.INTERRUPTED:
+        log.warning("the first boot of %s was interrupted (found %s without %s): nothing "
+                    "in it was ever served, so it is wiped and initialized again",
+                    settings.datadir, dd.PENDING, dd.DONE)
+        dd.wipe_interrupted(settings.datadir)
+    if state in (dd.DataDirState.EMPTY, dd.DataDirState.INTERRUPTED):
+        log.info("first boot: initializing %s", settings.datadir)
+        server = LocalServer(settings.socket)
+        stmts = create_users_sql(
+            root_password=settings.root_password, database=settings.database,
+            user=settings.user, password=settings.password, repl_user=settings.repl_user,
+            repl_password=settings.repl_password)
+        dd.initialize(settings.datadir, cnf, settings.socket,
+                      lambda: run_statements(server, stmts))
+    elif state == dd.DataDirState.ADOPTED:
+        log.warning("%s holds MariaDB data that autopilot-mysql did not create: using it as "
+                    "it is (users are not created; the replication user must exist)",
+                    settings.datadir)
+    else:
+        log.info("data directory %s is initialized: starting on it", settings.datadir)
+    return state

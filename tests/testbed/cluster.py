@@ -1,0 +1,131 @@
+"""autopilot-mysql nodes on the test bed: each database host boots `autopilot-mysql run` as its
+PID 1 with the documented environment variables, exactly as the container's entrypoint does.
+The only differences from docker-compose.yml are the data and run directories, which live under
+the host's own directory because the hosts share one file system."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pymysql
+import requests
+
+from .host import Host
+from .util import CACHE, wait_until
+
+VENV_BIN = Path(sys.executable).parent
+ROOT_PASSWORD = "root-secret"
+APP_USER, APP_PASSWORD, APP_DB = "app", "app-secret", "app"
+REPL_PASSWORD = "repl-secret"
+HEALTH_PORT = 9200
+
+
+def node_env(host: Host, consul_addr: str, **overrides: str) -> dict[str, str]:
+    env = {
+        "PATH": f"{VENV_BIN}:{CACHE / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
+                "/sbin:/bin",
+        "HOME": str(host.dir),
+        "LANG": "C.UTF-8",
+        "MARIADB_ROOT_PASSWORD": ROOT_PASSWORD,
+        "MARIADB_DATABASE": APP_DB,
+        "MARIADB_USER": APP_USER,
+        "MARIADB_PASSWORD": APP_PASSWORD,
+        "MYSQL_REPL_PASSWORD": REPL_PASSWORD,
+        "CONSUL": consul_addr,
+        "MYSQL_DATADIR": str(host.dir / "data"),
+        "MYSQL_RUNDIR": str(host.dir / "run"),
+        "STOP_TIMEOUT": "20",
+        "LOG_LEVEL": "INFO",
+    }
+    env.update(overrides)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+@dataclass
+class Node:
+    host: Host
+    env: dict[str, str]
+
+    @property
+    def name(self) -> str:
+        return self.host.name
+
+    @property
+    def socket(self) -> Path:
+        return Path(self.env["MYSQL_RUNDIR"]) / "mysqld.sock"
+
+    @property
+    def datadir(self) -> Path:
+        return Path(self.env["MYSQL_DATADIR"])
+
+    @property
+    def log(self) -> Path:
+        return self.host.dir / "pid1.log"
+
+    def url(self, path: str) -> str:
+        return f"http://{self.host.ip}:{self.env.get('HEALTH_PORT', HEALTH_PORT)}{path}"
+
+    def boot(self) -> None:
+        self.host.boot([str(VENV_BIN / "autopilot-mysql"), "run"], env=self.env)
+
+    def http(self, path: str) -> int:
+        try:
+            return requests.get(self.url(path), timeout=2).status_code
+        except requests.RequestException:
+            return 0
+
+    def status(self) -> dict[str, Any]:
+        r = requests.get(self.url("/status"), timeout=2)
+        r.raise_for_status()
+        doc: dict[str, Any] = r.json()
+        return doc
+
+    def app(self, **kw: Any) -> pymysql.Connection[Any]:
+        """The application user, over TCP from the harness (as a client would connect)."""
+        return pymysql.connect(host=self.host.ip, port=3306, user=APP_USER,
+                               password=APP_PASSWORD, database=APP_DB, autocommit=True,
+                               connect_timeout=3, **kw)
+
+    def root(self) -> pymysql.Connection[Any]:
+        """root over the unix socket (socket auth, as the supervisor itself connects)."""
+        return pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True,
+                               connect_timeout=3)
+
+    def mysqld_pid(self) -> int | None:
+        for pid in self.host.processes():
+            try:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "mariadbd":
+                    return pid
+            except OSError:
+                continue
+        return None
+
+    def supervisor_pid(self) -> int | None:
+        for pid in self.host.processes():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"supervise" in cmd:
+                return pid
+        return None
+
+    def wait_http(self, path: str, code: int = 200, timeout: float = 60) -> None:
+        def probe() -> bool:
+            if not self.host.running:
+                raise RuntimeError(f"{self.name}'s PID 1 exited; see {self.log}")
+            return self.http(path) == code
+
+        wait_until(probe, timeout=timeout,
+                   what=f"{self.name}'s {path} to answer {code} (log: {self.log})")
+
+    def wait_healthy(self, timeout: float = 60) -> None:
+        self.wait_http("/health", 200, timeout)
+
+
+def make_node(host: Host, consul_addr: str, **overrides: str) -> Node:
+    return Node(host=host, env=node_env(host, consul_addr, **overrides))
+
