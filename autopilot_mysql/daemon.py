@@ -75,7 +75,7 @@ class Daemon:
         try:
             self.server_id = startup.ensure_server_id(
                 self.s, self.consul, retry_every=2.0,
-                stop_requested=self._stop_is_requested, sleep=self.clock.sleep)
+                stop_requested=self._stop_is_requested, sleep=self._wait_for_consul)
         except DCSError:
             return self._shutdown("stopped before this node could get a server_id")
         cnf = startup.write_cnf(self.s, self.server_id)
@@ -95,6 +95,10 @@ class Daemon:
         if signum in (signal.SIGTERM, signal.SIGINT):
             self.stop_requested.set()
         self.bus.publish(Event(Code.SIGNAL, name))
+
+    def _wait_for_consul(self, seconds: float) -> None:
+        self._publish(state="waiting for Consul", error="Consul unreachable: no server_id yet")
+        self.stop_requested.wait(seconds)
 
     def _stop_is_requested(self) -> bool:
         return self.stop_requested.is_set()

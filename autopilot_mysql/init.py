@@ -69,22 +69,42 @@ def _reap() -> list[tuple[int, int]]:
         done.append((pid, status))
 
 
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return "?"
+
+
 def _stop_all(timeout: float) -> None:
-    """SIGTERM to every remaining child (mysqld, the consul agent, orphans), then SIGKILL."""
+    """SIGTERM to every remaining child (mysqld, the consul agent, orphans), then SIGKILL.
+    Each exit is reported: mysqld's own output went to the supervisor, so its status here is
+    what tells the operator whether it shut down cleanly (status 0)."""
     me = os.getpid()
-    pids = _children(me)
-    if not pids:
+    names = {pid: _comm(pid) for pid in _children(me)}
+    if not names:
         return
-    _say(f"stopping {len(pids)} remaining process(es) {pids} with SIGTERM "
-         f"(up to {timeout:.0f}s before SIGKILL)")
-    for pid in pids:
+    _say("stopping remaining process(es) " + ", ".join(f"{n} ({p})" for p, n in names.items())
+         + f" with SIGTERM, up to {timeout:.0f}s before SIGKILL")
+    for pid in names:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             pass
+
+    def report(done: list[tuple[int, int]]) -> None:
+        for pid, status in done:
+            if pid in names:
+                code = os.waitstatus_to_exitcode(status)
+                how = (f"exited with status {code}" if code >= 0
+                       else f"was killed by {signal.Signals(-code).name}")
+                _say(f"{names[pid]} ({pid}) {how}"
+                     + (" (a clean shutdown)" if code == 0 else ""))
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        _reap()
+        report(_reap())
         if not _children(me):
             return
         time.sleep(0.05)
@@ -100,7 +120,7 @@ def _stop_all(timeout: float) -> None:
         except ProcessLookupError:
             pass
     time.sleep(0.1)
-    _reap()
+    report(_reap())
 
 
 def main(argv: list[str] | None = None) -> int:

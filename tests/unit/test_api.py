@@ -1,0 +1,68 @@
+"""The HTTP role/health table, served from a real socket on loopback."""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from autopilot_mysql.api import HealthServer
+from autopilot_mysql.model import NodeStatus, ProcState, Role
+
+NOW = [100.0]
+STATUS = [NodeStatus(node="db1")]
+
+
+@pytest.fixture
+def server() -> Iterator[HealthServer]:
+    srv = HealthServer(0, lambda: STATUS[0], stale_after=5, host="127.0.0.1",
+                       clock=lambda: NOW[0])
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def get(srv: HealthServer, path: str, method: str = "GET") -> tuple[int, bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", srv.httpd.server_address[1], timeout=3)
+    conn.request(method, path)
+    r = conn.getresponse()
+    return r.status, r.read()
+
+
+def codes(srv: HealthServer) -> dict[str, int]:
+    return {p: get(srv, p)[0] for p in ("/health", "/liveness", "/readiness", "/primary",
+                                        "/replica")}
+
+
+def test_primary_replica_and_unhealthy(server: HealthServer) -> None:
+    STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                           mysqld=ProcState.RUNNING, cycle_at=99.5)
+    assert codes(server) == {"/health": 200, "/liveness": 200, "/readiness": 200,
+                             "/primary": 200, "/replica": 503}
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5)
+    assert codes(server)["/primary"] == 503 and codes(server)["/replica"] == 200
+    STATUS[0] = NodeStatus(node="db1", healthy=False, cycle_at=99.5, last_error="mysqld down")
+    c = codes(server)
+    assert c["/health"] == 503 and c["/liveness"] == 200
+    assert b"mysqld down" in get(server, "/health")[1]
+
+
+def test_stalled_loop_fails_every_check(server: HealthServer) -> None:
+    STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                           cycle_at=90.0)
+    assert set(codes(server).values()) == {503}
+
+
+def test_head_and_status_json_without_secrets(server: HealthServer) -> None:
+    STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                           cycle_at=99.9, started_at=40.0, gtid_current_pos="0-1-5")
+    code, body = get(server, "/health", "HEAD")
+    assert code == 200 and body == b""
+    code, body = get(server, "/status")
+    doc = json.loads(body)
+    assert code == 200 and doc["role"] == "primary" and doc["gtid_current_pos"] == "0-1-5"
+    assert doc["uptime_seconds"] == 60.0
+    assert "password" not in body.decode().lower()
+    assert get(server, "/nope")[0] == 404

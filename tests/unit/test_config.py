@@ -1,0 +1,88 @@
+"""Settings from the environment: defaults, aliases, _FILE secrets, and every problem at once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autopilot_mysql.config import load_settings
+from autopilot_mysql.exceptions import ConfigError
+
+GOOD = {"MARIADB_ROOT_PASSWORD": "r", "MYSQL_REPL_PASSWORD": "p", "NODE_NAME": "db1"}
+
+
+def problems(env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env)
+    assert err.value.exit_code == 2
+    return err.value.problems
+
+
+def test_minimal_environment_gets_documented_defaults() -> None:
+    s = load_settings(GOOD)
+    assert (s.consul_host, s.consul_port, s.service_name, s.health_port) == (
+        "consul", 8500, "mysql", 9200)
+    assert s.datadir == Path("/var/lib/mysql") and s.socket == Path("/run/mysqld/mysqld.sock")
+    assert s.repl_user == "repl" and not s.consul_agent and s.buffer_pool_size is None
+    assert s.service_id == "mysql-db1"
+
+
+def test_official_image_aliases_and_file_secrets(tmp_path: Path) -> None:
+    secret = tmp_path / "pw"
+    secret.write_text("from-file\n")
+    s = load_settings({"MYSQL_ROOT_PASSWORD_FILE": str(secret), "MYSQL_REPL_PASSWORD": "p",
+                       "MYSQL_USER": "app", "MYSQL_PASSWORD": "x", "MYSQL_DATABASE": "shop",
+                       "CONSUL": "10.0.0.2:8501", "INNODB_BUFFER_POOL_SIZE": "1G",
+                       "CONSUL_AGENT": "yes"})
+    assert s.root_password == "from-file"  # trailing newline of the file is not part of it
+    assert (s.user, s.password, s.database) == ("app", "x", "shop")
+    assert (s.consul_host, s.consul_port, s.consul_agent) == ("10.0.0.2", 8501, True)
+    assert s.buffer_pool_size == 1 << 30
+
+
+@pytest.mark.parametrize("env,var", [
+    ({}, "MARIADB_ROOT_PASSWORD"),
+    ({"MARIADB_ROOT_PASSWORD_FILE": "/nonexistent/secret"}, "MARIADB_ROOT_PASSWORD_FILE"),
+    ({"CONSUL": "consul:port"}, "CONSUL"),
+    ({"CONSUL": "bad host!:8500"}, "CONSUL"),
+    ({"CONSUL": "https://consul:8500"}, "CONSUL"),
+    ({"HEALTH_PORT": "http"}, "HEALTH_PORT"),
+    ({"HEALTH_PORT": "70000"}, "HEALTH_PORT"),
+    ({"LOG_LEVEL": "VERBOSE"}, "LOG_LEVEL"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT"),
+    ({"INNODB_BUFFER_POOL_SIZE": "lots"}, "INNODB_BUFFER_POOL_SIZE"),
+    ({"INNODB_BUFFER_POOL_SIZE": "1M"}, "INNODB_BUFFER_POOL_SIZE"),
+    ({"MARIADB_USER": "app"}, "MARIADB_PASSWORD"),
+    ({"MARIADB_USER": "root", "MARIADB_PASSWORD": "x"}, "MARIADB_USER"),
+    ({"MARIADB_DATABASE": "a`b"}, "MARIADB_DATABASE"),
+    ({"SERVICE_NAME": "My_Service"}, "SERVICE_NAME"),
+    ({"CONSUL_AGENT": "maybe"}, "CONSUL_AGENT"),
+    ({"STOP_TIMEOUT": "-3"}, "STOP_TIMEOUT"),
+    ({"SESSION_TTL": "5"}, "SESSION_TTL"),
+    ({"LOOP_WAIT": "5"}, "LOOP_WAIT"),
+    ({"MYSQL_DATADIR": "relative/dir"}, "MYSQL_DATADIR"),
+    ({"ADVERTISE_ADDRESS": "db1.example"}, "ADVERTISE_ADDRESS"),
+    ({"MARIADB_ROOT_PASSWORD": "a", "MYSQL_ROOT_PASSWORD": "b"}, "MARIADB_ROOT_PASSWORD"),
+])
+def test_each_bad_value_is_named_with_an_example(env: dict[str, str], var: str) -> None:
+    base = dict(GOOD)
+    if any(k.startswith(("MARIADB_ROOT", "MYSQL_ROOT")) for k in env) or not env:
+        base.pop("MARIADB_ROOT_PASSWORD")
+    found = problems({**base, **env})
+    assert any(p.startswith(var) and "Example:" in p for p in found), found
+
+
+def test_all_problems_are_reported_at_once_and_no_secret_is_echoed() -> None:
+    found = problems({"MARIADB_ROOT_PASSWORD": "s3cr3t-value", "HEALTH_PORT": "x",
+                      "LOG_LEVEL": "loud", "CONSUL": "::::"})
+    assert len(found) >= 4  # port, level, consul, missing repl password
+    assert {p.split(":")[0] for p in found} >= {"HEALTH_PORT", "LOG_LEVEL", "CONSUL",
+                                                "MYSQL_REPL_PASSWORD"}
+    assert "s3cr3t-value" not in "\n".join(found)
+
+
+def test_redacted_settings_hide_secrets() -> None:
+    doc = load_settings({**GOOD, "MARIADB_USER": "app", "MARIADB_PASSWORD": "apppw"}).redacted()
+    text = repr(doc)
+    assert "apppw" not in text and doc["root_password"] == "<set>"
