@@ -9,7 +9,8 @@ every check fail. No secret is ever part of a NodeStatus.
     /liveness   the supervisor loop ran recently                      503
     /readiness  healthy and registered with a known role              503
     /primary    this node holds the leader lock and is writable       503
-    /replica    another node is primary; this one is read-only        503
+    /replica    another node is primary; this one is read-only and    503
+                its replication threads run
     /status     always (JSON: role, state, GTID position, members ...)
 
 GET and HEAD are answered alike (HEAD without a body), for load balancers.
@@ -38,7 +39,7 @@ ROUTES: dict[str, Rule] = {
     "/readiness": lambda s, alive: alive and s.healthy and s.role != Role.UNKNOWN,
     "/primary": lambda s, alive: alive and s.healthy and s.role == Role.PRIMARY and s.writable,
     "/replica": lambda s, alive: (alive and s.healthy and s.role == Role.REPLICA
-                                  and not s.writable),
+                                  and not s.writable and s.replicating),
 }
 
 

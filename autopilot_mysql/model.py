@@ -102,6 +102,7 @@ class NodeStatus:
     state: str = "starting"
     healthy: bool = False
     writable: bool = False
+    replicating: bool = False  # both replication threads run (set once replication exists)
     mysqld: ProcState = ProcState.STOPPED
     gtid_current_pos: str = ""
     server_id: int | None = None

@@ -14,8 +14,11 @@ bin="$cache/bin"
 
 # Pinned versions. Changing one rebuilds that tool (the binary name carries the version).
 # Consul's version lives in tools/consul/go.mod (with every dependency's hash in go.sum).
-CONSUL_VERSION=$(awk '$1 == "require" && $2 == "github.com/hashicorp/consul" {print $3}' \
-                 "$repo/tools/consul/go.mod")
+CONSUL_VERSION=$(awk '{for (i = 1; i < NF; i++) if ($i == "github.com/hashicorp/consul")
+                        {print $(i + 1); exit}}' "$repo/tools/consul/go.mod")
+if [ -z "$CONSUL_VERSION" ]; then
+  log "cannot read Consul's version from tools/consul/go.mod"; exit 1
+fi
 # MinIO publishes no semver tags; this is the module proxy's pseudo-version of its last release.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 
@@ -72,6 +75,15 @@ if [ ! -x "$bin/minio-$MINIO_VERSION" ]; then
   rm -rf "$gobin"
 fi
 ln -sfn "minio-$MINIO_VERSION" "$bin/minio"
+# dockercheck: parses docker/Dockerfile and docker-compose.yml with the reference parsers
+# (BuildKit, compose-go), as there is no Docker engine here. Rebuilt when its sources change.
+dc_hash=$(cat "$repo/tools/dockercheck/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
+if [ ! -x "$bin/dockercheck-$dc_hash" ]; then
+  log "building dockercheck"
+  (cd "$repo/tools/dockercheck" && go build -mod=readonly -trimpath \
+     -o "$bin/dockercheck-$dc_hash" .)
+fi
+ln -sfn "dockercheck-$dc_hash" "$bin/dockercheck"
 
 # --- 3. Python virtual environment ---------------------------------------------------------------
 venv="$repo/.venv"

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.testbed.bed import PREFIX, TestBed
+from tests.testbed.bed import PREFIX, TestBed, persistent_beds
 from tests.testbed.util import run
 
 
@@ -21,8 +21,13 @@ def bed() -> Iterator[TestBed]:
 def _no_leftovers_after_suite() -> Iterator[None]:
     """After the whole suite: no namespace, bridge or process of the test bed may remain."""
     yield
+    demo = persistent_beds()  # a demo cluster the developer left running is not ours
+    demo_ns = {ns for st in demo for ns in st["netns"]}
+    demo_pids = {p for ns in demo_ns
+                 for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()}
     ours = [line.split()[0] for line in run(["ip", "netns", "list"], check=False)
-            .stdout.splitlines() if line.startswith(PREFIX)]
+            .stdout.splitlines() if line.startswith(PREFIX) and line.split()[0] not in demo_ns]
     ps = run(["ps", "-eo", "pid=,args="], check=False).stdout.splitlines()
-    procs = [p for p in ps if "/tmp/apm-" in p or "autopilot-mysql run" in p]
+    procs = [p for p in ps if ("/tmp/apm-" in p or "autopilot-mysql run" in p)
+             and p.split()[0] not in demo_pids]
     assert not ours and not procs, f"left behind: namespaces {ours}, processes {procs}"

@@ -46,7 +46,8 @@ def catalog(consul: ConsulAgent, service: str = "mysql") -> list[dict[str, objec
 
 
 def boot(bed: TestBed, consul: ConsulAgent, name: str = "db1", **env: str) -> Node:
-    node = make_node(bed.add_host(name), consul.address, **env)
+    """A node with docker-compose.yml's environment (a local Consul agent joining `consul`)."""
+    node = make_node(bed.add_host(name), **env)
     node.boot()
     return node
 
@@ -78,6 +79,7 @@ def test_boot_passes_consul_check_and_app_user_writes(bed: TestBed,
     assert st["version"].startswith("10.11")
     assert [m["node"] for m in st["members"]] == ["db1"]
     entry = catalog(consul)[0]
+    assert entry["Node"] == "db1"  # registered through its own local agent
     assert entry["ServiceTags"] == ["primary"] and entry["ServicePort"] == 3306
     meta = entry["ServiceMeta"]
     assert isinstance(meta, dict) and meta["server_id"] == str(st["server_id"])
@@ -216,7 +218,7 @@ def test_bad_inputs_exit_2_naming_the_variable_and_touch_nothing(
         bed: TestBed, consul: ConsulAgent) -> None:
     host = bed.add_host("db1")
     for overrides, var in BAD_INPUTS:
-        node = make_node(host, consul.address)
+        node = make_node(host)
         for k, v in overrides.items():
             if v is None:
                 node.env.pop(k, None)
@@ -261,7 +263,7 @@ def test_first_boot_killed_halfway_comes_back_initialized(bed: TestBed, consul: 
 def test_consul_unreachable_at_start_is_retried(bed: TestBed, consul: ConsulAgent) -> None:
     host: Host = bed.add_host("db1")
     bed.partition([host], [consul.host])
-    node = make_node(host, consul.address)
+    node = make_node(host)
     node.boot()
     wait_until(lambda: "cannot get a server_id yet" in node.log.read_text(), timeout=30,
                what="a log line saying Consul is being retried")
@@ -271,12 +273,24 @@ def test_consul_unreachable_at_start_is_retried(bed: TestBed, consul: ConsulAgen
     node.wait_http("/primary", timeout=BOOT_BOUND + 10)
 
 
-def test_local_consul_agent_mode(bed: TestBed, consul: ConsulAgent) -> None:
-    node = boot(bed, consul, CONSUL_AGENT="true", CONSUL=consul.host.ip)
-    node.wait_http("/primary", timeout=BOOT_BOUND + 15)
+def test_direct_consul_mode_without_local_agent(bed: TestBed, consul: ConsulAgent) -> None:
+    node = boot(bed, consul, CONSUL_AGENT="false", CONSUL=f"consul:{consul.address.split(':')[1]}")
+    node.wait_http("/primary", timeout=BOOT_BOUND)
     entry = catalog(consul)[0]
-    assert entry["Node"] == "db1"  # registered through its own agent, on its own node
+    assert entry["Node"] == "consul"  # registered on the server's agent, checked over the bed
+    assert node.mysqld_pid() is not None
+    assert not [p for p in node.host.processes()
+                if Path(f"/proc/{p}/comm").read_text().strip() == "consul"]
     assert node.host.stop(timeout=30) == 0
     assert catalog(consul) == []
-    r = requests.get(f"http://{consul.address}/v1/health/node/db1", timeout=3)
-    assert all(c["CheckID"] != "serfHealth" or c["Status"] != "passing" for c in r.json())
+
+
+def test_local_agent_stops_last_and_leaves(bed: TestBed, consul: ConsulAgent) -> None:
+    node = boot(bed, consul)
+    node.wait_http("/primary", timeout=BOOT_BOUND)
+    assert node.host.stop(timeout=40) == 0
+    log = node.log.read_text()
+    assert log.index("mysqld shut down cleanly") < log.index("stopping consul-agent")
+    assert catalog(consul) == []
+    r = requests.get(f"http://{consul.address}/v1/catalog/nodes", timeout=3)
+    assert "db1" not in [n["Node"] for n in r.json()]  # the agent left the cluster

@@ -41,7 +41,8 @@ CANDIDATE_NETS = [f"10.213.{n}.0/24" for n in range(0, 250)]
 class TestBed:
     __test__ = False  # not a pytest test class
 
-    def __init__(self, *, sweep: bool = True) -> None:
+    def __init__(self, *, sweep: bool = True, persistent: bool = False) -> None:
+        """persistent=True (the demo): outlives this process; `teardown_persistent` ends it."""
         if os.geteuid() != 0:
             raise TestBedError("the test bed needs root (network namespaces, bridges, iptables)")
         if sweep:
@@ -54,16 +55,18 @@ class TestBed:
         self.hosts: dict[str, Host] = {}
         self._rules: list[tuple[Host, list[str]]] = []
         self._closed = False
+        self.persistent = persistent
         self.net = self._pick_subnet()
         hosts_iter = self.net.hosts()
         self.gateway = str(next(hosts_iter))
         self._next_ip = 10
-        self._save()  # recorded before anything is created, so a crash leaves a trail
+        self.save()  # recorded before anything is created, so a crash leaves a trail
         self.root.mkdir(mode=0o755)
         run(["ip", "link", "add", self.bridge, "type", "bridge"])
         run(["ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])
-        atexit.register(self.close)
+        if not persistent:
+            atexit.register(self.close)
 
     # --- hosts --------------------------------------------------------------------------------
 
@@ -77,7 +80,7 @@ class TestBed:
         veth = f"{PREFIX}{self.id}v{idx}"
         host = Host(name=name, netns=netns, ip=ip, veth=veth, root=self.root / name)
         self.hosts[name] = host
-        self._save()
+        self.save()
         run(["ip", "netns", "add", netns])
         run(["ip", "link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", netns])
         run(["ip", "link", "set", veth, "master", self.bridge, "up"])
@@ -156,11 +159,15 @@ class TestBed:
 
     # --- internals ------------------------------------------------------------------------------
 
-    def _save(self) -> None:
+    def save(self) -> None:
+        """Record what exists (call again after booting hosts, for `teardown_persistent`)."""
         state: dict[str, Any] = {
             "pid": os.getpid(), "start": proc_start_time(os.getpid()), "net": str(self.net),
-            "bridge": self.bridge, "root": str(self.root),
+            "bridge": self.bridge, "root": str(self.root), "persistent": self.persistent,
             "netns": [h.netns for h in self.hosts.values()],
+            "hosts": {h.name: {"ip": h.ip, "pid1": h.pid1,
+                               "pid1_start": proc_start_time(h.pid1) if h.pid1 else None}
+                      for h in self.hosts.values()},
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
@@ -198,7 +205,8 @@ def sweep_leftovers() -> list[str]:
             except (OSError, ValueError):
                 f.unlink(missing_ok=True)
                 continue
-            if pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start"):
+            owner_alive = pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start")
+            if owner_alive or st.get("persistent"):  # a running demo is not a leftover
                 live_ids.add(f.stem)
                 continue
             _remove(f.stem, st.get("netns", []), st.get("bridge"), Path(st["root"]))
@@ -219,6 +227,37 @@ def sweep_leftovers() -> list[str]:
         if br.endswith("br") and orphan_id(br):
             run(["ip", "link", "del", br], check=False)
     return removed
+
+
+def persistent_beds() -> list[dict[str, Any]]:
+    """State of the beds that outlive their creator (the demo)."""
+    out = []
+    for f in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.exists() else []:
+        try:
+            st = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if st.get("persistent"):
+            st["id"] = f.stem
+            out.append(st)
+    return out
+
+
+def teardown_persistent(state: dict[str, Any], timeout: float = 40) -> None:
+    """Stop a persistent bed: SIGTERM to each host's PID 1 (a graceful stop, as `docker
+    stop`), SIGKILL of whatever is left after `timeout`, then remove everything by id."""
+    pids = [h["pid1"] for h in state.get("hosts", {}).values()
+            if h.get("pid1") and proc_start_time(h["pid1"]) == h.get("pid1_start")]
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    while any(pid_running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _remove(state["id"], state.get("netns", []), state.get("bridge"), Path(state["root"]))
+    (STATE_DIR / f"{state['id']}.json").unlink(missing_ok=True)
 
 
 def _remove(run_id: str, netns: list[str], bridge: str | None, root: Path | None) -> None:

@@ -5,6 +5,9 @@ the host's own directory because the hosts share one file system."""
 
 from __future__ import annotations
 
+import functools
+import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +17,7 @@ import pymysql
 import requests
 
 from .host import Host
-from .util import CACHE, wait_until
+from .util import CACHE, REPO, run, tool, wait_until
 
 VENV_BIN = Path(sys.executable).parent
 ROOT_PASSWORD = "root-secret"
@@ -23,22 +26,31 @@ REPL_PASSWORD = "repl-secret"
 HEALTH_PORT = 9200
 
 
-def node_env(host: Host, consul_addr: str, **overrides: str) -> dict[str, str]:
-    env = {
+@functools.cache
+def compose_environment() -> dict[str, str]:
+    """The `mysql` service's environment in docker-compose.yml, as compose-go resolves it
+    (interpolated with the test secrets, as an .env file would give them)."""
+    secrets = {"MARIADB_ROOT_PASSWORD": ROOT_PASSWORD, "MARIADB_PASSWORD": APP_PASSWORD,
+               "MYSQL_REPL_PASSWORD": REPL_PASSWORD}
+    out = run([tool("dockercheck"), str(REPO / "docker" / "Dockerfile"),
+               str(REPO / "docker-compose.yml")], env={**os.environ, **secrets}).stdout
+    env: dict[str, str] = json.loads(out)["services"]["mysql"]["environment"]
+    return env
+
+
+def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dict[str, str]:
+    """docker-compose.yml's environment, plus what differs on a shared file system (data and
+    run directories under the host's own directory) and the tools' PATH. The Consul server
+    host is named `consul` on the test bed, as the compose service is."""
+    env: dict[str, str | None] = {
+        **compose_environment(),
         "PATH": f"{VENV_BIN}:{CACHE / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                 "/sbin:/bin",
         "HOME": str(host.dir),
         "LANG": "C.UTF-8",
-        "MARIADB_ROOT_PASSWORD": ROOT_PASSWORD,
-        "MARIADB_DATABASE": APP_DB,
-        "MARIADB_USER": APP_USER,
-        "MARIADB_PASSWORD": APP_PASSWORD,
-        "MYSQL_REPL_PASSWORD": REPL_PASSWORD,
-        "CONSUL": consul_addr,
+        "CONSUL": consul,
         "MYSQL_DATADIR": str(host.dir / "data"),
         "MYSQL_RUNDIR": str(host.dir / "run"),
-        "STOP_TIMEOUT": "20",
-        "LOG_LEVEL": "INFO",
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -126,6 +138,6 @@ class Node:
         self.wait_http("/health", 200, timeout)
 
 
-def make_node(host: Host, consul_addr: str, **overrides: str) -> Node:
-    return Node(host=host, env=node_env(host, consul_addr, **overrides))
+def make_node(host: Host, consul: str = "consul", **overrides: str | None) -> Node:
+    return Node(host=host, env=node_env(host, consul, **overrides))
 

@@ -6,7 +6,7 @@ import os
 import shutil
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -23,10 +23,12 @@ class TestBedError(RuntimeError):
 
 
 def run(argv: Sequence[str], *, check: bool = True, timeout: float = 60,
-        input: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        input: bytes | None = None, env: Mapping[str, str] | None = None
+        ) -> subprocess.CompletedProcess[str]:
     """Run a command to completion; on failure raise with its stderr, never a bare exit code."""
     proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                          input=input.decode() if input is not None else None)
+                          input=input.decode() if input is not None else None,
+                          env=dict(env) if env is not None else None)
     if check and proc.returncode != 0:
         raise TestBedError(f"{' '.join(argv)} exited {proc.returncode}: "
                            f"{(proc.stderr or proc.stdout).strip()}")

@@ -41,8 +41,12 @@ def test_primary_replica_and_unhealthy(server: HealthServer) -> None:
                            mysqld=ProcState.RUNNING, cycle_at=99.5)
     assert codes(server) == {"/health": 200, "/liveness": 200, "/readiness": 200,
                              "/primary": 200, "/replica": 503}
-    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5)
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5,
+                           replicating=True)
     assert codes(server)["/primary"] == 503 and codes(server)["/replica"] == 200
+    # A read-only node that does not replicate must not receive reads.
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5)
+    assert codes(server)["/replica"] == 503
     STATUS[0] = NodeStatus(node="db1", healthy=False, cycle_at=99.5, last_error="mysqld down")
     c = codes(server)
     assert c["/health"] == 503 and c["/liveness"] == 200

@@ -1,0 +1,61 @@
+"""docker/Dockerfile and docker-compose.yml, checked without a Docker engine: parsed by the
+reference parsers (BuildKit, compose-go) through tools/dockercheck, and held against the
+supervisor's own settings validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from typing import Any
+
+import pytest
+
+from autopilot_mysql.config import VARIABLES, load_settings
+from tests.testbed.util import REPO, tool
+
+SECRETS = {"MARIADB_ROOT_PASSWORD": "r", "MARIADB_PASSWORD": "a", "MYSQL_REPL_PASSWORD": "p"}
+ALIASES = {"MYSQL_ROOT_PASSWORD", "MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD"}
+
+
+def dockercheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run([tool("dockercheck"), str(REPO / "docker" / "Dockerfile"),
+                           str(REPO / "docker-compose.yml")], capture_output=True, text=True,
+                          env={**clean, **env}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    proc = dockercheck(SECRETS)
+    assert proc.returncode == 0, proc.stderr
+    assert "docker/Dockerfile: 2 stage(s), ok" in proc.stderr
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+def test_compose_environment_is_valid_for_the_supervisor(compose: dict[str, Any]) -> None:
+    env = compose["services"]["mysql"]["environment"]
+    assert set(env) <= set(VARIABLES) | ALIASES, set(env) - set(VARIABLES)
+    settings = load_settings({**env, "NODE_NAME": "mysql-1"})
+    assert settings.consul_agent and settings.consul_host == "consul"
+    grace = compose["services"]["mysql"]["stop_grace_period"]
+    assert int(grace.rstrip("s")) > settings.stop_timeout  # our stop finishes before SIGKILL
+
+
+def test_missing_secret_is_refused_by_compose_with_its_name() -> None:
+    proc = dockercheck({k: v for k, v in SECRETS.items() if k != "MYSQL_REPL_PASSWORD"})
+    assert proc.returncode != 0 and "MYSQL_REPL_PASSWORD" in proc.stderr
+
+
+def test_dockerfile_entrypoint_volume_and_templates() -> None:
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    assert 'ENTRYPOINT ["autopilot-mysql", "run"]' in text
+    assert 'VOLUME ["/var/lib/mysql"]' in text
+    copy_etc = re.search(r"COPY etc/ (\S+)", text)
+    assert copy_etc and copy_etc.group(1).rstrip("/") == "/etc/autopilot-mysql"
+    assert "APM_ETC_DIR=/etc/autopilot-mysql" in text
+    assert (REPO / "etc" / "my.cnf.template").exists()
+    # The image builds Consul from the same pinned module as the test bed.
+    assert "COPY tools/consul/go.mod tools/consul/go.sum tools/consul/main.go" in text
