@@ -293,15 +293,21 @@ class Daemon:
             except DCSError as exc:
                 log.warning("could not %s: %s (Consul will expire it)", what, exc)
         self.mysql.close()
+        clean = True
         if self.mysqld is not None:
             left = max(1.0, deadline - self.clock.monotonic() - (2 if self.agent else 0))
             clean = self.mysqld.stop(left)
-            log.info("mysqld %s", "shut down cleanly" if clean else "was killed at the timeout")
+            if clean:
+                log.info("mysqld shut down cleanly")
+            else:
+                log.error("mysqld was killed at the STOP_TIMEOUT (%.0fs): InnoDB will run crash "
+                          "recovery at the next start. Raise STOP_TIMEOUT (and the "
+                          "container's stop grace period) if this repeats", self.s.stop_timeout)
         if self.agent is not None:
             self.agent.stop(max(1.0, deadline - self.clock.monotonic()))
         self.api.stop()
-        log.info("stopped")
-        return 0
+        log.info("stopped%s", "" if clean else " (not cleanly: exit status 1)")
+        return 0 if clean else 1
 
     def _release(self) -> None:
         if self.session is not None:

@@ -23,6 +23,25 @@ class ServerVars:
     version: str
 
 
+@dataclass(frozen=True)
+class ReplicaStatus:
+    """SHOW SLAVE STATUS, the fields the decisions need."""
+
+    master_host: str
+    io_running: bool
+    sql_running: bool
+    seconds_behind: int | None
+    last_io_errno: int
+    last_io_error: str
+    last_sql_errno: int
+    last_sql_error: str
+    gtid_io_pos: str
+
+    @property
+    def running(self) -> bool:
+        return self.io_running and self.sql_running
+
+
 class LocalServer:
     def __init__(self, socket: Path, *, connect_timeout: float = 1.0,
                  read_timeout: float = 3.0) -> None:
@@ -42,6 +61,8 @@ class LocalServer:
 
     def execute(self, sql: str, args: tuple[object, ...] | None = None
                 ) -> list[tuple[Any, ...]]:
+        """One statement on the shared connection. Any failure becomes a MySQLError and the
+        connection is dropped (the next call reconnects)."""
         with self._lock:
             try:
                 conn = self._connection()
@@ -71,7 +92,90 @@ class LocalServer:
         return ServerVars(read_only=bool(row[0]), gtid_current_pos=str(row[1] or ""),
                           version=str(row[2]))
 
+    def replica_status(self) -> ReplicaStatus | None:
+        """None when this server has no replication configured."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                    cur.execute("SHOW SLAVE STATUS")
+                    row = cur.fetchone()
+            except (pymysql.MySQLError, OSError) as exc:
+                self.close_locked()
+                raise MySQLError(f"SHOW SLAVE STATUS on {self.socket}: {exc}") from exc
+        if not row or not row.get("Master_Host"):
+            return None
+        behind = row.get("Seconds_Behind_Master")
+        return ReplicaStatus(
+            master_host=str(row["Master_Host"]), io_running=row["Slave_IO_Running"] == "Yes",
+            sql_running=row["Slave_SQL_Running"] == "Yes",
+            seconds_behind=None if behind is None else int(behind),
+            last_io_errno=int(row.get("Last_IO_Errno") or 0),
+            last_io_error=str(row.get("Last_IO_Error") or ""),
+            last_sql_errno=int(row.get("Last_SQL_Errno") or 0),
+            last_sql_error=str(row.get("Last_SQL_Error") or ""),
+            gtid_io_pos=str(row.get("Gtid_IO_Pos") or ""))
+
+    def binlog_gtids_after(self, base: dict[int, object], limit: int = 50) -> list[str]:
+        """GTIDs in this server's binary log beyond `base` (domain -> Gtid), newest files
+        first, at most `limit`: used to name errant transactions exactly."""
+        found: list[str] = []
+        files = [r[0] for r in self.execute("SHOW BINARY LOGS")]
+        for name in reversed(files):
+            older = False
+            for row in self.execute(f"SHOW BINLOG EVENTS IN '{name}'"):
+                if row[2] != "Gtid":
+                    continue
+                gtid = str(row[5]).split("GTID ")[-1].strip()
+                d, _, n = (int(x) for x in gtid.split("-"))
+                b = base.get(d)
+                if b is None or n > getattr(b, "seqno", 0):
+                    found.append(gtid)
+                else:
+                    older = True
+            if older or len(found) >= limit:
+                break
+        return sorted(set(found), key=lambda g: [int(x) for x in g.split("-")])[:limit]
+
     # --- actions --------------------------------------------------------------------------------
+
+    def replicate_from(self, host: str, user: str, password: str) -> None:
+        """Point replication at `host` by GTID and start it. current_pos: a former primary's
+        history is in its binary log, not in gtid_slave_pos; a replica's is in both."""
+        self.execute("STOP SLAVE")
+        self.execute("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
+        self.execute("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = 3306, MASTER_USER = %s, "
+                     "MASTER_PASSWORD = %s, MASTER_USE_GTID = current_pos, "
+                     "MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
+                     (host, user, password))
+        self.execute("START SLAVE")
+
+    def stop_io_and_drain(self, timeout: float) -> bool:
+        """Stop fetching from the (lost) primary and apply what was received. True when the
+        relay log is applied within `timeout`."""
+        st = self.replica_status()
+        if st is None:
+            return True
+        self.execute("STOP SLAVE IO_THREAD")
+        st = self.replica_status()
+        if st is None or not st.gtid_io_pos:
+            return True
+        if not st.sql_running:
+            return False
+        row = self.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (st.gtid_io_pos, timeout))
+        return bool(row and row[0][0] == 0)
+
+    def stop_replication(self) -> None:
+        self.execute("STOP SLAVE")
+        self.execute("RESET SLAVE ALL")
+
+    def promote(self) -> None:
+        """Become the primary: replication off, semi-synchronous acknowledgements awaited
+        (after sync: an acknowledged commit is in a replica's relay log), writes on."""
+        self.stop_replication()
+        self.execute("SET GLOBAL rpl_semi_sync_slave_enabled = OFF")
+        self.execute("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+        self.execute("SET GLOBAL read_only = OFF")
 
     def set_read_only(self, on: bool) -> None:
         self.execute(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")

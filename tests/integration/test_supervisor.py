@@ -294,3 +294,39 @@ def test_local_agent_stops_last_and_leaves(bed: TestBed, consul: ConsulAgent) ->
     assert catalog(consul) == []
     r = requests.get(f"http://{consul.address}/v1/catalog/nodes", timeout=3)
     assert "db1" not in [n["Node"] for n in r.json()]  # the agent left the cluster
+
+
+def test_stop_past_the_timeout_kills_mysqld_and_exits_non_zero(bed: TestBed,
+                                                                consul: ConsulAgent) -> None:
+    node = boot(bed, consul, STOP_TIMEOUT="4")
+    node.wait_http("/primary", timeout=BOOT_BOUND)
+    mysqld = node.mysqld_pid()
+    assert mysqld is not None
+    os.kill(mysqld, signal.SIGSTOP)  # a mysqld that cannot finish its shutdown
+    t0 = time.monotonic()
+    code = node.host.stop(timeout=30)
+    assert code == 1 and time.monotonic() - t0 < 10
+    assert not pid_running(mysqld)
+    assert "mysqld was killed at the STOP_TIMEOUT" in node.log.read_text()
+
+
+def test_forwarded_signals_and_member_changes_reach_the_loop(bed: TestBed,
+                                                             consul: ConsulAgent) -> None:
+    db1 = boot(bed, consul, "db1")
+    db1.wait_http("/primary", timeout=BOOT_BOUND)
+    assert db1.host.pid1 is not None
+    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+        os.kill(db1.host.pid1, sig)  # to the init shim, which forwards to the supervisor
+        wait_until(lambda s=sig: f"{s.name} received" in db1.log.read_text(), timeout=5,
+                   what=f"{sig.name} to reach the supervisor")
+    assert db1.host.running  # none of them stops it
+    db2 = boot(bed, consul, "db2")
+    # Consul's blocking query hands the change to db1's loop: /status lists db2 as soon as
+    # Consul does (the check interval is the slow part, not the watch).
+    wait_until(lambda: any(c["Node"] == "db2" for c in catalog(consul)), timeout=BOOT_BOUND,
+               what="db2 in the catalog")
+    t0 = time.monotonic()
+    wait_until(lambda: "db2" in [m["node"] for m in db1.status()["members"]], timeout=5,
+               what="db1's /status to list db2")
+    print(f"member change visible in db1's /status {time.monotonic() - t0:.2f}s after Consul")
+    db2.wait_healthy(BOOT_BOUND)

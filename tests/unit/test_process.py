@@ -29,3 +29,16 @@ def test_backoff_is_capped() -> None:
 def test_exit_descriptions() -> None:
     assert describe_status(-9) == "killed by SIGKILL"
     assert describe_status(1) == "exited with status 1"
+
+
+def test_json_log_lines() -> None:
+    import json
+    import logging
+
+    from autopilot_mysql.utils import JsonFormatter
+
+    rec = logging.LogRecord("autopilot_mysql.daemon", logging.INFO, __file__, 1,
+                            "promote: %s", ("opening for writes",), None)
+    doc = json.loads(JsonFormatter().format(rec))
+    assert doc["level"] == "info" and doc["logger"] == "autopilot_mysql.daemon"
+    assert doc["msg"] == "promote: opening for writes" and doc["ts"].endswith("Z")
