@@ -9,8 +9,9 @@ every check fail. No secret is ever part of a NodeStatus.
     /liveness   the supervisor loop ran recently                      503
     /readiness  healthy and registered with a known role              503
     /primary    this node holds the leader lock and is writable       503
-    /replica    another node is primary; this one is read-only and    503
-                its replication threads run
+    /replica    another node is primary; this one is read-only, both   503
+                replication threads run and it is at most ?lag=N
+                seconds behind (default REPLICA_MAX_LAG, 10)
     /status     always (JSON: role, state, GTID position, members ...)
 
 GET and HEAD are answered alike (HEAD without a body), for load balancers.
@@ -22,6 +23,7 @@ import json
 import logging
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,15 +33,17 @@ from .model import NodeStatus, Role
 
 log = logging.getLogger(__name__)
 
-Rule = Callable[[NodeStatus, bool], bool]  # (status, loop_is_alive) -> 200?
+Rule = Callable[[NodeStatus, bool, float], bool]  # (status, loop alive, max lag) -> 200?
 
 ROUTES: dict[str, Rule] = {
-    "/health": lambda s, alive: alive and s.healthy,
-    "/liveness": lambda s, alive: alive,
-    "/readiness": lambda s, alive: alive and s.healthy and s.role != Role.UNKNOWN,
-    "/primary": lambda s, alive: alive and s.healthy and s.role == Role.PRIMARY and s.writable,
-    "/replica": lambda s, alive: (alive and s.healthy and s.role == Role.REPLICA
-                                  and not s.writable and s.replicating),
+    "/health": lambda s, alive, lag: alive and s.healthy,
+    "/liveness": lambda s, alive, lag: alive,
+    "/readiness": lambda s, alive, lag: alive and s.healthy and s.role != Role.UNKNOWN,
+    "/primary": lambda s, alive, lag: (alive and s.healthy and s.role == Role.PRIMARY
+                                       and s.writable),
+    "/replica": lambda s, alive, lag: (alive and s.healthy and s.role == Role.REPLICA
+                                       and not s.writable and s.replicating
+                                       and s.lag is not None and s.lag <= lag),
 }
 
 
@@ -58,10 +62,11 @@ def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
 
 class HealthServer:
     def __init__(self, port: int, get_status: Callable[[], NodeStatus], *,
-                 stale_after: float, host: str = "0.0.0.0",
+                 stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.get_status = get_status
         self.stale_after = stale_after
+        self.max_lag = max_lag
         self.clock = clock
         outer = self
 
@@ -91,7 +96,12 @@ class HealthServer:
         self.httpd.server_close()
 
     def _answer(self, req: BaseHTTPRequestHandler, *, body: bool) -> None:
-        path = req.path.split("?", 1)[0].rstrip("/") or "/"
+        path, _, query = req.path.partition("?")
+        path = path.rstrip("/") or "/"
+        try:
+            max_lag = float(urllib.parse.parse_qs(query).get("lag", [self.max_lag])[0])
+        except ValueError:
+            max_lag = -1.0  # a malformed ?lag= fails the check rather than passing it
         s = self.get_status()
         now = self.clock()
         alive = s.cycle_at > 0 and now - s.cycle_at <= self.stale_after
@@ -99,7 +109,7 @@ class HealthServer:
             code, payload = 200, json.dumps(status_document(s, now), indent=1) + "\n"
             ctype = "application/json"
         elif path in ROUTES:
-            ok = ROUTES[path](s, alive)
+            ok = ROUTES[path](s, alive, max_lag)
             code = 200 if ok else 503
             reason = s.last_error or s.last_decision
             if not alive:

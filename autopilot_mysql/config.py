@@ -41,6 +41,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "STOP_TIMEOUT": ("30", "seconds a graceful stop may take before SIGKILL"),
     "SESSION_TTL": ("10", "Consul session TTL in seconds (10 to 60)"),
     "LOOP_WAIT": ("1", "seconds between HA cycles when nothing happens"),
+    "SEMI_SYNC_TIMEOUT": ("10", "seconds a commit waits for a replica's acknowledgement before "
+                          "the primary continues alone; 0: wait forever"),
+    "REPLICA_MAX_LAG": ("10", "seconds of lag above which /replica answers 503"),
     "MYSQLD_MAX_RESTARTS": ("5", "mysqld crashes tolerated within MYSQLD_RESTART_WINDOW"),
     "MYSQLD_RESTART_WINDOW": ("300", "seconds; more crashes than allowed in it: stay down"),
     "MYSQL_DATADIR": ("/var/lib/mysql", "data directory (the container's volume)"),
@@ -78,6 +81,8 @@ class Settings:
     stop_timeout: float
     session_ttl: float
     loop_wait: float
+    semi_sync_timeout: float
+    replica_max_lag: int
     mysqld_max_restarts: int
     mysqld_restart_window: float
     datadir: Path
@@ -270,6 +275,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         r.problem("LOOP_WAIT", f"{loop_wait:g}s is too long for SESSION_TTL={ttl:g}s: a cycle "
                   "must run at least 4 times per TTL so the session is renewed (and a lost "
                   "lock fenced) in time", f"{ttl / 4:g}")
+    semi_sync_timeout = r.number("SEMI_SYNC_TIMEOUT", 0, 86400, "10")
+    max_lag = r.integer("REPLICA_MAX_LAG", 0, 86400, "10")
     max_restarts = r.integer("MYSQLD_MAX_RESTARTS", 0, 1000, "5")
     window = r.number("MYSQLD_RESTART_WINDOW", 1, 86400, "300")
     datadir = Path(r.text("MYSQL_DATADIR"))
@@ -288,5 +295,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         consul_port=consul_port, consul_agent=consul_agent, service_name=service,
         node_name=node, advertise_address=advertise, health_port=health_port,
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
-        session_ttl=ttl, loop_wait=loop_wait, mysqld_max_restarts=max_restarts,
+        session_ttl=ttl, loop_wait=loop_wait, semi_sync_timeout=semi_sync_timeout,
+        replica_max_lag=max_lag, mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir)

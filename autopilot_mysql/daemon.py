@@ -22,8 +22,9 @@ from .dcs import Consul, Watcher, agent_config
 from .events import Code, Event, EventBus
 from .exceptions import DCSError, MySQLError
 from .ha import decide
-from .model import Action, Decision, Member, NodeStatus, Observation, ProcState, Role
+from .model import Action, Decision, Member, NodeStatus, Observation, ProcState
 from .mysql.server import LocalServer
+from .node import LocalNode
 from .process import ManagedProcess, RestartPolicy
 from .utils import Clock, SystemClock
 
@@ -47,17 +48,13 @@ class Daemon:
         self.address = startup.advertise_address(settings)
         self.agent: ManagedProcess | None = None
         self.mysqld: ManagedProcess | None = None
+        self.node: LocalNode | None = None
         self.server_id: int | None = None
-        self.version = ""
-        self.session: str | None = None
-        self.session_renewed_at = 0.0
-        self.dcs_ok_at = self.clock.monotonic()
-        self.registered_role: Role | None = None
         self.members: tuple[Member, ...] = ()
-        self.gtid = ""
         self.last_logged: tuple[str, float] = ("", 0.0)
         self.api = HealthServer(settings.health_port, lambda: self.status,
-                                stale_after=max(5.0, 3 * settings.loop_wait))
+                                stale_after=max(5.0, 3 * settings.loop_wait),
+                                max_lag=settings.replica_max_lag)
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -86,6 +83,9 @@ class Daemon:
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         self.mysqld.start()
+        self.node = LocalNode(self.s, consul=self.consul, mysql=self.mysql, mysqld=self.mysqld,
+                              bus=self.bus, clock=self.clock, address=self.address,
+                              server_id=self.server_id)
         self._start_watchers()
         self._loop()
         return self._shutdown("stop requested")
@@ -130,6 +130,8 @@ class Daemon:
     # --- the loop -------------------------------------------------------------------------------
 
     def _loop(self) -> None:
+        node = self.node
+        assert node is not None
         while not self.stop_requested.is_set():
             for ev in self.bus.wait(self.s.loop_wait):
                 self._on_event(ev)
@@ -137,11 +139,11 @@ class Daemon:
                 break
             if self.agent is not None and self.agent.restart_due():
                 self.agent.start()
-            obs = self.observe()
+            obs = node.observe(stopping=self.stop_requested.is_set())
             decision = decide(obs)
             self._log_decision(decision)
             try:
-                self.act(decision, obs)
+                node.act(decision, obs)
             except (MySQLError, DCSError) as exc:
                 log.error("%s failed: %s", decision.action.value, exc)
                 self._publish(decision=decision, obs=obs, error=str(exc))
@@ -152,6 +154,8 @@ class Daemon:
         if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
             members: tuple[Member, ...] = ev.payload
             self.members = members
+            if self.node is not None:
+                self.node.members = members
             log.info("members of %s: %s", self.s.service_name, ", ".join(
                 f"{m.node}({m.role.value}{'' if m.passing else ', failing'})"
                 for m in members) or "none")
@@ -161,86 +165,6 @@ class Daemon:
                          self.s.stop_timeout)
             else:
                 log.info("%s received: current status %s", ev.source, self.status.last_decision)
-
-    def observe(self) -> Observation:
-        now = self.clock.monotonic()
-        assert self.mysqld is not None
-        alive, read_only = False, None
-        if self.mysqld.state == ProcState.RUNNING:
-            try:
-                v = self.mysql.vars()
-                alive, read_only, self.gtid, self.version = (True, v.read_only,
-                                                             v.gtid_current_pos, v.version)
-                if self.mysqld.policy.failures and now - self.mysqld.policy.failures[-1] > 60:
-                    self.mysqld.policy.reset()
-            except MySQLError as exc:
-                log.debug("mysqld does not answer: %s", exc)
-        dcs_ok, leader, check = False, None, None
-        try:
-            if self.session is not None:
-                if self.consul.renew_session(self.session):
-                    self.session_renewed_at = now
-                else:
-                    log.warning("our Consul session %s is gone (expired or invalidated)",
-                                self.session)
-                    self.session = None
-            _, leader = self.consul.leader()
-            check = self.consul.check_status(self.s.service_id)
-            dcs_ok = True
-            self.dcs_ok_at = now
-        except DCSError as exc:
-            log.debug("Consul: %s", exc)
-        return Observation(
-            node=self.s.node_name, stopping=self.stop_requested.is_set(),
-            mysqld=self.mysqld.state, mysqld_restart_in=self.mysqld.restart_in(),
-            mysqld_last_error=self.mysqld.last_error, mysql_alive=alive, read_only=read_only,
-            dcs_ok=dcs_ok, dcs_unreachable_for=now - self.dcs_ok_at,
-            registered=check is not None, check_passing=check == "passing",
-            session=self.session,
-            session_age=(now - self.session_renewed_at) if self.session else 0.0,
-            session_ttl=self.s.session_ttl, leader=leader)
-
-    def act(self, d: Decision, o: Observation) -> None:
-        assert self.mysqld is not None
-        a = d.action
-        if a == Action.RESTART_MYSQLD:
-            self.mysqld.start()
-        elif a == Action.REGISTER:
-            self._register(d.role)
-        elif a == Action.CREATE_SESSION:
-            self.session = self.consul.create_session(
-                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.s.session_ttl,
-                service_id=self.s.service_id)
-            self.session_renewed_at = self.clock.monotonic()
-            log.info("created Consul session %s (TTL %.0fs)", self.session, self.s.session_ttl)
-            self.bus.publish(Event(Code.LEADER_CHANGED, "self"))  # next cycle at once
-        elif a == Action.ACQUIRE_LOCK:
-            assert self.session is not None
-            if self.consul.acquire_leader(self.session, self.s.node_name, self.address):
-                log.info("acquired the leader lock")
-                self.bus.publish(Event(Code.LEADER_CHANGED, "self"))
-        elif a == Action.PROMOTE:
-            self.mysql.set_read_only(False)
-            log.info("read_only is OFF: this node is the primary")
-        elif a == Action.FENCE:
-            self._fence()
-        if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
-            self._register(d.role)
-
-    def _register(self, role: Role) -> None:
-        self.consul.register(
-            service_id=self.s.service_id, address=self.address, port=3306,
-            health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
-            meta={"node": self.s.node_name, "server_id": str(self.server_id),
-                  "version": self.version or "unknown", "autopilot": __version__})
-        if self.registered_role != role:
-            log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
-        self.registered_role = role
-
-    def _fence(self) -> None:
-        self.mysql.set_read_only(True)
-        killed = self.mysql.kill_client_connections()
-        log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
 
     def _log_decision(self, d: Decision) -> None:
         text = str(d)
@@ -255,6 +179,7 @@ class Daemon:
     def _publish(self, *, state: str | None = None, decision: Decision | None = None,
                  obs: Observation | None = None, error: str = "") -> None:
         mysqld = self.mysqld.state if self.mysqld else ProcState.STOPPED
+        replica = obs.replica if obs else None
         last_error = error or (self.mysqld.last_error if self.mysqld and mysqld in (
             ProcState.FAILED, ProcState.BACKOFF) else "")
         if decision is not None and obs is not None:
@@ -265,7 +190,13 @@ class Daemon:
             state=state or self.status.state,
             healthy=bool(decision and decision.healthy and obs and obs.mysql_alive),
             writable=bool(obs and obs.read_only is False), mysqld=mysqld,
-            gtid_current_pos=self.gtid, server_id=self.server_id, version=self.version,
+            replicating=bool(replica and replica.running and decision
+                             and decision.action == Action.STAY_REPLICA),
+            lag=replica.seconds_behind if replica else None,
+            errant=obs.errant if obs else (),
+            gtid_current_pos=obs.gtid if obs else self.status.gtid_current_pos,
+            server_id=self.server_id,
+            version=self.node.version if self.node else "",
             leader=obs.leader if obs else self.status.leader, members=self.members,
             last_decision=str(decision) if decision else self.status.last_decision,
             last_error=last_error, cycle_at=self.clock.monotonic())
@@ -285,7 +216,8 @@ class Daemon:
                 self.mysql.kill_client_connections()
             except MySQLError as exc:
                 log.warning("could not fence before stopping: %s", exc)
-        for what, fn in (("release the leader lock", self._release),
+        release = self.node.release if self.node else (lambda: None)
+        for what, fn in (("release the leader lock", release),
                          ("deregister from Consul",
                           lambda: self.consul.deregister(self.s.service_id))):
             try:
@@ -308,9 +240,3 @@ class Daemon:
         self.api.stop()
         log.info("stopped%s", "" if clean else " (not cleanly: exit status 1)")
         return 0 if clean else 1
-
-    def _release(self) -> None:
-        if self.session is not None:
-            self.consul.destroy_session(self.session)  # behavior=delete: the key goes too
-            self.session = None
-

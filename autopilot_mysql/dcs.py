@@ -21,6 +21,7 @@ import json
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import consul
@@ -44,6 +45,7 @@ class Consul:
         self.service_name = service_name
         self.client = consul.Consul(host=host, port=port, connections_timeout=timeout)
         self.leader_key = f"service/{service_name}/leader"
+        self.positions_prefix = f"service/{service_name}/positions/"
         self.server_id_key = f"service/{service_name}/server-id-counter"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -124,23 +126,61 @@ class Consul:
         self._call("session destroy", lambda: self.client.session.destroy(session))
 
     def leader(self, index: int | None = None, wait: str | None = None
-               ) -> tuple[int, str | None]:
-        """(index, node name holding the leader key), None when the key is free."""
+               ) -> tuple[int, LeaderInfo | None]:
+        """(index, who holds the leader key), None when the key is free."""
         idx, item = self._call("leader key read", lambda: self.client.kv.get(
             self.leader_key, index=index, wait=wait))
         holder = None
         if item and item.get("Session") and item.get("Value"):
-            holder = json.loads(item["Value"]).get("node")
+            try:
+                doc = json.loads(item["Value"])
+                holder = LeaderInfo(node=str(doc["node"]), address=str(doc["address"]),
+                                    gtid=str(doc.get("gtid", "")))
+            except (ValueError, KeyError, TypeError) as exc:
+                raise DCSError(f"the leader key {self.leader_key} holds something unreadable "
+                               f"({exc}): {item['Value']!r}") from exc
         return int(idx or 0), holder
 
-    def acquire_leader(self, session: str, node: str, address: str) -> bool:
-        value = json.dumps({"node": node, "address": address})
+    def acquire_leader(self, session: str, node: str, address: str, gtid: str) -> bool:
+        """Take the leader key. `gtid` is our position at promotion: a former primary that
+        comes back compares its own history with it to name errant transactions."""
+        value = json.dumps({"node": node, "address": address, "gtid": gtid})
         return bool(self._call("leader key acquire", lambda: self.client.kv.put(
             self.leader_key, value, acquire=session)))
 
     def release_leader(self, session: str) -> None:
         self._call("leader key release", lambda: self.client.kv.put(
             self.leader_key, "", release=session))
+
+    # --- election positions -------------------------------------------------------------------
+
+    def publish_position(self, session: str, node: str, gtid: str) -> None:
+        """Our GTID position for an election, in a key tied to our session (it vanishes when
+        we do, so only reachable nodes' positions count)."""
+        ok = self._call("position publish", lambda: self.client.kv.put(
+            self.positions_prefix + node, json.dumps({"gtid": gtid}), acquire=session))
+        if not ok:
+            raise DCSError(f"could not publish our position under {self.positions_prefix}"
+                           f"{node}: the key is held by another session")
+
+    def clear_position(self, node: str) -> None:
+        self._call("position clear",
+                   lambda: self.client.kv.delete(self.positions_prefix + node))
+
+    def positions(self) -> dict[str, str]:
+        """Positions published by live sessions: node -> gtid_current_pos."""
+        _, items = self._call("positions read", lambda: self.client.kv.get(
+            self.positions_prefix, recurse=True))
+        out: dict[str, str] = {}
+        for item in items or []:
+            if not item.get("Session") or not item.get("Value"):
+                continue
+            try:
+                out[item["Key"][len(self.positions_prefix):]] = str(
+                    json.loads(item["Value"])["gtid"])
+            except (ValueError, KeyError, TypeError):
+                continue  # unreadable: no candidate
+        return out
 
     # --- server ids -----------------------------------------------------------------------------
 
@@ -157,6 +197,13 @@ class Consul:
                 return current + 1
         raise DCSError(f"could not allocate a server_id from {self.server_id_key} after "
                        f"{attempts} attempts (too many nodes starting at once?)")
+
+
+@dataclass(frozen=True)
+class LeaderInfo:
+    node: str
+    address: str
+    gtid: str  # the new primary's position when it took the lock
 
 
 class Watcher(threading.Thread):

@@ -46,6 +46,34 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Replication:
+    """This server's replication threads, as SHOW SLAVE STATUS reports them."""
+
+    master_host: str
+    io_running: bool  # Slave_IO_Running = Yes
+    sql_running: bool
+    seconds_behind: int | None
+    io_connecting: bool = False  # Slave_IO_Running = Connecting (retrying, not stopped)
+    last_io_errno: int = 0
+    last_io_error: str = ""
+    last_sql_errno: int = 0
+    last_sql_error: str = ""
+    gtid_io_pos: str = ""
+
+    @property
+    def running(self) -> bool:
+        return self.io_running and self.sql_running
+
+    @property
+    def error(self) -> str:
+        return "; ".join(e for e in (self.last_io_error, self.last_sql_error) if e)
+
+
+# MariaDB's IO-thread error when the replica asks for a GTID the primary's binlog lacks.
+ER_MASTER_FATAL_READING_BINLOG = 1236
+
+
+@dataclass(frozen=True)
 class Observation:
     """Everything one HA cycle looked at, gathered before deciding. Pure data: `ha.decide`
     maps it to a Decision without any I/O, so tests can replay any history."""
@@ -65,6 +93,20 @@ class Observation:
     session_age: float = 0.0  # seconds since the session was last renewed successfully
     session_ttl: float = 10.0
     leader: str | None = None  # node name holding the leader key (None: free or unknown)
+    leader_address: str | None = None
+    gtid: str = ""  # this server's gtid_current_pos
+    replica: Replication | None = None  # None: no replication configured
+    errant: tuple[str, ...] = ()  # transactions the primary never had (found earlier)
+    # Election (leader key free): replication stopped and relay log applied; the position we
+    # published; positions others published; who else should publish; how long we waited.
+    drained: bool = False
+    published: str | None = None
+    positions: tuple[tuple[str, str], ...] = ()
+    voters: tuple[str, ...] = ()
+    election_age: float = 0.0
+    election_timeout: float = 4.0
+    promote_in: float = 0.0  # we hold the lock: seconds until the old primary surely fenced
+    fence_after: float = 3.0  # a primary fences when its session was not renewed for this long
 
 
 class Action(StrEnum):
@@ -77,7 +119,11 @@ class Action(StrEnum):
     ACQUIRE_LOCK = "acquire_lock"
     PROMOTE = "promote"  # holds the lock: open for writes (read_only off)
     FENCE = "fence"  # must not accept writes: read_only on, drop client connections
-    FOLLOW = "follow"  # another node is primary; stay read-only
+    FOLLOW = "follow"  # another node is primary: (re)point replication at it
+    STAY_REPLICA = "stay_replica"
+    MARK_ERRANT = "mark_errant"  # we hold transactions the primary never had: stop, report
+    DRAIN = "drain"  # primary lost: stop fetching, apply the relay log before the election
+    PUBLISH_POSITION = "publish_position"
     STAY_PRIMARY = "stay_primary"
     SHUTDOWN = "shutdown"
 
@@ -102,7 +148,9 @@ class NodeStatus:
     state: str = "starting"
     healthy: bool = False
     writable: bool = False
-    replicating: bool = False  # both replication threads run (set once replication exists)
+    replicating: bool = False  # both replication threads run
+    lag: int | None = None  # Seconds_Behind_Master when replicating
+    errant: tuple[str, ...] = ()
     mysqld: ProcState = ProcState.STOPPED
     gtid_current_pos: str = ""
     server_id: int | None = None

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.testbed.bed import PREFIX, TestBed, persistent_beds
+from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed, persistent_beds
 from tests.testbed.util import run
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when in ("setup", "call") and report.failed:
+        item.stash[FAILED] = True
+    return report
+
+
+FAILED = pytest.StashKey[bool]()
+LOG_TAIL = 60
+
+
 @pytest.fixture
-def bed() -> Iterator[TestBed]:
-    """A fresh test bed per test: hosts, bridge and processes are gone when the test ends."""
+def bed(request: pytest.FixtureRequest) -> Iterator[TestBed]:
+    """A fresh test bed per test: hosts, bridge and processes are gone when the test ends.
+    When the test failed, the end of every host's log is printed first (the logs go with
+    the bed)."""
     with TestBed() as b:
         yield b
+        if request.node.stash.get(FAILED, False):
+            for host in b.hosts.values():
+                log = host.dir / "pid1.log"
+                if log.exists():
+                    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+                    print(f"\n===== {host.name}: last {len(lines)} lines of {log} =====")
+                    print("\n".join(lines))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -28,6 +50,6 @@ def _no_leftovers_after_suite() -> Iterator[None]:
     ours = [line.split()[0] for line in run(["ip", "netns", "list"], check=False)
             .stdout.splitlines() if line.startswith(PREFIX) and line.split()[0] not in demo_ns]
     ps = run(["ps", "-eo", "pid=,args="], check=False).stdout.splitlines()
-    procs = [p for p in ps if ("/tmp/apm-" in p or "autopilot-mysql run" in p)
+    procs = [p for p in ps if (f"{ROOT_DIR}/{PREFIX}-" in p or "autopilot-mysql run" in p)
              and p.split()[0] not in demo_pids]
     assert not ours and not procs, f"left behind: namespaces {ours}, processes {procs}"

@@ -12,6 +12,7 @@ from typing import Any
 import pymysql
 
 from ..exceptions import MySQLError
+from ..model import Replication
 
 log = logging.getLogger(__name__)
 
@@ -21,25 +22,6 @@ class ServerVars:
     read_only: bool
     gtid_current_pos: str
     version: str
-
-
-@dataclass(frozen=True)
-class ReplicaStatus:
-    """SHOW SLAVE STATUS, the fields the decisions need."""
-
-    master_host: str
-    io_running: bool
-    sql_running: bool
-    seconds_behind: int | None
-    last_io_errno: int
-    last_io_error: str
-    last_sql_errno: int
-    last_sql_error: str
-    gtid_io_pos: str
-
-    @property
-    def running(self) -> bool:
-        return self.io_running and self.sql_running
 
 
 class LocalServer:
@@ -92,7 +74,7 @@ class LocalServer:
         return ServerVars(read_only=bool(row[0]), gtid_current_pos=str(row[1] or ""),
                           version=str(row[2]))
 
-    def replica_status(self) -> ReplicaStatus | None:
+    def replica_status(self) -> Replication | None:
         """None when this server has no replication configured."""
         with self._lock:
             try:
@@ -106,9 +88,10 @@ class LocalServer:
         if not row or not row.get("Master_Host"):
             return None
         behind = row.get("Seconds_Behind_Master")
-        return ReplicaStatus(
+        return Replication(
             master_host=str(row["Master_Host"]), io_running=row["Slave_IO_Running"] == "Yes",
             sql_running=row["Slave_SQL_Running"] == "Yes",
+            io_connecting=row["Slave_IO_Running"] == "Connecting",
             seconds_behind=None if behind is None else int(behind),
             last_io_errno=int(row.get("Last_IO_Errno") or 0),
             last_io_error=str(row.get("Last_IO_Error") or ""),

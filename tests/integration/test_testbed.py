@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed.bed import PREFIX, TestBed
+from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed
 from tests.testbed.components import (
     start_consul,
     start_consul_cluster,
@@ -281,4 +281,4 @@ def test_leftovers_of_a_crashed_run_are_swept(tmp_path: Path) -> None:
         listed = run(["ip", "netns", "list"]).stdout
         assert netns not in listed
         assert not [p for p in pids if pid_running(p)]
-        assert not Path(f"/tmp/{PREFIX}-{run_id}").exists()
+        assert not (ROOT_DIR / f"{PREFIX}-{run_id}").exists()

@@ -4,9 +4,11 @@ namespace for whatever runs as its PID 1, and a data directory that survives res
 A host is "booted" by starting a command as its PID 1:
 
     ip netns exec NS unshare --pid --fork --mount-proc --uts --kill-child -- \
-        sh -c 'hostname N && exec CMD'
+        sh -c 'hostname N && mount --bind DIR/tmp /tmp && exec CMD'
 
-`ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts, so host names resolve.
+`ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts, so host names resolve; each
+host has its own /tmp (hosts share one file system otherwise, and programs that name temporary
+files by pid collide across PID namespaces: mariadb-install-db does).
 More processes are started inside a running host with `nsenter` into PID 1's namespaces.
 
 Faults are single calls: kill() (SIGKILL to every process of the PID namespace), stop()
@@ -39,6 +41,9 @@ class Host:
         self.dir = root  # the host's "volume": data directories, configs, logs
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
+        self.tmp = self.dir / "tmp"  # the host's private /tmp, as a container has
+        self.tmp.mkdir(exist_ok=True)
+        os.chmod(self.tmp, 0o1777)
         self.launcher: subprocess.Popen[bytes] | None = None
         self.pid1: int | None = None  # real (root namespace) pid of the host's PID 1
         self._pidns: str | None = None
@@ -66,7 +71,8 @@ class Host:
         self.launcher = subprocess.Popen(
             ["ip", "netns", "exec", self.netns,
              "unshare", "--pid", "--fork", "--mount-proc", "--uts", "--kill-child", "--",
-             "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *cmd],
+             "sh", "-c", 'hostname "$0" && mount --bind "$1" /tmp && shift && exec "$@"',
+             self.name, str(self.tmp), *cmd],
             env=full_env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             cwd=self.dir, start_new_session=True)
         launcher = self.launcher

@@ -42,8 +42,13 @@ def test_primary_replica_and_unhealthy(server: HealthServer) -> None:
     assert codes(server) == {"/health": 200, "/liveness": 200, "/readiness": 200,
                              "/primary": 200, "/replica": 503}
     STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5,
-                           replicating=True)
+                           replicating=True, lag=3)
     assert codes(server)["/primary"] == 503 and codes(server)["/replica"] == 200
+    assert get(server, "/replica?lag=2")[0] == 503 and get(server, "/replica?lag=3")[0] == 200
+    assert get(server, "/replica?lag=soon")[0] == 503
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5,
+                           replicating=True, lag=11)
+    assert codes(server)["/replica"] == 503  # default limit 10 s
     # A read-only node that does not replicate must not receive reads.
     STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5)
     assert codes(server)["/replica"] == 503

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from autopilot_mysql.ha import decide
-from autopilot_mysql.model import Action, Observation, ProcState, Role
+from autopilot_mysql.model import Action, Observation, ProcState, Replication, Role
 
 # A healthy replica-to-be: mysqld answers, Consul answers, registered and passing.
 BASE = Observation(node="db1", mysqld=ProcState.RUNNING, mysql_alive=True, read_only=True,
@@ -43,41 +43,101 @@ def test_running_but_not_answering_waits_unhealthy() -> None:
     assert decision.action == Action.WAIT and not decision.healthy
 
 
-def test_first_boot_path_register_wait_session_lock_promote() -> None:
+def test_first_boot_path_register_wait_session_publish_lock_promote() -> None:
     assert d(registered=False, check_passing=False, session=None) == Action.REGISTER
     assert d(check_passing=False, session=None) == Action.WAIT
     assert d(session=None) == Action.CREATE_SESSION
-    assert d() == Action.ACQUIRE_LOCK
+    assert d(published=None) == Action.PUBLISH_POSITION
+    assert d(published="") == Action.ACQUIRE_LOCK  # alone: no voter to wait for
     promote = decide(replace(BASE, leader="db1"))
     assert promote.action == Action.PROMOTE and promote.role == Role.PRIMARY
     assert d(leader="db1", read_only=False) == Action.STAY_PRIMARY
+    assert d(leader="db1", promote_in=1.5) == Action.WAIT  # the old primary may still write
+
+
+REPLICATING = Replication(master_host="10.0.0.2", io_running=True, sql_running=True,
+                          seconds_behind=0)
+L2 = dict(leader="db2", leader_address="10.0.0.2")
 
 
 def test_another_leader_means_follow_or_fence() -> None:
-    follow = decide(replace(BASE, leader="db2"))
+    follow = decide(replace(BASE, **L2))  # type: ignore[arg-type]
     assert follow.action == Action.FOLLOW and follow.role == Role.REPLICA
-    assert d(leader="db2", read_only=False) == Action.FENCE
+    assert d(**L2, read_only=False) == Action.FENCE
+    assert d(**L2, replica=REPLICATING) == Action.STAY_REPLICA
+    # pointed elsewhere (the old primary), or stopped: re-point / restart
+    assert d(**L2, replica=replace(REPLICATING, master_host="10.0.0.1")) == Action.FOLLOW
+    assert d(**L2, replica=replace(REPLICATING, io_running=False)) == Action.FOLLOW
+    # still connecting (the primary is restarting, say): wait, do not re-point every cycle
+    connecting = replace(REPLICATING, io_running=False, io_connecting=True, last_io_errno=2003)
+    assert d(**L2, replica=connecting) == Action.STAY_REPLICA
+
+
+def test_errant_transactions_are_detected_and_keep_the_node_out() -> None:
+    refused = replace(REPLICATING, io_running=False, last_io_errno=1236,
+                      last_io_error="requested GTID 0-1-9 not in the master's binlog")
+    assert d(**L2, replica=refused) == Action.MARK_ERRANT
+    stuck = decide(replace(BASE, **L2, errant=("0-1-8..0-1-9",)))  # type: ignore[arg-type]
+    assert stuck.action == Action.WAIT and not stuck.healthy and "0-1-8..0-1-9" in stuck.reason
+    assert d(errant=("0-1-9",), gtid="0-1-9", published="0-1-9") == Action.WAIT  # no candidate
 
 
 def test_lost_session_while_writable_fences() -> None:
     assert d(session=None, leader=None, read_only=False) == Action.FENCE
+    assert d(leader=None, read_only=False) == Action.FENCE
 
 
-def test_stale_renewal_fences_before_half_ttl_passes() -> None:
-    assert d(leader="db1", read_only=False, session_age=4.9) == Action.STAY_PRIMARY
-    assert d(leader="db1", read_only=False, session_age=5.0) == Action.FENCE
+def test_stale_renewal_fences_after_fence_after() -> None:
+    assert d(leader="db1", read_only=False, session_age=2.9) == Action.STAY_PRIMARY
+    assert d(leader="db1", read_only=False, session_age=3.0) == Action.FENCE
 
 
 def test_consul_unreachable() -> None:
     # A read-only node just waits; a primary keeps serving only while its lock is surely valid.
     assert d(dcs_ok=False) == Action.WAIT
     assert d(dcs_ok=False, read_only=False, leader="db1", session_age=2.0) == Action.STAY_PRIMARY
-    assert d(dcs_ok=False, read_only=False, leader="db1", session_age=6.0) == Action.FENCE
+    assert d(dcs_ok=False, read_only=False, leader="db1", session_age=3.5) == Action.FENCE
+
+
+E = dict(published="0-1-10", gtid="0-1-10", voters=("db2", "db3"))
+
+
+def test_election_drains_then_publishes_then_waits_for_voters() -> None:
+    assert d(replica=REPLICATING, drained=False) == Action.DRAIN
+    assert d(replica=REPLICATING, drained=True, gtid="0-1-10", published=None) == \
+        Action.PUBLISH_POSITION
+    waiting = decide(replace(BASE, **E, positions=(("db2", "0-1-9"),)))  # type: ignore[arg-type]
+    assert waiting.action == Action.WAIT and "db3" in waiting.reason
+    # ... unless the election timeout passed: then the published positions decide
+    assert d(**E, positions=(("db2", "0-1-9"),), election_age=5.0) == Action.ACQUIRE_LOCK
+
+
+@pytest.mark.parametrize("others,expected", [
+    ((("db2", "0-1-9"), ("db3", "0-1-8")), Action.ACQUIRE_LOCK),  # most advanced
+    ((("db2", "0-1-11"), ("db3", "0-1-8")), Action.WAIT),  # a lagging candidate waits
+    ((("db2", "0-1-10"), ("db3", "0-1-10")), Action.ACQUIRE_LOCK),  # tie: lowest name (db1)
+    ((("db0", "0-1-10"), ("db3", "0-1-10")), Action.WAIT),  # tie, but db0 sorts first
+    ((("db2", "garbage"), ("db3", "0-1-3")), Action.WAIT),  # unreadable: not published yet
+])
+def test_only_the_most_advanced_candidate_takes_the_lock(
+        others: tuple[tuple[str, str], ...], expected: Action) -> None:
+    voters = tuple(n for n, _ in others)
+    assert d(**{**E, "voters": voters}, positions=others) == expected
+
+
+def test_unreadable_position_is_no_candidate_after_the_timeout() -> None:
+    assert d(**E, positions=(("db2", "garbage"), ("db3", "0-1-3")),
+             election_age=9.0) == Action.ACQUIRE_LOCK
+
+
+def test_one_node_left_takes_over_alone() -> None:
+    assert d(**{**E, "voters": ()}) == Action.ACQUIRE_LOCK
 
 
 def test_consul_flapping_never_promotes_without_the_lock() -> None:
-    history = [dict(dcs_ok=False), dict(dcs_ok=True, leader="db2"), dict(dcs_ok=False),
-               dict(dcs_ok=True, leader=None, session=None), dict(dcs_ok=True, leader="db2")]
+    history = [dict(dcs_ok=False), dict(dcs_ok=True, **L2), dict(dcs_ok=False),
+               dict(dcs_ok=True, leader=None, session=None), dict(dcs_ok=True, **L2),
+               dict(dcs_ok=False, leader="db1", session_age=9.0)]
     for step in history:
         assert d(**step) != Action.PROMOTE
 

@@ -1,0 +1,241 @@
+"""The local node's side of each HA cycle: observe (mysqld, Consul, replication, election) into
+one Observation, and carry out the Decision that `ha.decide` returns. The daemon owns the loop
+and the life cycle; this class owns the cluster-facing state between cycles (session, election
+bookkeeping, errant transactions)."""
+
+from __future__ import annotations
+
+import logging
+
+from . import __version__, gtid
+from .config import Settings
+from .dcs import Consul, LeaderInfo
+from .events import Code, Event, EventBus
+from .exceptions import DCSError, MySQLError
+from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
+from .mysql.server import LocalServer
+from .process import ManagedProcess
+from .utils import Clock
+
+log = logging.getLogger(__name__)
+DRAIN_TIMEOUT = 10.0  # seconds to apply the relay log before publishing a position anyway
+
+
+class LocalNode:
+    def __init__(self, settings: Settings, *, consul: Consul, mysql: LocalServer,
+                 mysqld: ManagedProcess, bus: EventBus, clock: Clock, address: str,
+                 server_id: int) -> None:
+        self.s = settings
+        self.consul = consul
+        self.mysql = mysql
+        self.mysqld = mysqld
+        self.bus = bus
+        self.clock = clock
+        self.address = address
+        self.server_id = server_id
+        self.fence_after = 2 * settings.loop_wait + 1.0
+        self.election_timeout = 2 * settings.loop_wait + 2.0
+        self.version = ""
+        self.gtid = ""
+        self.replica: Replication | None = None
+        self.session: str | None = None
+        self.session_renewed_at = 0.0
+        self.dcs_ok_at = clock.monotonic()
+        self.registered_role: Role | None = None
+        self.members: tuple[Member, ...] = ()
+        self.leader: LeaderInfo | None = None
+        self.last_leader: str | None = None  # the last other node seen holding the lock
+        self.election_started: float | None = None
+        self.drained = False
+        self.published: str | None = None
+        self.errant: tuple[str, ...] = ()
+
+    # --- observe --------------------------------------------------------------------------------
+
+    def observe(self, stopping: bool) -> Observation:
+        now = self.clock.monotonic()
+        alive, read_only = False, None
+        if self.mysqld.state == ProcState.RUNNING:
+            try:
+                v = self.mysql.vars()
+                alive, read_only, self.gtid, self.version = (True, v.read_only,
+                                                             v.gtid_current_pos, v.version)
+                self.replica = self.mysql.replica_status()
+                if self.mysqld.policy.failures and now - self.mysqld.policy.failures[-1] > 60:
+                    self.mysqld.policy.reset()
+            except MySQLError as exc:
+                alive = False
+                log.debug("mysqld does not answer: %s", exc)
+        dcs_ok, check, positions = False, None, {}
+        try:
+            if self.session is not None:
+                if self.consul.renew_session(self.session):
+                    self.session_renewed_at = now
+                else:
+                    log.warning("our Consul session %s is gone (expired or invalidated)",
+                                self.session)
+                    self.session = None
+                    self.published = None  # the position key went with the session
+            _, self.leader = self.consul.leader()
+            check = self.consul.check_status(self.s.service_id)
+            if self.leader is None:
+                positions = self.consul.positions()
+            dcs_ok = True
+            self.dcs_ok_at = now
+        except DCSError as exc:
+            log.debug("Consul: %s", exc)
+        if dcs_ok:
+            self._track_election(now)
+        voters = tuple(sorted(m.node for m in self.members if m.passing
+                              and m.node not in (self.s.node_name, self.last_leader)))
+        promote_in = 0.0
+        if self.election_started is not None:
+            grace = self.fence_after + self.s.loop_wait + 0.5
+            promote_in = max(0.0, self.election_started + grace - now)
+        leader = self.leader
+        return Observation(
+            node=self.s.node_name, stopping=stopping,
+            mysqld=self.mysqld.state, mysqld_restart_in=self.mysqld.restart_in(),
+            mysqld_last_error=self.mysqld.last_error, mysql_alive=alive, read_only=read_only,
+            dcs_ok=dcs_ok, dcs_unreachable_for=now - self.dcs_ok_at,
+            registered=check is not None, check_passing=check == "passing",
+            session=self.session,
+            session_age=(now - self.session_renewed_at) if self.session else 0.0,
+            session_ttl=self.s.session_ttl,
+            leader=leader.node if leader else None,
+            leader_address=leader.address if leader else None,
+            gtid=self.gtid, replica=self.replica if alive else None, errant=self.errant,
+            drained=self.drained, published=self.published,
+            positions=tuple(sorted((n, p) for n, p in positions.items()
+                                   if n != self.s.node_name)),
+            voters=voters,
+            election_age=(now - self.election_started) if self.election_started else 0.0,
+            election_timeout=self.election_timeout, promote_in=promote_in,
+            fence_after=self.fence_after)
+
+    def _track_election(self, now: float) -> None:
+        """An election runs from the moment the leader key is seen free until a leader holds
+        it again; we keep when it started and what we did for it."""
+        if self.leader is None:
+            if self.election_started is None:
+                self.election_started = now
+                self.drained = False
+                if self.last_leader:
+                    log.warning("the leader key is free (last held by %s): election",
+                                self.last_leader)
+        elif self.leader.node != self.s.node_name:
+            # Another node leads: the election (if any) is over for us; the next one starts
+            # afresh (drain again, wait the fence grace again).
+            self.last_leader = self.leader.node
+            self.election_started = None
+            self.drained = False
+
+    # --- act ------------------------------------------------------------------------------------
+
+    def act(self, d: Decision, o: Observation) -> None:
+        a = d.action
+        if a == Action.RESTART_MYSQLD:
+            self.mysqld.start()
+        elif a == Action.REGISTER:
+            self.register(d.role)
+        elif a == Action.CREATE_SESSION:
+            self.session = self.consul.create_session(
+                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.s.session_ttl,
+                service_id=self.s.service_id)
+            self.session_renewed_at = self.clock.monotonic()
+            log.info("created Consul session %s (TTL %.0fs)", self.session, self.s.session_ttl)
+            self._wake()
+        elif a == Action.DRAIN:
+            ok = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT)
+            self.drained = True
+            log.info("replication IO stopped; relay log %s", "applied" if ok else
+                     f"NOT fully applied within {DRAIN_TIMEOUT:.0f}s (SQL thread stopped or "
+                     "slow): publishing the position actually applied")
+            self._wake()
+        elif a == Action.PUBLISH_POSITION:
+            assert self.session is not None
+            self.consul.publish_position(self.session, self.s.node_name, o.gtid)
+            self.published = o.gtid
+            self._wake()
+        elif a == Action.ACQUIRE_LOCK:
+            assert self.session is not None
+            if self.consul.acquire_leader(self.session, self.s.node_name, self.address, o.gtid):
+                log.info("acquired the leader lock at position %s", o.gtid or "(empty)")
+                self._wake()
+        elif a == Action.PROMOTE:
+            self.mysql.promote()
+            self._clear_position()
+            self.election_started = None  # won: the next election starts afresh
+            log.info("promoted: replication off, read_only OFF: this node is the primary")
+        elif a == Action.FENCE:
+            self.fence()
+        elif a == Action.FOLLOW:
+            assert o.leader_address is not None
+            self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password)
+            self._clear_position()
+            log.info("replication pointed at %s (%s) with GTID current_pos %s", o.leader,
+                     o.leader_address, o.gtid or "(empty)")
+        elif a == Action.STAY_REPLICA:
+            self._clear_position()
+        elif a == Action.MARK_ERRANT:
+            self._mark_errant(o)
+        if a in (Action.STAY_PRIMARY, Action.PROMOTE):
+            self._semi_sync_for_replicas()
+        if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
+            self.register(d.role)
+
+    def register(self, role: Role) -> None:
+        self.consul.register(
+            service_id=self.s.service_id, address=self.address, port=3306,
+            health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
+            meta={"node": self.s.node_name, "server_id": str(self.server_id),
+                  "version": self.version or "unknown", "autopilot": __version__})
+        if self.registered_role != role:
+            log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
+        self.registered_role = role
+
+    def fence(self) -> None:
+        self.mysql.set_read_only(True)
+        killed = self.mysql.kill_client_connections()
+        log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
+
+    def release(self) -> None:
+        """Give up the lock and our position (graceful stop): destroying the session deletes
+        every key it holds."""
+        if self.session is not None:
+            self.consul.destroy_session(self.session)
+            self.session = None
+
+    def _wake(self) -> None:
+        self.bus.publish(Event(Code.LEADER_CHANGED, "self"))  # run the next cycle at once
+
+    def _clear_position(self) -> None:
+        if self.published is not None:
+            self.consul.clear_position(self.s.node_name)
+            self.published = None
+
+    def _semi_sync_for_replicas(self) -> None:
+        """Semi-synchronous replication is on whenever another member exists: a commit is
+        acknowledged only once a replica has it (or after SEMI_SYNC_TIMEOUT, see README)."""
+        want = any(m.node != self.s.node_name for m in self.members)
+        have = self.mysql.execute("SELECT @@global.rpl_semi_sync_master_enabled")[0][0]
+        if bool(have) != want:
+            self.mysql.execute(f"SET GLOBAL rpl_semi_sync_master_enabled = "
+                               f"{'ON' if want else 'OFF'}")
+            log.info("semi-synchronous replication %s (%d other member(s))",
+                     "ON" if want else "OFF",
+                     sum(m.node != self.s.node_name for m in self.members))
+
+    def _mark_errant(self, o: Observation) -> None:
+        base = gtid.parse(self.leader.gtid) if self.leader and self.leader.gtid else {}
+        try:
+            found = tuple(self.mysql.binlog_gtids_after(dict(base)))
+        except MySQLError as exc:
+            log.warning("could not list the errant GTIDs from our binary log: %s", exc)
+            found = ()
+        self.errant = found or tuple(gtid.ahead_of(gtid.parse(o.gtid), base)) or (o.gtid,)
+        self.mysql.execute("STOP SLAVE")
+        log.error("this node holds transactions the primary %s never had: %s. It stays "
+                  "read-only, out of replication and unhealthy. Re-provision it: stop it, "
+                  "empty its data directory and start it again (it then copies the primary)",
+                  o.leader, ", ".join(self.errant))
