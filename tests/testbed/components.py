@@ -12,6 +12,7 @@ Each start_* function starts the component inside a booted host and waits until 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -219,11 +220,14 @@ class HAProxy:
     ports: list[int] = field(default_factory=list)
 
 
-def start_haproxy(host: Host, config_text: str, ports: Sequence[int]) -> HAProxy:
+def start_haproxy(host: Host, config_text: str, ports: Sequence[int],
+                  env: dict[str, str] | None = None) -> HAProxy:
     cfg = host.dir / "haproxy.cfg"
     cfg.write_text(config_text)
-    run([tool("haproxy"), "-c", "-f", str(cfg)])  # refuse a bad config before starting
-    proc = host.spawn([tool("haproxy"), "-W", "-db", "-f", str(cfg)], log="haproxy.log")
+    full_env = {**os.environ, **(env or {})}
+    run([tool("haproxy"), "-c", "-f", str(cfg)], env=full_env)  # refuse a bad config first
+    proc = host.spawn([tool("haproxy"), "-W", "-db", "-f", str(cfg)], log="haproxy.log",
+                      env=full_env)
 
     def listening() -> bool:
         if proc.poll() is not None:
