@@ -15,10 +15,17 @@ every check fail. No secret is ever part of a NodeStatus.
     /status     always (JSON: role, state, GTID position, members ...)
 
 GET and HEAD are answered alike (HEAD without a body), for load balancers.
+
+Control (POST, with `Authorization: Bearer <API_TOKEN>`; disabled when no token is set):
+
+    /switchover[?to=NODE]   hand the primary role over (to NODE, or the best replica)
+
+Control endpoints change nothing themselves: they publish an event that the HA loop acts on.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 import threading
@@ -34,6 +41,7 @@ from .model import NodeStatus, Role
 log = logging.getLogger(__name__)
 
 Rule = Callable[[NodeStatus, bool, float], bool]  # (status, loop alive, max lag) -> 200?
+Control = Callable[[str, dict[str, str]], tuple[int, str]]  # (action, params) -> (code, text)
 
 ROUTES: dict[str, Rule] = {
     "/health": lambda s, alive, lag: alive and s.healthy,
@@ -63,8 +71,11 @@ def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
 class HealthServer:
     def __init__(self, port: int, get_status: Callable[[], NodeStatus], *,
                  stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, control: Control | None = None,
+                 token: str = "") -> None:
         self.get_status = get_status
+        self.control = control
+        self.token = token
         self.stale_after = stale_after
         self.max_lag = max_lag
         self.clock = clock
@@ -78,6 +89,9 @@ class HealthServer:
 
             def do_HEAD(self) -> None:
                 outer._answer(self, body=False)
+
+            def do_POST(self) -> None:
+                outer._control(self)
 
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
@@ -94,6 +108,27 @@ class HealthServer:
     def stop(self) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def _control(self, req: BaseHTTPRequestHandler) -> None:
+        path, _, query = req.path.partition("?")
+        params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
+        given = req.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if path.rstrip("/") != "/switchover" or self.control is None:
+            code, text = 404, f"no control endpoint {path}; POST /switchover[?to=NODE]"
+        elif not self.token:
+            code, text = 403, ("control endpoints are disabled: set API_TOKEN (or "
+                               "API_TOKEN_FILE) on the nodes to enable them")
+        elif not hmac.compare_digest(given.encode(), self.token.encode()):
+            code, text = 401, "missing or wrong token: send Authorization: Bearer <API_TOKEN>"
+        else:
+            code, text = self.control("switchover", params)
+        log.info("POST %s from %s: %d %s", path, req.client_address[0], code, text)
+        data = (text + "\n").encode()
+        req.send_response(code)
+        req.send_header("Content-Type", "text/plain; charset=utf-8")
+        req.send_header("Content-Length", str(len(data)))
+        req.end_headers()
+        req.wfile.write(data)
 
     def _answer(self, req: BaseHTTPRequestHandler, *, body: bool) -> None:
         path, _, query = req.path.partition("?")

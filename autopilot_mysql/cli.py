@@ -3,6 +3,7 @@
     autopilot-mysql run            the container's entrypoint: the PID-1 shim and the supervisor
     autopilot-mysql check-config   validate the environment and print the settings (no secrets)
     autopilot-mysql status         this node's status, read from its HTTP endpoint
+    autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
     autopilot-mysql version
 
 (`supervise` is the supervisor proper, started by `run`; it is not meant to be run by hand.)
@@ -16,6 +17,7 @@ import logging
 import os
 import sys
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from . import __version__
@@ -81,6 +83,62 @@ def _status(url: str) -> int:
     return 0
 
 
+def _switchover(url: str, to: str | None, token: str, wait: float) -> int:
+    import time
+
+    base = url.rstrip("/")
+    if not token:
+        sys.stderr.write("autopilot-mysql: no token: pass --token or set API_TOKEN (or "
+                         "API_TOKEN_FILE), the same as on the nodes\n")
+        return 2
+
+    def leader() -> str | None:
+        with urllib.request.urlopen(f"{base}/status", timeout=3) as r:
+            value = json.load(r).get("leader")
+        return str(value) if value else None
+
+    try:
+        before = leader()
+        query = f"?to={urllib.parse.quote(to)}" if to else ""
+        req = urllib.request.Request(f"{base}/switchover{query}", method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        with urllib.request.urlopen(req, timeout=5) as r:
+            print(r.read().decode().strip())
+    except urllib.error.HTTPError as exc:
+        sys.stderr.write(f"autopilot-mysql: switchover refused ({exc.code}): "
+                         f"{exc.read().decode().strip()}\n")
+        return 1
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        sys.stderr.write(f"autopilot-mysql: cannot reach {base} ({exc})\n")
+        return 1
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait:
+        try:
+            now = leader()
+        except (urllib.error.URLError, OSError, ValueError):
+            now = None
+        if now and now != before and (not to or now == to):
+            print(f"switchover done: {before} -> {now} in {time.monotonic() - t0:.1f}s")
+            return 0
+        time.sleep(0.1)
+    sys.stderr.write(f"autopilot-mysql: no new primary after {wait:.0f}s; see the nodes' "
+                     "logs and `autopilot-mysql status`\n")
+    return 1
+
+
+def _token_from_env() -> str:
+    if os.environ.get("API_TOKEN"):
+        return os.environ["API_TOKEN"]
+    path = os.environ.get("API_TOKEN_FILE")
+    if path:
+        try:
+            with open(path) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="autopilot-mysql", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -90,6 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check-config", help="validate the environment")
     st = sub.add_parser("status", help="this node's status")
     st.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
+    so = sub.add_parser("switchover", help="hand the primary role over")
+    so.add_argument("--to", help="the node to promote (default: the most advanced replica)")
+    so.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
+    so.add_argument("--token", default=None, help="default: API_TOKEN or API_TOKEN_FILE")
+    so.add_argument("--wait", type=float, default=30.0)
     sub.add_parser("version")
     args = p.parse_args(argv)
     if args.cmd == "run":
@@ -101,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config()
     if args.cmd == "status":
         return _status(args.url)
+    if args.cmd == "switchover":
+        return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
     print(__version__)
     return 0
 

@@ -35,6 +35,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "NODE_NAME": ("", "this node's name (default: the hostname)"),
     "ADVERTISE_ADDRESS": ("", "address other nodes use (default: the hostname's address)"),
     "HEALTH_PORT": ("9200", "port of the HTTP health endpoint"),
+    "API_TOKEN": ("", "token for the HTTP control endpoints (_FILE variant); unset: disabled"),
     "LOG_LEVEL": ("INFO", "DEBUG, INFO, WARNING or ERROR"),
     "LOG_FORMAT": ("text", "text or json"),
     "INNODB_BUFFER_POOL_SIZE": ("", "e.g. 512M; default: half the container's memory limit"),
@@ -75,6 +76,7 @@ class Settings:
     node_name: str
     advertise_address: str
     health_port: int
+    api_token: str
     log_level: str
     log_format: str
     buffer_pool_size: int | None
@@ -98,7 +100,7 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """For logs and /status: every setting but the secrets."""
-        secret = {"root_password", "password", "repl_password"}
+        secret = {"root_password", "password", "repl_password", "api_token"}
         return {k: ("<set>" if k in secret and v else str(v) if isinstance(v, Path) else v)
                 for k, v in self.__dict__.items()}
 
@@ -248,6 +250,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         except ValueError:
             r.problem("ADVERTISE_ADDRESS", f"{advertise!r} is not an IP address", "10.0.0.5")
     health_port = r.integer("HEALTH_PORT", 1, 65535, "9200")
+    api_token, _ = r.raw("API_TOKEN", secret=True, example="a-long-random-token")
+    if api_token and len(api_token) < 16:
+        r.problem("API_TOKEN", "is shorter than 16 characters", "a-long-random-token-0123")
     if health_port == 3306:
         r.problem("HEALTH_PORT", "3306 is MariaDB's own port", "9200")
     level = r.text("LOG_LEVEL").upper()
@@ -294,6 +299,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         repl_user=repl_user, repl_password=repl_pw, consul_host=consul_host,
         consul_port=consul_port, consul_agent=consul_agent, service_name=service,
         node_name=node, advertise_address=advertise, health_port=health_port,
+        api_token=api_token,
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
         session_ttl=ttl, loop_wait=loop_wait, semi_sync_timeout=semi_sync_timeout,
         replica_max_lag=max_lag, mysqld_max_restarts=max_restarts,

@@ -54,7 +54,8 @@ class Daemon:
         self.last_logged: tuple[str, float] = ("", 0.0)
         self.api = HealthServer(settings.health_port, lambda: self.status,
                                 stale_after=max(5.0, 3 * settings.loop_wait),
-                                max_lag=settings.replica_max_lag)
+                                max_lag=settings.replica_max_lag, control=self._control,
+                                token=settings.api_token)
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -124,7 +125,7 @@ class Daemon:
         stop = self.stop_requested
         Watcher("members-watch", lambda i: self.consul.members(index=i, wait="20s"), self.bus,
                 Code.MEMBERS_CHANGED, stop).start()
-        Watcher("leader-watch", lambda i: self.consul.leader(index=i, wait="20s"), self.bus,
+        Watcher("keys-watch", lambda i: self.consul.watch_keys(i, "20s"), self.bus,
                 Code.LEADER_CHANGED, stop).start()
 
     # --- the loop -------------------------------------------------------------------------------
@@ -150,6 +151,20 @@ class Daemon:
                 continue
             self._publish(decision=decision, obs=obs)
 
+    def _control(self, action: str, params: dict[str, str]) -> tuple[int, str]:
+        """Called from the HTTP thread: validate against the last status, then hand the
+        request to the loop as an event."""
+        st = self.status
+        to = params.get("to", "")
+        if st.leader is None:
+            return 409, "there is no primary to switch over from"
+        if to and to not in {m.node for m in st.members}:
+            return 404, f"{to} is not a member of {self.s.service_name}"
+        if to == st.leader:
+            return 409, f"{to} is already the primary"
+        self.bus.publish(Event(Code.SWITCHOVER, "api", (st.leader, to)))
+        return 202, f"switchover from {st.leader} to {to or 'the best replica'} requested"
+
     def _on_event(self, ev: Event) -> None:
         if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
             members: tuple[Member, ...] = ev.payload
@@ -159,6 +174,13 @@ class Daemon:
             log.info("members of %s: %s", self.s.service_name, ", ".join(
                 f"{m.node}({m.role.value}{'' if m.passing else ', failing'})"
                 for m in members) or "none")
+        elif ev.code == Code.SWITCHOVER and isinstance(ev.payload, tuple):
+            leader, to = ev.payload
+            try:
+                self.consul.request_switchover(leader, to)
+                log.info("switchover from %s to %s requested", leader, to or "the best replica")
+            except DCSError as exc:
+                log.error("could not request the switchover: %s", exc)
         elif ev.code == Code.SIGNAL:
             if ev.source in ("SIGTERM", "SIGINT"):
                 log.info("%s received: stopping gracefully (within %.0fs)", ev.source,

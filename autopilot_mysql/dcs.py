@@ -44,8 +44,11 @@ class Consul:
         self.address = f"{host}:{port}"
         self.service_name = service_name
         self.client = consul.Consul(host=host, port=port, connections_timeout=timeout)
-        self.leader_key = f"service/{service_name}/leader"
-        self.positions_prefix = f"service/{service_name}/positions/"
+        self.prefix = f"service/{service_name}/"
+        self.leader_key = self.prefix + "leader"
+        self.positions_prefix = self.prefix + "positions/"
+        self.switchover_key = self.prefix + "switchover"
+        self.handover_key = self.prefix + "handover"
         self.server_id_key = f"service/{service_name}/server-id-counter"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
@@ -148,9 +151,62 @@ class Consul:
         return bool(self._call("leader key acquire", lambda: self.client.kv.put(
             self.leader_key, value, acquire=session)))
 
-    def release_leader(self, session: str) -> None:
+    # --- everything one cycle needs, in one read ---------------------------------------------
+
+    def watch_keys(self, index: int | None, wait: str) -> tuple[int, int]:
+        """Block until anything under the service's prefix changes (leader, positions,
+        switchover, handover); the value is the new index, so every change is an event."""
+        idx, _ = self._call("cluster keys watch", lambda: self.client.kv.get(
+            self.prefix, recurse=True, index=index, wait=wait))
+        return int(idx or 0), int(idx or 0)
+
+    def cluster_state(self) -> ClusterKeys:
+        """Leader, published positions, a pending switchover request and the last handover,
+        from one recursive read of the service's prefix."""
+        _, items = self._call("cluster keys read", lambda: self.client.kv.get(
+            self.prefix, recurse=True))
+        leader: LeaderInfo | None = None
+        positions: dict[str, str] = {}
+        switchover: dict[str, str] | None = None
+        handover: dict[str, str] | None = None
+        for item in items or []:
+            key, raw = item["Key"], item.get("Value")
+            if not raw:
+                continue
+            try:
+                doc = json.loads(raw)
+            except ValueError:
+                log.warning("ignoring unreadable Consul key %s: %r", key, raw[:80])
+                continue
+            if key == self.leader_key and item.get("Session"):
+                leader = LeaderInfo(node=str(doc["node"]), address=str(doc["address"]),
+                                    gtid=str(doc.get("gtid", "")))
+            elif key.startswith(self.positions_prefix) and item.get("Session"):
+                positions[key[len(self.positions_prefix):]] = str(doc.get("gtid", ""))
+            elif key == self.switchover_key:
+                switchover = {k: str(v) for k, v in doc.items()}
+            elif key == self.handover_key:
+                handover = {k: str(v) for k, v in doc.items()}
+        return ClusterKeys(leader, positions, switchover, handover)
+
+    def request_switchover(self, leader: str, to: str | None) -> None:
+        self._call("switchover request", lambda: self.client.kv.put(
+            self.switchover_key, json.dumps({"from": leader, "to": to or ""})))
+
+    def hand_over(self, session: str, node: str, gtid: str, to: str) -> None:
+        """Record that we fenced ourselves at `gtid` (for the next primary: no fence grace to
+        wait, and the position replicas must reach), then release the leader lock."""
+        self._call("handover record", lambda: self.client.kv.put(
+            self.handover_key, json.dumps({"from": node, "gtid": gtid, "to": to})))
+        self._call("switchover clear", lambda: self.client.kv.delete(self.switchover_key))
         self._call("leader key release", lambda: self.client.kv.put(
             self.leader_key, "", release=session))
+
+    def clear_switchover(self) -> None:
+        self._call("switchover clear", lambda: self.client.kv.delete(self.switchover_key))
+
+    def clear_handover(self) -> None:
+        self._call("handover clear", lambda: self.client.kv.delete(self.handover_key))
 
     # --- election positions -------------------------------------------------------------------
 
@@ -166,21 +222,6 @@ class Consul:
     def clear_position(self, node: str) -> None:
         self._call("position clear",
                    lambda: self.client.kv.delete(self.positions_prefix + node))
-
-    def positions(self) -> dict[str, str]:
-        """Positions published by live sessions: node -> gtid_current_pos."""
-        _, items = self._call("positions read", lambda: self.client.kv.get(
-            self.positions_prefix, recurse=True))
-        out: dict[str, str] = {}
-        for item in items or []:
-            if not item.get("Session") or not item.get("Value"):
-                continue
-            try:
-                out[item["Key"][len(self.positions_prefix):]] = str(
-                    json.loads(item["Value"])["gtid"])
-            except (ValueError, KeyError, TypeError):
-                continue  # unreadable: no candidate
-        return out
 
     # --- server ids -----------------------------------------------------------------------------
 
@@ -204,6 +245,14 @@ class LeaderInfo:
     node: str
     address: str
     gtid: str  # the new primary's position when it took the lock
+
+
+@dataclass(frozen=True)
+class ClusterKeys:
+    leader: LeaderInfo | None
+    positions: dict[str, str]
+    switchover: dict[str, str] | None  # {"from": leader, "to": node or ""}
+    handover: dict[str, str] | None  # {"from": old primary, "gtid": its last position, "to"}
 
 
 class Watcher(threading.Thread):

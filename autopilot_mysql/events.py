@@ -15,6 +15,7 @@ class Code(StrEnum):
     LEADER_CHANGED = "leader_changed"  # source: "consul"; payload: holder or None
     SIGNAL = "signal"  # source: signal name (SIGTERM, SIGHUP, ...)
     STOP = "stop"  # a graceful stop was requested
+    SWITCHOVER = "switchover"  # source: "api"; payload: (leader, target node or "")
 
 
 @dataclass(frozen=True)

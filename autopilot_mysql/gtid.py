@@ -52,17 +52,18 @@ def total(pos: Mapping[int, Gtid]) -> int:
     return sum(g.seqno for g in pos.values())
 
 
-def best_candidate(positions: Mapping[str, Mapping[int, Gtid]]) -> str | None:
+def best_candidate(positions: Mapping[str, Mapping[int, Gtid]],
+                   preferred: str | None = None) -> str | None:
     """The node that should become primary: one whose position covers every other's, the
-    lowest name among equals. When no position covers all others (histories diverged across
-    domains), the largest total seqno wins, then the lowest name: every node computes the same
-    answer from the same inputs."""
+    `preferred` one (a switchover's target) or else the lowest name among equals. When no
+    position covers all others (histories diverged across domains), the largest total seqno
+    wins, then the lowest name: every node computes the same answer from the same inputs."""
     if not positions:
         return None
     names = sorted(positions)
     dominant = [n for n in names if all(covers(positions[n], positions[o]) for o in names)]
     if dominant:
-        return dominant[0]
+        return preferred if preferred in dominant else dominant[0]
     return sorted(names, key=lambda n: (-total(positions[n]), n))[0]
 
 

@@ -129,6 +129,10 @@ def _election(o: Observation, writable: bool) -> Decision:
     if writable:
         return Decision(Action.FENCE, "the leader key is free but this node is writable: "
                         "fencing", healthy=True)
+    if o.handing_over:
+        return Decision(Action.WAIT, f"handed the primary role over"
+                        f"{' to ' + o.handover_to if o.handover_to else ''}: waiting for the "
+                        "new primary", healthy=True)
     if o.errant:
         return Decision(Action.WAIT, f"no primary, and this node holds errant transactions "
                         f"({', '.join(o.errant)}): it may not take part", role=Role.UNKNOWN)
@@ -148,7 +152,7 @@ def _election(o: Observation, writable: bool) -> Decision:
     if missing and o.election_age < o.election_timeout:
         return Decision(Action.WAIT, f"waiting up to {o.election_timeout - o.election_age:.1f}s "
                         f"for the positions of {', '.join(missing)}", healthy=True)
-    best = gtid.best_candidate(positions)
+    best = gtid.best_candidate(positions, preferred=o.handover_to or None)
     if best is None:
         return Decision(Action.WAIT, "no readable position to compare", healthy=True)
     if best != o.node:
@@ -170,11 +174,27 @@ def _primary(o: Observation, writable: bool) -> Decision:
         if o.replica is not None and not o.drained:
             return Decision(Action.DRAIN, "holding the lock: applying the relay log before "
                             "opening for writes", role=Role.PRIMARY, healthy=True)
-        if o.promote_in > 0:
+        if o.promote_in > 0 and o.handover_to is None:
             return Decision(Action.WAIT, f"holding the lock: opening for writes in "
                             f"{o.promote_in:.1f}s, once the old primary has surely fenced "
                             "itself", role=Role.PRIMARY, healthy=True)
         return Decision(Action.PROMOTE, "this node holds the leader lock: opening for writes",
                         role=Role.PRIMARY, healthy=True)
+    if o.switchover_to is not None:
+        target = o.switchover_to
+        if target == o.node:
+            return Decision(Action.REJECT_SWITCHOVER, f"switchover to {target} requested, but "
+                            "it is already the primary", role=Role.PRIMARY, healthy=True)
+        if target and target not in o.healthy_members:
+            return Decision(Action.REJECT_SWITCHOVER, f"switchover to {target} refused: it is "
+                            f"not a healthy member (healthy: "
+                            f"{', '.join(o.healthy_members) or 'none'})",
+                            role=Role.PRIMARY, healthy=True)
+        if not o.healthy_members:
+            return Decision(Action.REJECT_SWITCHOVER, "switchover refused: no healthy replica "
+                            "to hand over to", role=Role.PRIMARY, healthy=True)
+        return Decision(Action.HAND_OVER, f"switchover to {target or 'the best replica'}: "
+                        "fencing, recording our position and releasing the lock",
+                        role=Role.UNKNOWN, healthy=True)
     return Decision(Action.STAY_PRIMARY, "this node holds the leader lock and is writable",
                     role=Role.PRIMARY, healthy=True)

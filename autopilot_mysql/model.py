@@ -102,10 +102,14 @@ class Observation:
     drained: bool = False
     published: str | None = None
     positions: tuple[tuple[str, str], ...] = ()
-    voters: tuple[str, ...] = ()
+    voters: tuple[str, ...] = ()  # passing members but us and the last leader
+    healthy_members: tuple[str, ...] = ()  # passing members but us
     election_age: float = 0.0
     election_timeout: float = 4.0
     promote_in: float = 0.0  # we hold the lock: seconds until the old primary surely fenced
+    switchover_to: str | None = None  # a switchover was requested ("" = to the best replica)
+    handover_to: str | None = None  # the old primary handed over (fenced) to this node
+    handing_over: bool = False  # we fenced and released the lock for a switchover
     fence_after: float = 3.0  # a primary fences when its session was not renewed for this long
 
 
@@ -125,6 +129,8 @@ class Action(StrEnum):
     DRAIN = "drain"  # primary lost: stop fetching, apply the relay log before the election
     PUBLISH_POSITION = "publish_position"
     STAY_PRIMARY = "stay_primary"
+    HAND_OVER = "hand_over"  # switchover: fence, record our position, release the lock
+    REJECT_SWITCHOVER = "reject_switchover"
     SHUTDOWN = "shutdown"
 
 

@@ -49,6 +49,9 @@ class LocalNode:
         self.drained = False
         self.published: str | None = None
         self.errant: tuple[str, ...] = ()
+        self.switchover: dict[str, str] | None = None
+        self.handover: dict[str, str] | None = None
+        self.handing_over = False
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -76,23 +79,33 @@ class LocalNode:
                                 self.session)
                     self.session = None
                     self.published = None  # the position key went with the session
-            _, self.leader = self.consul.leader()
+            keys = self.consul.cluster_state()
+            self.leader, positions = keys.leader, keys.positions
+            self.switchover, self.handover = keys.switchover, keys.handover
             check = self.consul.check_status(self.s.service_id)
-            if self.leader is None:
-                positions = self.consul.positions()
             dcs_ok = True
             self.dcs_ok_at = now
         except DCSError as exc:
             log.debug("Consul: %s", exc)
         if dcs_ok:
             self._track_election(now)
-        voters = tuple(sorted(m.node for m in self.members if m.passing
-                              and m.node not in (self.s.node_name, self.last_leader)))
+        healthy = tuple(sorted(m.node for m in self.members if m.passing
+                               and m.node != self.s.node_name))
+        voters = tuple(n for n in healthy if n != self.last_leader)
         promote_in = 0.0
         if self.election_started is not None:
             grace = self.fence_after + self.s.loop_wait + 0.5
             promote_in = max(0.0, self.election_started + grace - now)
         leader = self.leader
+        # A handover counts for the election that follows it: the lock holder it names fenced
+        # itself at the recorded position, so no fence grace is needed.
+        handover_to = None
+        if (self.handover and self.handover.get("from") == self.last_leader
+                and (leader is None or leader.node == self.s.node_name)):
+            handover_to = self.handover.get("to", "")
+        switchover_to = None
+        if self.switchover and leader and self.switchover.get("from") == leader.node:
+            switchover_to = self.switchover.get("to", "")
         return Observation(
             node=self.s.node_name, stopping=stopping,
             mysqld=self.mysqld.state, mysqld_restart_in=self.mysqld.restart_in(),
@@ -108,10 +121,11 @@ class LocalNode:
             drained=self.drained, published=self.published,
             positions=tuple(sorted((n, p) for n, p in positions.items()
                                    if n != self.s.node_name)),
-            voters=voters,
+            voters=voters, healthy_members=healthy,
             election_age=(now - self.election_started) if self.election_started else 0.0,
             election_timeout=self.election_timeout, promote_in=promote_in,
-            fence_after=self.fence_after)
+            fence_after=self.fence_after, switchover_to=switchover_to, handover_to=handover_to,
+            handing_over=self.handing_over)
 
     def _track_election(self, now: float) -> None:
         """An election runs from the moment the leader key is seen free until a leader holds
@@ -129,6 +143,7 @@ class LocalNode:
             self.last_leader = self.leader.node
             self.election_started = None
             self.drained = False
+            self.handing_over = False
 
     # --- act ------------------------------------------------------------------------------------
 
@@ -146,7 +161,9 @@ class LocalNode:
             log.info("created Consul session %s (TTL %.0fs)", self.session, self.s.session_ttl)
             self._wake()
         elif a == Action.DRAIN:
-            ok = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT)
+            target = self.handover.get("gtid") if o.handover_to is not None and self.handover \
+                else None
+            ok = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT, received=target)
             self.drained = True
             log.info("replication IO stopped; relay log %s", "applied" if ok else
                      f"NOT fully applied within {DRAIN_TIMEOUT:.0f}s (SQL thread stopped or "
@@ -166,6 +183,8 @@ class LocalNode:
             self.mysql.promote()
             self._clear_position()
             self.election_started = None  # won: the next election starts afresh
+            if self.handover is not None:
+                self.consul.clear_handover()
             log.info("promoted: replication off, read_only OFF: this node is the primary")
         elif a == Action.FENCE:
             self.fence()
@@ -179,6 +198,17 @@ class LocalNode:
             self._clear_position()
         elif a == Action.MARK_ERRANT:
             self._mark_errant(o)
+        elif a == Action.HAND_OVER:
+            assert self.session is not None
+            self.fence()
+            position = self.mysql.vars().gtid_current_pos
+            self.handing_over = True
+            self.consul.hand_over(self.session, self.s.node_name, position,
+                                  o.switchover_to or "")
+            log.info("switchover: fenced at %s and released the leader lock", position)
+        elif a == Action.REJECT_SWITCHOVER:
+            self.consul.clear_switchover()
+            log.error("%s", d.reason)
         if a in (Action.STAY_PRIMARY, Action.PROMOTE):
             self._semi_sync_for_replicas()
         if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pymysql
 
+from .. import gtid
 from ..exceptions import MySQLError
 from ..model import Replication
 
@@ -133,12 +135,23 @@ class LocalServer:
                      (host, user, password))
         self.execute("START SLAVE")
 
-    def stop_io_and_drain(self, timeout: float) -> bool:
+    def stop_io_and_drain(self, timeout: float, received: str | None = None) -> bool:
         """Stop fetching from the (lost) primary and apply what was received. True when the
-        relay log is applied within `timeout`."""
+        relay log is applied within `timeout`. With `received` (a switchover: the old primary
+        fenced itself at that position and is still up), first let the IO thread fetch up to
+        it, so the new primary has every transaction."""
         st = self.replica_status()
         if st is None:
             return True
+        if received:
+            deadline = time.monotonic() + timeout
+            want = gtid.parse(received)
+            while time.monotonic() < deadline:
+                st = self.replica_status()
+                if st is None or gtid.covers(gtid.parse(st.gtid_io_pos or ""), want) or \
+                        gtid.covers(gtid.parse(self.vars().gtid_current_pos), want):
+                    break
+                time.sleep(0.01)
         self.execute("STOP SLAVE IO_THREAD")
         st = self.replica_status()
         if st is None or not st.gtid_io_pos:

@@ -150,3 +150,85 @@ def test_partitioned_primary_fences_and_errant_writes_keep_it_out(
     other = next(n for n in rest if n is not new)
     wait_until(lambda: has_rows(other, acked), timeout=30, what="rows on the other replica")
     assert 777 not in ids(new)
+
+
+class ReadOnlyWatch:
+    """Polls every node's read_only over its socket (as root) every few ms, recording when
+    each was writable; fails if two nodes are ever writable in the same sample."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        import threading
+        self.nodes = nodes
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        conns = {n.name: n.root() for n in self.nodes}
+        while not self.stop.is_set():
+            writable = []
+            for name, c in conns.items():
+                try:
+                    with c.cursor() as cur:
+                        cur.execute("SELECT @@read_only")
+                        if cur.fetchone()[0] == 0:
+                            writable.append(name)
+                except pymysql.MySQLError:
+                    pass
+            self.samples.append((time.monotonic(), tuple(writable)))
+            time.sleep(0.005)
+
+    def __enter__(self) -> ReadOnlyWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def longest_gap(self) -> float:
+        """The longest stretch with no writable node (the write pause)."""
+        gap, start = 0.0, None
+        for t, w in self.samples:
+            if not w and start is None:
+                start = t
+            elif w and start is not None:
+                gap, start = max(gap, t - start), None
+        return gap
+
+    def never_two_writable(self) -> bool:
+        return all(len(w) <= 1 for _, w in self.samples)
+
+
+def switchover(via: Node, to: str) -> str:
+    import subprocess
+
+    from tests.testbed.cluster import API_TOKEN, VENV_BIN
+    out = subprocess.run([str(VENV_BIN / "autopilot-mysql"), "switchover", "--to", to,
+                          "--url", via.url(""), "--token", API_TOKEN, "--wait", "30"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr + out.stdout
+    return out.stdout
+
+
+def test_switchover_both_directions_with_a_short_pause(cluster: list[Node]) -> None:
+    a = primary(cluster)
+    b = next(n for n in cluster if n is not a)
+    acked = set(insert(a, 1, 100))
+    for n in cluster:
+        wait_until(lambda n=n: has_rows(n, acked), timeout=30, what=f"rows on {n.name}")
+    pauses = []
+    for old, new in ((a, b), (b, a)):
+        with ReadOnlyWatch(cluster) as watch:
+            print(switchover(old, new.name).strip())
+            wait_until(lambda new=new: new.http("/primary") == 200, timeout=30,
+                       what=f"{new.name} to be the primary")
+        assert watch.never_two_writable()
+        pauses.append(watch.longest_gap())
+        acked |= set(insert(new, 1000 * len(pauses), 10))
+        want = set(acked)
+        for n in cluster:
+            wait_until(lambda n=n, w=want: has_rows(n, w), timeout=30, what=f"rows on {n.name}")
+        wait_until(lambda: roles(cluster).count("replica") == 2, timeout=30,
+                   what="both other nodes replicating from the new primary")
+    print("switchover write pauses: " + ", ".join(f"{p * 1000:.0f} ms" for p in pauses))

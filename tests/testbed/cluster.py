@@ -23,6 +23,7 @@ VENV_BIN = Path(sys.executable).parent
 ROOT_PASSWORD = "root-secret"
 APP_USER, APP_PASSWORD, APP_DB = "app", "app-secret", "app"
 REPL_PASSWORD = "repl-secret"
+API_TOKEN = "test-token-0123456789"
 HEALTH_PORT = 9200
 
 
@@ -31,7 +32,7 @@ def compose_environment() -> dict[str, str]:
     """The `mysql` service's environment in docker-compose.yml, as compose-go resolves it
     (interpolated with the test secrets, as an .env file would give them)."""
     secrets = {"MARIADB_ROOT_PASSWORD": ROOT_PASSWORD, "MARIADB_PASSWORD": APP_PASSWORD,
-               "MYSQL_REPL_PASSWORD": REPL_PASSWORD}
+               "MYSQL_REPL_PASSWORD": REPL_PASSWORD, "API_TOKEN": API_TOKEN}
     out = run([tool("dockercheck"), str(REPO / "docker" / "Dockerfile"),
                str(REPO / "docker-compose.yml")], env={**os.environ, **secrets}).stdout
     env: dict[str, str] = json.loads(out)["services"]["mysql"]["environment"]

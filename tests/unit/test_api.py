@@ -15,18 +15,27 @@ NOW = [100.0]
 STATUS = [NodeStatus(node="db1")]
 
 
+CALLS: list[tuple[str, dict[str, str]]] = []
+
+
+def control(action: str, params: dict[str, str]) -> tuple[int, str]:
+    CALLS.append((action, params))
+    return 202, "requested"
+
+
 @pytest.fixture
 def server() -> Iterator[HealthServer]:
     srv = HealthServer(0, lambda: STATUS[0], stale_after=5, host="127.0.0.1",
-                       clock=lambda: NOW[0])
+                       clock=lambda: NOW[0], control=control, token="t" * 20)
     srv.start()
     yield srv
     srv.stop()
 
 
-def get(srv: HealthServer, path: str, method: str = "GET") -> tuple[int, bytes]:
+def get(srv: HealthServer, path: str, method: str = "GET",
+        headers: dict[str, str] | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", srv.httpd.server_address[1], timeout=3)
-    conn.request(method, path)
+    conn.request(method, path, headers=headers or {})
     r = conn.getresponse()
     return r.status, r.read()
 
@@ -75,3 +84,24 @@ def test_head_and_status_json_without_secrets(server: HealthServer) -> None:
     assert doc["uptime_seconds"] == 60.0
     assert "password" not in body.decode().lower()
     assert get(server, "/nope")[0] == 404
+
+
+def test_switchover_needs_the_token_and_only_publishes(server: HealthServer) -> None:
+    CALLS.clear()
+    assert get(server, "/switchover?to=db2", "POST")[0] == 401
+    bad = {"Authorization": "Bearer wrong"}
+    assert get(server, "/switchover?to=db2", "POST", bad)[0] == 401
+    good = {"Authorization": "Bearer " + "t" * 20}
+    assert get(server, "/switchover?to=db2", "POST", good)[0] == 202
+    assert CALLS == [("switchover", {"to": "db2"})]
+    assert get(server, "/other", "POST", good)[0] == 404
+
+
+def test_control_is_disabled_without_a_token() -> None:
+    srv = HealthServer(0, lambda: STATUS[0], stale_after=5, host="127.0.0.1", control=control)
+    srv.start()
+    try:
+        code, body = get(srv, "/switchover", "POST", {"Authorization": "Bearer x"})
+        assert code == 403 and b"API_TOKEN" in body
+    finally:
+        srv.stop()

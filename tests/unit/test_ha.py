@@ -144,3 +144,24 @@ def test_consul_flapping_never_promotes_without_the_lock() -> None:
 
 def test_unregistered_writable_node_fences_first() -> None:
     assert d(registered=False, read_only=False, leader="db1") == Action.FENCE
+
+
+P = dict(leader="db1", read_only=False, voters=("db3",), healthy_members=("db2", "db3"))
+
+
+def test_switchover_requests_on_the_primary() -> None:
+    assert d(**P, switchover_to="db2") == Action.HAND_OVER
+    assert d(**P, switchover_to="") == Action.HAND_OVER  # to the best replica
+    assert d(**P, switchover_to="db9") == Action.REJECT_SWITCHOVER  # not a healthy member
+    assert d(**P, switchover_to="db1") == Action.REJECT_SWITCHOVER
+    assert d(**{**P, "healthy_members": ()}, switchover_to="") == Action.REJECT_SWITCHOVER
+
+
+def test_after_a_handover_the_target_wins_ties_and_skips_the_fence_grace() -> None:
+    tie = dict(gtid="0-1-10", published="0-1-10", voters=("db0",),
+               positions=(("db0", "0-1-10"),))
+    assert d(**tie) == Action.WAIT  # db0 sorts first
+    assert d(**tie, handover_to="db1") == Action.ACQUIRE_LOCK  # the requested target
+    assert d(leader="db1", promote_in=3.0, handover_to="db1") == Action.PROMOTE
+    # the old primary stays out of the election it handed over
+    assert d(handing_over=True, published=None) == Action.WAIT
