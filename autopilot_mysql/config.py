@@ -41,7 +41,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "INNODB_BUFFER_POOL_SIZE": ("", "e.g. 512M; default: half the container's memory limit"),
     "STOP_TIMEOUT": ("30", "seconds a graceful stop may take before SIGKILL"),
     "SESSION_TTL": ("10", "Consul session TTL in seconds (10 to 60)"),
-    "LOOP_WAIT": ("1", "seconds between HA cycles when nothing happens"),
+    "LOOP_WAIT": ("0.5", "seconds between HA cycles when nothing happens"),
     "SEMI_SYNC_TIMEOUT": ("10", "seconds a commit waits for a replica's acknowledgement before "
                           "the primary continues alone; 0: wait forever"),
     "REPLICA_MAX_LAG": ("10", "seconds of lag above which /replica answers 503"),

@@ -13,7 +13,7 @@ from .dcs import Consul, LeaderInfo
 from .events import Code, Event, EventBus
 from .exceptions import DCSError, MySQLError
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
-from .mysql.server import LocalServer
+from .mysql.server import LocalServer, old_primary_cannot_write
 from .process import ManagedProcess
 from .utils import Clock
 
@@ -45,6 +45,8 @@ class LocalNode:
         self.members: tuple[Member, ...] = ()
         self.leader: LeaderInfo | None = None
         self.last_leader: str | None = None  # the last other node seen holding the lock
+        self.last_leader_address: str | None = None
+        self.old_primary_fenced = False  # proven unable to write (refused, or read-only)
         self.election_started: float | None = None
         self.drained = False
         self.published: str | None = None
@@ -96,6 +98,17 @@ class LocalNode:
         if self.election_started is not None:
             grace = self.fence_after + self.s.loop_wait + 0.5
             promote_in = max(0.0, self.election_started + grace - now)
+            holding = self.leader is not None and self.leader.node == self.s.node_name
+            if promote_in > 0 and holding and read_only and self.last_leader_address:
+                if not self.old_primary_fenced:
+                    self.old_primary_fenced = old_primary_cannot_write(
+                        self.last_leader_address, self.s.repl_user, self.s.repl_password)
+                    if self.old_primary_fenced:
+                        log.info("the old primary %s (%s) cannot accept writes (not listening "
+                                 "or read-only): no need to wait out the fence grace",
+                                 self.last_leader, self.last_leader_address)
+                if self.old_primary_fenced:
+                    promote_in = 0.0
         leader = self.leader
         # A handover counts for the election that follows it: the lock holder it names fenced
         # itself at the recorded position, so no fence grace is needed.
@@ -141,6 +154,8 @@ class LocalNode:
             # Another node leads: the election (if any) is over for us; the next one starts
             # afresh (drain again, wait the fence grace again).
             self.last_leader = self.leader.node
+            self.last_leader_address = self.leader.address
+            self.old_primary_fenced = False
             self.election_started = None
             self.drained = False
             self.handing_over = False

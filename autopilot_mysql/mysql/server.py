@@ -234,3 +234,32 @@ def run_statements(server: LocalServer, stmts: list[tuple[str, tuple[str, ...]]]
             server.close_locked()
             raise MySQLError(f"first-boot statement failed on {server.socket}: {exc}") from exc
         server.close_locked()
+
+
+def old_primary_cannot_write(address: str, user: str, password: str,
+                             timeout: float = 0.5) -> bool:
+    """True only when the former primary at `address` surely cannot accept writes: nothing
+    listens on its MariaDB port (connection refused: its mysqld is gone, and a restarted one
+    starts read-only), or it answers with read_only on. A time-out proves nothing (paused or
+    partitioned): the caller then waits out the fence grace."""
+    try:
+        conn = pymysql.connect(host=address, port=3306, user=user, password=password,
+                               connect_timeout=timeout, read_timeout=timeout,
+                               write_timeout=timeout)
+    except pymysql.err.OperationalError as exc:
+        # 2003 "Can't connect ... ([Errno 111] Connection refused)": nothing listens there.
+        return bool(exc.args) and exc.args[0] == 2003 and "Connection refused" in str(exc)
+    except (pymysql.MySQLError, OSError):
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@global.read_only")
+            row = cur.fetchone()
+            return bool(row and row[0])
+    except (pymysql.MySQLError, OSError):
+        return False
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass

@@ -1,0 +1,183 @@
+"""Faults on the primary while a client writes through HAProxy.
+
+A writer commits one row at a time through port 3306 and records every commit the server
+acknowledged (and which server it was). A checker samples every node's read_only over its
+socket every few milliseconds. The primary's host is killed, partitioned away or paused, in
+turn, CHAOS_FAULTS times (default 21); each time exactly one new primary must appear, and the
+old node must come back as a replica (or report errant transactions, after which it is
+re-provisioned as an operator would: emptied and restarted). At the end every acknowledged row
+must be on the primary and on every replica, and no sample may show two writable nodes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+
+import pymysql
+import pytest
+
+from tests.integration.test_replication import ReadOnlyWatch, roles
+from tests.testbed.bed import TestBed
+from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, make_node
+from tests.testbed.components import HAProxy, start_consul, start_haproxy
+from tests.testbed.util import REPO, wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FAULTS = int(os.environ.get("CHAOS_FAULTS", "21"))
+
+
+class Writer(threading.Thread):
+    def __init__(self, lb: HAProxy) -> None:
+        super().__init__(daemon=True)
+        self.lb = lb
+        self.stop = threading.Event()
+        self.acked: dict[int, str] = {}  # id -> server that acknowledged it
+        self.errors = 0
+        self.next_id = 1
+
+    def run(self) -> None:
+        conn = None
+        server = ""
+        while not self.stop.is_set():
+            try:
+                if conn is None:
+                    conn = pymysql.connect(host=self.lb.host.ip, port=3306, user=APP_USER,
+                                           password=APP_PASSWORD, database=APP_DB,
+                                           connect_timeout=2, read_timeout=5, write_timeout=5,
+                                           autocommit=True)
+                    with conn.cursor() as cur:
+                        cur.execute("SELECT @@hostname")
+                        server = cur.fetchone()[0]
+                i = self.next_id
+                self.next_id += 1  # an id is never retried: a failed commit may have landed
+                with conn.cursor() as cur:
+                    cur.execute("INSERT INTO chaos VALUES (%s, %s)", (i, server))
+                self.acked[i] = server
+            except (pymysql.MySQLError, OSError):
+                self.errors += 1
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                conn = None
+                time.sleep(0.05)
+
+
+@pytest.fixture
+def setup(bed: TestBed) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
+    chost = bed.add_host("consul")
+    chost.boot()
+    start_consul(chost)
+    nodes = [make_node(bed.add_host(f"db{i}")) for i in (1, 2, 3)]
+    for n in nodes:
+        n.boot()
+    wait_until(lambda: roles(nodes).count("primary") == 1 and roles(nodes).count("replica") == 2,
+               timeout=90, what="a primary and two replicas")
+    lbh = bed.add_host("lb")
+    lbh.boot()
+    lb = start_haproxy(lbh, (REPO / "etc" / "haproxy.cfg").read_text(), [3306, 3307],
+                       env={"CONSUL_DNS": f"{chost.ip}:8600", "SERVICE_NAME": "mysql",
+                            "MAX_NODES": "10"})
+    p = next(n for n in nodes if n.http("/primary") == 200)
+    with p.app() as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE chaos (id INT PRIMARY KEY, server VARCHAR(64)) ENGINE=InnoDB")
+    yield bed, nodes, lb
+
+
+def the_primary(nodes: list[Node], not_: Node | None = None, timeout: float = 60) -> Node:
+    return wait_until(lambda: next((n for n in nodes if n is not not_ and n.host.running
+                                    and not n.host.paused and n.http("/primary") == 200), None),
+                      timeout=timeout, what="a primary")
+
+
+def rejoin(node: Node) -> str:
+    """Wait until the node replicates again, or re-provision it if it reports errant
+    transactions (empty data directory, restart), as an operator would."""
+    def state() -> str | None:
+        if node.http("/replica") == 200:
+            return "replica"
+        try:
+            if node.status()["errant"]:
+                return "errant"
+        except Exception:
+            return None
+        return None
+
+    outcome = wait_until(state, timeout=90, what=f"{node.name} to rejoin or report errant")
+    if outcome == "errant":
+        node.host.stop()
+        shutil.rmtree(node.datadir)
+        node.host.restart()
+        wait_until(lambda: node.http("/replica") == 200, timeout=90,
+                   what=f"{node.name} to rejoin after re-provisioning")
+    return outcome
+
+
+def test_acknowledged_writes_survive_faults_and_never_two_writable(
+        setup: tuple[TestBed, list[Node], HAProxy]) -> None:
+    bed, nodes, lb = setup
+    writer = Writer(lb)
+    writer.start()
+    kinds = ["kill", "partition", "pause"]
+    outcomes: list[str] = []
+    with ReadOnlyWatch(nodes) as watch:
+        wait_until(lambda: len(writer.acked) > 20, timeout=30, what="the writer to commit")
+        for i in range(FAULTS):
+            kind = kinds[i % len(kinds)]
+            old = the_primary(nodes)
+            before = len(writer.acked)
+            t0 = time.monotonic()
+            if kind == "kill":
+                old.host.kill()
+            elif kind == "partition":
+                bed.partition([old.host])
+            else:
+                old.host.pause()
+            new = the_primary(nodes, not_=old)
+            wait_until(lambda b=before: len(writer.acked) > b + 5, timeout=60,
+                       what="writes to resume through HAProxy")
+            took = time.monotonic() - t0
+            if kind == "kill":
+                old.host.restart()
+            elif kind == "partition":
+                bed.heal()
+            else:
+                old.host.resume()
+            outcome = rejoin(old)
+            outcomes.append(f"{kind} {old.name}->{new.name} {took:.1f}s {outcome}")
+            print(f"fault {i + 1}/{FAULTS}: {outcomes[-1]}, {len(writer.acked)} acked, "
+                  f"{writer.errors} errors")
+        writer.stop.set()
+        writer.join()
+    assert watch.never_two_writable(), "two nodes were writable at the same time"
+    acked = set(writer.acked)
+    final = the_primary(nodes)
+    for n in nodes:
+        try:
+            wait_until(lambda n=n: acked <= ids_of(n), timeout=180,
+                       what=f"every acknowledged row on {n.name}")
+        except TimeoutError:
+            for m in nodes:
+                have = ids_of(m)
+                lost = sorted(acked - have)
+                by = sorted({writer.acked[i] for i in lost})
+                print(f"{m.name}: {len(have)} rows, missing {len(lost)} acknowledged "
+                      f"{lost[:5]}..{lost[-5:]} acknowledged by {by}; status "
+                      f"{m.status()['last_decision']} gtid {m.status()['gtid_current_pos']}")
+            raise
+    assert roles(nodes).count("primary") == 1
+    print(f"{len(acked)} acknowledged commits survived {FAULTS} faults; final primary "
+          f"{final.name}; outcomes: {outcomes}")
+
+
+def ids_of(node: Node) -> set[int]:
+    with node.app() as c, c.cursor() as cur:
+        cur.execute("SELECT id FROM chaos")
+        return {r[0] for r in cur.fetchall()}
+
+
