@@ -110,9 +110,16 @@ class Consul:
     # --- sessions and the leader lock ----------------------------------------------------------
 
     def create_session(self, *, name: str, ttl: float, service_id: str | None) -> str:
-        checks = ["serfHealth"] + ([f"service:{service_id}"] if service_id else [])
-        sid = self._call("session create", lambda: self.client.session.create(
-            name=name, checks=checks, lock_delay=0, behavior="delete", ttl=int(ttl)))
+        """A session invalidated by its node's serfHealth and by our service's check.
+        NodeChecks/ServiceChecks are sent explicitly: Consul maps the older `Checks` field to
+        node checks only, so a service check given there would be silently ignored."""
+        body: dict[str, Any] = {"Name": name, "LockDelay": "0s", "Behavior": "delete",
+                                "TTL": f"{int(ttl)}s", "NodeChecks": ["serfHealth"]}
+        if service_id:
+            body["ServiceChecks"] = [{"ID": f"service:{service_id}"}]
+        sid = self._call("session create", lambda: self.client.http.put(
+            consul.callback.CB.json(is_id=True), "/v1/session/create",
+            data=json.dumps(body)))
         return str(sid)
 
     def renew_session(self, session: str) -> bool:

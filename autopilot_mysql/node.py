@@ -18,7 +18,9 @@ from .process import ManagedProcess
 from .utils import Clock
 
 log = logging.getLogger(__name__)
-DRAIN_TIMEOUT = 10.0  # seconds to apply the relay log before publishing a position anyway
+# Seconds to apply the relay log before publishing the position actually applied (shorter
+# than the SQL connection's read timeout, so a slow drain never fails the whole action).
+DRAIN_TIMEOUT = 2.0
 
 
 class LocalNode:
@@ -178,8 +180,8 @@ class LocalNode:
         elif a == Action.DRAIN:
             target = self.handover.get("gtid") if o.handover_to is not None and self.handover \
                 else None
+            self.drained = True  # even if the drain fails below: never hold up the election
             ok = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT, received=target)
-            self.drained = True
             log.info("replication IO stopped; relay log %s", "applied" if ok else
                      f"NOT fully applied within {DRAIN_TIMEOUT:.0f}s (SQL thread stopped or "
                      "slow): publishing the position actually applied")
@@ -260,16 +262,18 @@ class LocalNode:
             self.published = None
 
     def _semi_sync_for_replicas(self) -> None:
-        """Semi-synchronous replication is on whenever another member exists: a commit is
-        acknowledged only once a replica has it (or after SEMI_SYNC_TIMEOUT, see README)."""
-        want = any(m.node != self.s.node_name for m in self.members)
+        """Semi-synchronous replication is on whenever another member passes its check (so it
+        can acknowledge): a commit is acknowledged only once a replica has it (or after
+        SEMI_SYNC_TIMEOUT, see README). A failing or errant member is not counted, so a
+        primary left alone does not make every writer wait out the timeout."""
+        want = any(m.node != self.s.node_name and m.passing for m in self.members)
         have = self.mysql.execute("SELECT @@global.rpl_semi_sync_master_enabled")[0][0]
         if bool(have) != want:
             self.mysql.execute(f"SET GLOBAL rpl_semi_sync_master_enabled = "
                                f"{'ON' if want else 'OFF'}")
-            log.info("semi-synchronous replication %s (%d other member(s))",
+            log.info("semi-synchronous replication %s (%d other healthy member(s))",
                      "ON" if want else "OFF",
-                     sum(m.node != self.s.node_name for m in self.members))
+                     sum(m.node != self.s.node_name and m.passing for m in self.members))
 
     def _mark_errant(self, o: Observation) -> None:
         base = gtid.parse(self.leader.gtid) if self.leader and self.leader.gtid else {}

@@ -128,6 +128,10 @@ class LocalServer:
         """Point replication at `host` by GTID and start it. current_pos: a former primary's
         history is in its binary log, not in gtid_slave_pos; a replica's is in both."""
         self.execute("STOP SLAVE")
+        # A former primary keeps master-side semi-sync on otherwise, and with log_slave_updates
+        # its SQL thread would wait for an acknowledgement (from replicas it does not have)
+        # after every applied transaction.
+        self.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
         self.execute("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
         self.execute("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = 3306, MASTER_USER = %s, "
                      "MASTER_PASSWORD = %s, MASTER_USE_GTID = current_pos, "
@@ -158,7 +162,8 @@ class LocalServer:
             return True
         if not st.sql_running:
             return False
-        row = self.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (st.gtid_io_pos, timeout))
+        wait = min(timeout, self.read_timeout - 0.5)
+        row = self.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (st.gtid_io_pos, wait))
         return bool(row and row[0][0] == 0)
 
     def stop_replication(self) -> None:

@@ -225,6 +225,13 @@ def test_switchover_both_directions_with_a_short_pause(cluster: list[Node]) -> N
                        what=f"{new.name} to be the primary")
         assert watch.never_two_writable()
         pauses.append(watch.longest_gap())
+        # The former primary must not keep master-side semi-sync on as a replica: its SQL
+        # thread would wait for an acknowledgement after every applied transaction.
+        wait_until(lambda old=old: old.http("/replica") == 200, timeout=30,
+                   what=f"{old.name} to replicate from {new.name}")
+        with old.root() as c, c.cursor() as cur:
+            cur.execute("SELECT @@rpl_semi_sync_master_enabled, @@rpl_semi_sync_slave_enabled")
+            assert cur.fetchone() == (0, 1)
         acked |= set(insert(new, 1000 * len(pauses), 10))
         want = set(acked)
         for n in cluster:
