@@ -35,3 +35,4 @@ demo-down: setup
 
 bench: setup
 	$(PY) bench/supervisor.py
+	$(PY) bench/failover.py

@@ -33,7 +33,7 @@ from .host import Host
 from .util import TestBedError, pid_alive, pid_running, proc_start_time, run
 
 STATE_DIR = Path("/run/apm-testbed")
-# Not under /tmp, which each host replaces with its own. Short: socket paths are limited.
+# Short paths: unix socket paths are limited to ~107 bytes.
 ROOT_DIR = Path("/var/tmp")
 PREFIX = "apm"  # every netns, bridge and veth of ours starts with it
 CANDIDATE_NETS = [f"10.213.{n}.0/24" for n in range(0, 250)]

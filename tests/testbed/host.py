@@ -4,11 +4,12 @@ namespace for whatever runs as its PID 1, and a data directory that survives res
 A host is "booted" by starting a command as its PID 1:
 
     ip netns exec NS unshare --pid --fork --mount-proc --uts --kill-child -- \
-        sh -c 'hostname N && mount --bind DIR/tmp /tmp && exec CMD'
+        sh -c 'hostname N && exec CMD'
 
-`ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts, so host names resolve; each
-host has its own /tmp (hosts share one file system otherwise, and programs that name temporary
-files by pid collide across PID namespaces: mariadb-install-db does).
+`ip netns exec` bind-mounts /etc/netns/NS/hosts over /etc/hosts, so host names resolve. Each
+host's processes get TMPDIR=<host dir>/tmp: hosts share one file system, and programs that name
+temporary files by pid collide across PID namespaces (mariadb-install-db does). /tmp itself is
+not replaced, since the repository and its virtual environment may live under it.
 More processes are started inside a running host with `nsenter` into PID 1's namespaces.
 
 Faults are single calls: kill() (SIGKILL to every process of the PID namespace), stop()
@@ -41,7 +42,7 @@ class Host:
         self.dir = root  # the host's "volume": data directories, configs, logs
         self.dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.dir, 0o755)
-        self.tmp = self.dir / "tmp"  # the host's private /tmp, as a container has
+        self.tmp = self.dir / "tmp"  # the host's TMPDIR, as a container has its own /tmp
         self.tmp.mkdir(exist_ok=True)
         os.chmod(self.tmp, 0o1777)
         self.launcher: subprocess.Popen[bytes] | None = None
@@ -63,16 +64,14 @@ class Host:
         if self.running:
             raise TestBedError(f"{self.name} is already running (pid1={self.pid1})")
         cmd = list(argv) if argv else [sys.executable, str(HOSTINIT)]
-        full_env = dict(os.environ if env is None else env)
-        full_env.setdefault("PATH", os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+        full_env = self._env(env)
         self._boot_args = (cmd, dict(full_env), log)
         logf = open(self.dir / log, "ab")  # noqa: SIM115 (closed when the host stops)
         self._logs.append(logf)
         self.launcher = subprocess.Popen(
             ["ip", "netns", "exec", self.netns,
              "unshare", "--pid", "--fork", "--mount-proc", "--uts", "--kill-child", "--",
-             "sh", "-c", 'hostname "$0" && mount --bind "$1" /tmp && shift && exec "$@"',
-             self.name, str(self.tmp), *cmd],
+             "sh", "-c", 'hostname "$0" && exec "$@"', self.name, *cmd],
             env=full_env, stdin=subprocess.DEVNULL, stdout=logf, stderr=subprocess.STDOUT,
             cwd=self.dir, start_new_session=True)
         launcher = self.launcher
@@ -118,7 +117,7 @@ class Host:
             self._logs.append(out)
         proc = subprocess.Popen(
             ["nsenter", "-t", str(self.pid1), "-n", "-m", "-u", "-p", "--", *argv],
-            env=dict(os.environ if env is None else env), stdin=subprocess.DEVNULL,
+            env=self._env(env), stdin=subprocess.DEVNULL,
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._spawned.append(proc)
         return proc
@@ -225,6 +224,15 @@ class Host:
         self.exec(["tc", "qdisc", "del", "dev", "eth0", "root"], check=False)
 
     # --- internals ------------------------------------------------------------------------------
+
+    def _env(self, env: Mapping[str, str] | None) -> dict[str, str]:
+        """The environment of a process on this host: its own TMPDIR, as a container has its
+        own /tmp (programs that name temporary files by pid collide across PID namespaces
+        otherwise: mariadb-install-db does)."""
+        full = dict(os.environ if env is None else env)
+        full.setdefault("PATH", os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"))
+        full["TMPDIR"] = str(self.tmp)
+        return full
 
     def _need_pid1(self) -> None:
         if not self.running or self.pid1 is None:

@@ -59,3 +59,12 @@ def test_dockerfile_entrypoint_volume_and_templates() -> None:
     assert (REPO / "etc" / "my.cnf.template").exists()
     # The image builds Consul from the same pinned module as the test bed.
     assert "COPY tools/consul/go.mod tools/consul/go.sum tools/consul/main.go" in text
+
+
+def test_haproxy_service_uses_the_tested_config(compose: dict[str, Any]) -> None:
+    hap = compose["services"]["haproxy"]
+    mounts = {v["source"]: v["target"] for v in hap["volumes"]}
+    assert mounts[str(REPO / "etc" / "haproxy.cfg")] == "/usr/local/etc/haproxy/haproxy.cfg"
+    env = hap["environment"]
+    assert env["CONSUL_DNS"] == "consul:8600" and env["SERVICE_NAME"] == "mysql"
+    assert {p["target"] for p in hap["ports"]} == {3306, 3307, 8404}
