@@ -28,6 +28,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import sys
 import threading
 import time
 import urllib.parse
@@ -96,9 +97,20 @@ class HealthServer:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A client that hangs up before the answer (a load balancer's check timing
+                # out) is routine, not a traceback for the operator to read.
+                exc = sys.exc_info()[1]
+                if isinstance(exc, (ConnectionError, TimeoutError)):
+                    log.debug("client %s went away: %s", client_address[0], exc)
+                else:
+                    log.exception("error answering %s", client_address[0])
+
+        self.httpd = Server((host, port), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http",
                                        daemon=True)
 

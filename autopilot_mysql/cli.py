@@ -21,21 +21,30 @@ import urllib.parse
 import urllib.request
 
 from . import __version__
+from .config import Settings
 from .exceptions import AutopilotError, ConfigError
 
 log = logging.getLogger("autopilot_mysql")
 
 
-def _supervise() -> int:
+def _settings() -> Settings | int:
+    """The validated settings, or the exit status after printing every problem."""
     from .config import load_settings
-    from .daemon import Daemon
-    from .utils import setup_logging
 
     try:
-        settings = load_settings(os.environ)
+        return load_settings(os.environ)
     except ConfigError as exc:
         sys.stderr.write(f"autopilot-mysql: {exc}\n")
         return exc.exit_code
+
+
+def _supervise() -> int:
+    from .daemon import Daemon
+    from .utils import setup_logging
+
+    settings = _settings()
+    if isinstance(settings, int):
+        return settings
     setup_logging(settings.log_level, settings.log_format)
     try:
         return Daemon(settings).run()
@@ -50,13 +59,9 @@ def _supervise() -> int:
 
 
 def _check_config() -> int:
-    from .config import load_settings
-
-    try:
-        settings = load_settings(os.environ)
-    except ConfigError as exc:
-        sys.stderr.write(f"autopilot-mysql: {exc}\n")
-        return exc.exit_code
+    settings = _settings()
+    if isinstance(settings, int):
+        return settings
     print(json.dumps(settings.redacted(), indent=1, default=str))
     return 0
 

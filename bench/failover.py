@@ -1,7 +1,8 @@
 """Failover timings of autopilot-mysql on the namespace test bed, one table, one run.
 
 Each round boots a fresh three-node cluster (docker-compose.yml's environment) and measures:
-- bootstrap: from booting three empty nodes to one primary and two replicating replicas;
+- bootstrap: from starting Consul and three empty nodes to one primary and two replicating
+  replicas;
 - switchover: the write pause (no node writable) of `autopilot-mysql switchover`, sampled from
   every node's read_only every few ms;
 - mysqld crash: kill -9 of mysqld alone on the primary, to the first write acknowledged by a
@@ -30,10 +31,9 @@ import pymysql
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.test_replication import ReadOnlyWatch, roles, switchover  # noqa: E402
+from tests.integration.test_replication import ReadOnlyWatch, switchover  # noqa: E402
 from tests.testbed.bed import TestBed  # noqa: E402
-from tests.testbed.cluster import Node, make_node  # noqa: E402
-from tests.testbed.components import start_consul  # noqa: E402
+from tests.testbed.cluster import Node, boot_cluster, healthy_cluster  # noqa: E402
 from tests.testbed.util import wait_until  # noqa: E402
 
 TARGETS = {"node loss": 5.0, "mysqld crash": 2.0, "switchover pause": 0.5}
@@ -59,34 +59,23 @@ def first_write(nodes: list[Node], t0: float, timeout: float = 60) -> float:
     raise TimeoutError("no write accepted")
 
 
-def healthy(nodes: list[Node]) -> bool:
-    r = roles(nodes)
-    return r.count("primary") == 1 and r.count("replica") == len(nodes) - 1
-
-
 def one_round() -> dict[str, float]:
     out: dict[str, float] = {}
     with TestBed() as bed:
-        ch = bed.add_host("consul")
-        ch.boot()
-        start_consul(ch)
-        nodes = [make_node(bed.add_host(f"db{i}")) for i in (1, 2, 3)]
         t0 = time.monotonic()
-        for n in nodes:
-            n.boot()
-        wait_until(lambda: healthy(nodes), timeout=120, what="bootstrap")
+        nodes = boot_cluster(bed, 3, timeout=120)  # includes the Consul server's start
         out["bootstrap (3 nodes)"] = time.monotonic() - t0
         p = next(n for n in nodes if n.http("/primary") == 200)
         with p.app() as c, c.cursor() as cur:
             cur.execute("CREATE TABLE bench (id INT AUTO_INCREMENT PRIMARY KEY, node TEXT)")
-        wait_until(lambda: healthy(nodes), timeout=60, what="replicas with the table")
+        wait_until(lambda: healthy_cluster(nodes), timeout=60, what="replicas with the table")
 
         target = next(n for n in nodes if n is not p)
         with ReadOnlyWatch(nodes) as watch:
             switchover(p, target.name)
             wait_until(lambda: target.http("/primary") == 200, timeout=30, what="switchover")
         out["switchover pause"] = watch.longest_gap()
-        wait_until(lambda: healthy(nodes), timeout=60, what="healthy after switchover")
+        wait_until(lambda: healthy_cluster(nodes), timeout=60, what="healthy after switchover")
 
         p = next(n for n in nodes if n.http("/primary") == 200)
         pid = p.mysqld_pid()
@@ -94,7 +83,7 @@ def one_round() -> dict[str, float]:
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         out["mysqld crash"] = first_write(nodes, t0)
-        wait_until(lambda: healthy(nodes) or any(n.status()["errant"] for n in nodes),
+        wait_until(lambda: healthy_cluster(nodes) or any(n.status()["errant"] for n in nodes),
                    timeout=90, what="settled after the crash")
 
         p = next(n for n in nodes if n.http("/primary") == 200)

@@ -22,9 +22,9 @@ import pytest
 
 from tests.integration.test_replication import ReadOnlyWatch, roles
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, make_node
-from tests.testbed.components import HAProxy, start_consul, start_haproxy
-from tests.testbed.util import REPO, wait_until
+from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, boot_cluster, start_router
+from tests.testbed.components import HAProxy
+from tests.testbed.util import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAULTS = int(os.environ.get("CHAOS_FAULTS", "21"))
@@ -57,6 +57,7 @@ class Writer(threading.Thread):
                 with conn.cursor() as cur:
                     cur.execute("INSERT INTO chaos VALUES (%s, %s)", (i, server))
                 self.acked[i] = server
+                time.sleep(0.005)  # a steady stream; unbounded volume only slows re-provisioning
             except (pymysql.MySQLError, OSError):
                 self.errors += 1
                 if conn is not None:
@@ -70,19 +71,8 @@ class Writer(threading.Thread):
 
 @pytest.fixture
 def setup(bed: TestBed) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
-    chost = bed.add_host("consul")
-    chost.boot()
-    start_consul(chost)
-    nodes = [make_node(bed.add_host(f"db{i}")) for i in (1, 2, 3)]
-    for n in nodes:
-        n.boot()
-    wait_until(lambda: roles(nodes).count("primary") == 1 and roles(nodes).count("replica") == 2,
-               timeout=90, what="a primary and two replicas")
-    lbh = bed.add_host("lb")
-    lbh.boot()
-    lb = start_haproxy(lbh, (REPO / "etc" / "haproxy.cfg").read_text(), [3306, 3307],
-                       env={"CONSUL_DNS": f"{chost.ip}:8600", "SERVICE_NAME": "mysql",
-                            "MAX_NODES": "10"})
+    nodes = boot_cluster(bed, 3)
+    lb = start_router(bed)
     p = next(n for n in nodes if n.http("/primary") == 200)
     with p.app() as c, c.cursor() as cur:
         cur.execute("CREATE TABLE chaos (id INT PRIMARY KEY, server VARCHAR(64)) ENGINE=InnoDB")
@@ -113,8 +103,8 @@ def rejoin(node: Node) -> str:
         node.host.stop()
         shutil.rmtree(node.datadir)
         node.host.restart()
-        wait_until(lambda: node.http("/replica") == 200, timeout=90,
-                   what=f"{node.name} to rejoin after re-provisioning")
+        wait_until(lambda: node.http("/replica") == 200, timeout=240,
+                   what=f"{node.name} to rejoin after re-provisioning (a full copy by replication)")
     return outcome
 
 

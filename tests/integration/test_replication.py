@@ -13,8 +13,7 @@ import pymysql
 import pytest
 
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import Node, make_node
-from tests.testbed.components import ConsulAgent, start_consul
+from tests.testbed.cluster import Node, boot_cluster, make_node
 from tests.testbed.util import wait_until
 
 pytestmark = pytest.mark.integration
@@ -23,16 +22,8 @@ BOOT_BOUND = 90.0
 
 @pytest.fixture
 def cluster(bed: TestBed) -> Iterator[list[Node]]:
-    host = bed.add_host("consul")
-    host.boot()
-    consul: ConsulAgent = start_consul(host)
-    assert consul
-    nodes = [make_node(bed.add_host(f"db{i}")) for i in (1, 2, 3)]
     t0 = time.monotonic()
-    for n in nodes:
-        n.boot()
-    wait_until(lambda: roles(nodes).count("primary") == 1 and roles(nodes).count("replica") == 2,
-               timeout=BOOT_BOUND, what="one primary and two replicating replicas")
+    nodes = boot_cluster(bed, 3, timeout=BOOT_BOUND)
     print(f"three nodes: one primary, two replicas in {time.monotonic() - t0:.1f}s")
     yield nodes
 
@@ -239,3 +230,26 @@ def test_switchover_both_directions_with_a_short_pause(cluster: list[Node]) -> N
         wait_until(lambda: roles(cluster).count("replica") == 2, timeout=30,
                    what="both other nodes replicating from the new primary")
     print("switchover write pauses: " + ", ".join(f"{p * 1000:.0f} ms" for p in pauses))
+
+
+def test_a_node_scaled_in_later_joins_as_a_replica(bed: TestBed, cluster: list[Node]) -> None:
+    p = primary(cluster)
+    acked = set(insert(p, 1, 30))
+    db4 = make_node(bed.add_host("db4"))  # `docker-compose scale mysql=4`
+    t0 = time.monotonic()
+    db4.boot()
+    wait_until(lambda: db4.http("/replica") == 200, timeout=BOOT_BOUND,
+               what="the new node to replicate")
+    wait_until(lambda: has_rows(db4, acked), timeout=30, what="existing rows on the new node")
+    acked |= set(insert(p, 100, 5))
+    wait_until(lambda: has_rows(db4, acked), timeout=30, what="new rows on the new node")
+    st = db4.status()
+    assert st["leader"] == p.name and st["server_id"] not in (
+        n.status()["server_id"] for n in cluster)  # a cluster-unique server_id
+    # Consul carries every node's role as a tag.
+    import requests
+    consul_ip = bed.hosts["consul"].ip
+    entries = requests.get(f"http://{consul_ip}:8500/v1/catalog/service/mysql", timeout=3).json()
+    tags = {e["ServiceMeta"]["node"]: e["ServiceTags"] for e in entries}
+    assert tags[p.name] == ["primary"] and tags["db4"] == ["replica"]
+    print(f"db4 replicating {time.monotonic() - t0:.1f}s after boot; tags {tags}")

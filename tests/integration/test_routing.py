@@ -11,9 +11,9 @@ import pymysql
 import pytest
 
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, make_node
-from tests.testbed.components import HAProxy, start_consul, start_haproxy
-from tests.testbed.util import REPO, wait_until
+from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, boot_cluster, start_router
+from tests.testbed.components import HAProxy
+from tests.testbed.util import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -28,18 +28,8 @@ def lb_query(lb: HAProxy, port: int, sql: str, args: tuple[object, ...] = ()) ->
 
 @pytest.fixture
 def routed(bed: TestBed) -> Iterator[tuple[list[Node], HAProxy]]:
-    chost = bed.add_host("consul")
-    chost.boot()
-    start_consul(chost)
-    nodes = [make_node(bed.add_host(f"db{i}")) for i in (1, 2, 3)]
-    for n in nodes:
-        n.boot()
-    lbh = bed.add_host("lb")
-    lbh.boot()
-    lb = start_haproxy(lbh, (REPO / "etc" / "haproxy.cfg").read_text(), [3306, 3307],
-                       env={"CONSUL_DNS": f"{chost.ip}:8600", "SERVICE_NAME": "mysql",
-                            "MAX_NODES": "10"})
-    yield nodes, lb
+    nodes = boot_cluster(bed, 3)
+    yield nodes, start_router(bed)
 
 
 def test_writes_go_to_the_primary_and_reads_to_replicas(routed: tuple[list[Node], HAProxy]

@@ -16,6 +16,8 @@ from typing import Any
 import pymysql
 import requests
 
+from .bed import TestBed
+from .components import HAProxy
 from .host import Host
 from .util import CACHE, REPO, run, tool, wait_until
 
@@ -142,3 +144,38 @@ class Node:
 def make_node(host: Host, consul: str = "consul", **overrides: str | None) -> Node:
     return Node(host=host, env=node_env(host, consul, **overrides))
 
+
+
+def healthy_cluster(nodes: list[Node]) -> bool:
+    """One primary and every other node replicating (as the role endpoints say)."""
+    codes = [(n.http("/primary"), n.http("/replica")) for n in nodes
+             if n.host.running and not n.host.paused]
+    return (len(codes) == len(nodes) and sum(p == 200 for p, _ in codes) == 1
+            and sum(r == 200 for _, r in codes) == len(nodes) - 1)
+
+
+def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90) -> list[Node]:
+    """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
+    docker-compose.yml's environment; returns once one is primary and the rest replicate."""
+    from .components import start_consul
+
+    chost = bed.add_host("consul")
+    chost.boot()
+    start_consul(chost)
+    nodes = [make_node(bed.add_host(f"db{i}")) for i in range(1, count + 1)]
+    for n in nodes:
+        n.boot()
+    wait_until(lambda: healthy_cluster(nodes), timeout=timeout,
+               what=f"one primary and {count - 1} replicating replicas")
+    return nodes
+
+
+def start_router(bed: TestBed) -> HAProxy:
+    """etc/haproxy.cfg on a host named `lb`, resolving servers through the `consul` host."""
+    from .components import start_haproxy
+
+    lbh = bed.add_host("lb")
+    lbh.boot()
+    return start_haproxy(lbh, (REPO / "etc" / "haproxy.cfg").read_text(), [3306, 3307],
+                         env={"CONSUL_DNS": f"{bed.hosts['consul'].ip}:8600",
+                              "SERVICE_NAME": "mysql", "MAX_NODES": "10"})
