@@ -48,6 +48,15 @@ def covers(a: Mapping[int, Gtid], b: Mapping[int, Gtid]) -> bool:
     return all(d in a and a[d].seqno >= g.seqno for d, g in b.items())
 
 
+def merge(a: Mapping[int, Gtid], b: Mapping[int, Gtid]) -> Position:
+    """Per domain, the further of the two (a replica's applied and received positions)."""
+    out: Position = dict(a)
+    for d, g in b.items():
+        if d not in out or g.seqno > out[d].seqno:
+            out[d] = g
+    return out
+
+
 def total(pos: Mapping[int, Gtid]) -> int:
     return sum(g.seqno for g in pos.values())
 

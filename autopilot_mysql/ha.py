@@ -174,6 +174,10 @@ def _primary(o: Observation, writable: bool) -> Decision:
         if o.replica is not None and not o.drained:
             return Decision(Action.DRAIN, "holding the lock: applying the relay log before "
                             "opening for writes", role=Role.PRIMARY, healthy=True)
+        if o.relay_pending:
+            return Decision(Action.WAIT, "holding the lock: still applying transactions "
+                            "received from the old primary before opening for writes",
+                            role=Role.PRIMARY, healthy=True)
         if o.promote_in > 0 and o.handover_to is None:
             return Decision(Action.WAIT, f"holding the lock: opening for writes in "
                             f"{o.promote_in:.1f}s, once the old primary has surely fenced "

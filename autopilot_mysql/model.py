@@ -94,7 +94,8 @@ class Observation:
     session_ttl: float = 10.0
     leader: str | None = None  # node name holding the leader key (None: free or unknown)
     leader_address: str | None = None
-    gtid: str = ""  # this server's gtid_current_pos
+    gtid: str = ""  # what this node holds: applied, plus received into its relay log
+    relay_pending: bool = False  # received transactions are not all applied yet
     replica: Replication | None = None  # None: no replication configured
     errant: tuple[str, ...] = ()  # transactions the primary never had (found earlier)
     # Election (leader key free): replication stopped and relay log applied; the position we

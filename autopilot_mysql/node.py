@@ -53,6 +53,7 @@ class LocalNode:
         self.drained = False
         self.published: str | None = None
         self.errant: tuple[str, ...] = ()
+        self.relay_pending = False
         self.switchover: dict[str, str] | None = None
         self.handover: dict[str, str] | None = None
         self.handing_over = False
@@ -65,9 +66,15 @@ class LocalNode:
         if self.mysqld.state == ProcState.RUNNING:
             try:
                 v = self.mysql.vars()
-                alive, read_only, self.gtid, self.version = (True, v.read_only,
-                                                             v.gtid_current_pos, v.version)
+                alive, read_only, self.version = True, v.read_only, v.version
                 self.replica = self.mysql.replica_status()
+                # A semi-sync replica acknowledges what it has *received*: an acknowledged
+                # commit may sit in its relay log, unapplied. Its claim in an election is
+                # therefore applied + received, and it opens only once all is applied.
+                applied = gtid.parse(v.gtid_current_pos)
+                received = gtid.parse(self.replica.gtid_io_pos) if self.replica else {}
+                self.gtid = gtid.render(gtid.merge(applied, received))
+                self.relay_pending = not gtid.covers(applied, received)
                 if self.mysqld.policy.failures and now - self.mysqld.policy.failures[-1] > 60:
                     self.mysqld.policy.reset()
             except MySQLError as exc:
@@ -132,7 +139,8 @@ class LocalNode:
             session_ttl=self.s.session_ttl,
             leader=leader.node if leader else None,
             leader_address=leader.address if leader else None,
-            gtid=self.gtid, replica=self.replica if alive else None, errant=self.errant,
+            gtid=self.gtid, relay_pending=self.relay_pending and alive,
+            replica=self.replica if alive else None, errant=self.errant,
             drained=self.drained, published=self.published,
             positions=tuple(sorted((n, p) for n, p in positions.items()
                                    if n != self.s.node_name)),

@@ -6,7 +6,7 @@ from collections.abc import Generator, Iterator
 
 import pytest
 
-from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed, persistent_beds
+from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed, other_live_beds
 from tests.testbed.util import run
 
 
@@ -43,8 +43,8 @@ def bed(request: pytest.FixtureRequest) -> Iterator[TestBed]:
 def _no_leftovers_after_suite() -> Iterator[None]:
     """After the whole suite: no namespace, bridge or process of the test bed may remain."""
     yield
-    demo = persistent_beds()  # a demo cluster the developer left running is not ours
-    demo_ns = {ns for st in demo for ns in st["netns"]}
+    others = other_live_beds()  # a demo, or another run that is still going, is not ours
+    demo_ns = {ns for st in others for ns in st["netns"]}
     demo_pids = {p for ns in demo_ns
                  for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()}
     ours = [line.split()[0] for line in run(["ip", "netns", "list"], check=False)

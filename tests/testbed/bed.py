@@ -230,6 +230,21 @@ def sweep_leftovers() -> list[str]:
     return removed
 
 
+def other_live_beds() -> list[dict[str, Any]]:
+    """Beds this process does not own whose owner still runs (another test run, a demo)."""
+    out = []
+    for f in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.exists() else []:
+        try:
+            st = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        owner_alive = pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start")
+        if st.get("persistent") or (owner_alive and st["pid"] != os.getpid()):
+            st["id"] = f.stem
+            out.append(st)
+    return out
+
+
 def persistent_beds() -> list[dict[str, Any]]:
     """State of the beds that outlive their creator (the demo)."""
     out = []

@@ -38,3 +38,9 @@ def test_ahead_of_names_the_errant_range() -> None:
     assert gtid.ahead_of(gtid.parse("0-1-105"), gtid.parse("0-2-100")) == ["0-1-101..0-1-105"]
     assert gtid.ahead_of(gtid.parse("0-1-101"), gtid.parse("0-2-100")) == ["0-1-101"]
     assert gtid.ahead_of(gtid.parse("0-1-99"), gtid.parse("0-2-100")) == []
+
+
+def test_merge_takes_the_further_position_per_domain() -> None:
+    applied, received = gtid.parse("0-1-5,1-2-9"), gtid.parse("0-1-8")
+    assert gtid.render(gtid.merge(applied, received)) == "0-1-8,1-2-9"
+    assert gtid.covers(gtid.merge(applied, received), received)

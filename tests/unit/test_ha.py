@@ -165,3 +165,8 @@ def test_after_a_handover_the_target_wins_ties_and_skips_the_fence_grace() -> No
     assert d(leader="db1", promote_in=3.0, handover_to="db1") == Action.PROMOTE
     # the old primary stays out of the election it handed over
     assert d(handing_over=True, published=None) == Action.WAIT
+
+
+def test_the_new_primary_applies_everything_it_received_before_opening() -> None:
+    assert d(leader="db1", replica=REPLICATING, drained=True, relay_pending=True) == Action.WAIT
+    assert d(leader="db1", replica=REPLICATING, drained=True) == Action.PROMOTE
