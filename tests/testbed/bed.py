@@ -199,20 +199,19 @@ def sweep_leftovers() -> list[str]:
     """Remove what crashed earlier runs left (their owner process is gone). Returns their ids."""
     removed = []
     live_ids = set()
-    if STATE_DIR.exists():
+    for st in _states():
+        if st["owner_alive"] or st.get("persistent"):  # a running demo is not a leftover
+            live_ids.add(st["id"])
+            continue
+        _remove(st["id"], st.get("netns", []), st.get("bridge"), Path(st["root"]))
+        (STATE_DIR / f"{st['id']}.json").unlink(missing_ok=True)
+        removed.append(st["id"])
+    if STATE_DIR.exists():  # unreadable state files (a crash mid-write) go too
         for f in STATE_DIR.glob("*.json"):
             try:
-                st = json.loads(f.read_text())
+                json.loads(f.read_text())
             except (OSError, ValueError):
                 f.unlink(missing_ok=True)
-                continue
-            owner_alive = pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start")
-            if owner_alive or st.get("persistent"):  # a running demo is not a leftover
-                live_ids.add(f.stem)
-                continue
-            _remove(f.stem, st.get("netns", []), st.get("bridge"), Path(st["root"]))
-            f.unlink(missing_ok=True)
-            removed.append(f.stem)
     # Namespaces and bridges of ours that no state file owns (a state file lost by hand).
     def orphan_id(name: str) -> str | None:
         run_id = name[len(PREFIX):len(PREFIX) + 4]
@@ -230,33 +229,29 @@ def sweep_leftovers() -> list[str]:
     return removed
 
 
-def other_live_beds() -> list[dict[str, Any]]:
-    """Beds this process does not own whose owner still runs (another test run, a demo)."""
+def _states() -> list[dict[str, Any]]:
+    """Every readable state file, with its bed id and whether its owner process still runs."""
     out = []
     for f in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.exists() else []:
         try:
             st = json.loads(f.read_text())
         except (OSError, ValueError):
             continue
-        owner_alive = pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start")
-        if st.get("persistent") or (owner_alive and st["pid"] != os.getpid()):
-            st["id"] = f.stem
-            out.append(st)
+        st["id"] = f.stem
+        st["owner_alive"] = pid_alive(st["pid"]) and proc_start_time(st["pid"]) == st.get("start")
+        out.append(st)
     return out
+
+
+def other_live_beds() -> list[dict[str, Any]]:
+    """Beds this process does not own whose owner still runs (another test run, a demo)."""
+    return [st for st in _states() if st.get("persistent")
+            or (st["owner_alive"] and st["pid"] != os.getpid())]
 
 
 def persistent_beds() -> list[dict[str, Any]]:
     """State of the beds that outlive their creator (the demo)."""
-    out = []
-    for f in sorted(STATE_DIR.glob("*.json")) if STATE_DIR.exists() else []:
-        try:
-            st = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-        if st.get("persistent"):
-            st["id"] = f.stem
-            out.append(st)
-    return out
+    return [st for st in _states() if st.get("persistent")]
 
 
 def teardown_persistent(state: dict[str, Any], timeout: float = 40) -> None:
