@@ -88,8 +88,32 @@ class Daemon:
                               bus=self.bus, clock=self.clock, address=self.address,
                               server_id=self.server_id)
         self._start_watchers()
+        threading.Thread(target=self._fence_watchdog, name="fence-watchdog",
+                         daemon=True).start()
         self._loop()
         return self._shutdown("stop requested")
+
+    def _fence_watchdog(self) -> None:
+        """Independent of the loop (which may be stuck in a slow Consul call, or was paused
+        with the whole process): while this node is writable, fence it as soon as no session
+        renewal has succeeded for FENCE_AFTER. Checked every 100 ms over its own connection;
+        the loop reopens for writes if the lock turns out to be still ours."""
+        node = self.node
+        assert node is not None
+        own = LocalServer(self.s.socket, connect_timeout=0.5, read_timeout=1.0)
+        fenced_at = 0.0
+        while not self.stop_requested.wait(0.1):
+            now = self.clock.monotonic()
+            stale = now - node.session_renewed_at > node.fence_after
+            if stale and self.status.writable and now - fenced_at > 1.0:
+                try:
+                    killed = own.fence()
+                    fenced_at = now
+                    log.warning("watchdog: no session renewal for %.1fs while writable: "
+                                "fenced (read_only ON, %d connection(s) dropped)",
+                                now - node.session_renewed_at, killed)
+                except MySQLError as exc:
+                    log.error("watchdog: could not fence: %s", exc)
 
     def _on_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -234,8 +258,7 @@ class Daemon:
                  self.s.stop_timeout)
         if self.mysqld is not None and self.mysqld.state == ProcState.RUNNING:
             try:
-                self.mysql.set_read_only(True)
-                self.mysql.kill_client_connections()
+                self.mysql.fence()
             except MySQLError as exc:
                 log.warning("could not fence before stopping: %s", exc)
         release = self.node.release if self.node else (lambda: None)

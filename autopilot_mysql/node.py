@@ -250,8 +250,7 @@ class LocalNode:
         self.registered_role = role
 
     def fence(self) -> None:
-        self.mysql.set_read_only(True)
-        killed = self.mysql.kill_client_connections()
+        killed = self.mysql.fence()
         log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
 
     def release(self) -> None:

