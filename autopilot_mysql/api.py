@@ -41,16 +41,19 @@ from .model import NodeStatus, Role
 
 log = logging.getLogger(__name__)
 
-Rule = Callable[[NodeStatus, bool, float], bool]  # (status, loop alive, max lag) -> 200?
+Rule = Callable[[NodeStatus, bool, float, float], bool]  # (status, loop alive, max lag, now)
 Control = Callable[[str, dict[str, str]], tuple[int, str]]  # (action, params) -> (code, text)
 
 ROUTES: dict[str, Rule] = {
-    "/health": lambda s, alive, lag: alive and s.healthy,
-    "/liveness": lambda s, alive, lag: alive,
-    "/readiness": lambda s, alive, lag: alive and s.healthy and s.role != Role.UNKNOWN,
-    "/primary": lambda s, alive, lag: (alive and s.healthy and s.role == Role.PRIMARY
-                                       and s.writable),
-    "/replica": lambda s, alive, lag: (alive and s.healthy and s.role == Role.REPLICA
+    "/health": lambda s, alive, lag, now: alive and s.healthy,
+    "/liveness": lambda s, alive, lag, now: alive,
+    "/readiness": lambda s, alive, lag, now: alive and s.healthy and s.role != Role.UNKNOWN,
+    # Also checked against the clock at answer time: a node resumed from SIGSTOP still holds
+    # a snapshot saying "primary, writable" until its loop looks again, and a load balancer
+    # must not route a single write to it in that window.
+    "/primary": lambda s, alive, lag, now: (alive and s.healthy and s.role == Role.PRIMARY
+                                            and s.writable and now < s.lock_valid_until),
+    "/replica": lambda s, alive, lag, now: (alive and s.healthy and s.role == Role.REPLICA
                                        and not s.writable and s.replicating
                                        and s.lag is not None and s.lag <= lag),
 }
@@ -156,11 +159,14 @@ class HealthServer:
             code, payload = 200, json.dumps(status_document(s, now), indent=1) + "\n"
             ctype = "application/json"
         elif path in ROUTES:
-            ok = ROUTES[path](s, alive, max_lag)
+            ok = ROUTES[path](s, alive, max_lag, now)
             code = 200 if ok else 503
             reason = s.last_error or s.last_decision
             if not alive:
                 reason = f"supervisor loop stalled ({now - s.cycle_at:.1f}s since last cycle)"
+            elif path == "/primary" and s.role == Role.PRIMARY and now >= s.lock_valid_until:
+                reason = ("the leader lock was not renewed in time: it may have passed to "
+                          "another node")
             payload = (f"{s.role.value} {'OK' if ok else 'NOT OK'}: "
                        f"{'' if ok else reason}\n")
             ctype = "text/plain; charset=utf-8"

@@ -245,7 +245,9 @@ class Daemon:
             version=self.node.version if self.node else "",
             leader=obs.leader if obs else self.status.leader, members=self.members,
             last_decision=str(decision) if decision else self.status.last_decision,
-            last_error=last_error, cycle_at=self.clock.monotonic())
+            last_error=last_error,
+            cycle_at=obs.observed_at if obs else self.clock.monotonic(),
+            lock_valid_until=obs.lock_valid_until if obs else 0.0)
 
     # --- graceful stop ----------------------------------------------------------------------
 

@@ -80,6 +80,8 @@ class Observation:
 
     node: str
     stopping: bool = False
+    observed_at: float = 0.0  # monotonic time this observation started
+    lock_valid_until: float = 0.0  # monotonic: our session renewal + FENCE_AFTER (0: no session)
     mysqld: ProcState = ProcState.STOPPED
     mysqld_restart_in: float = 0.0  # seconds until the next restart when BACKOFF
     mysqld_last_error: str = ""
@@ -166,6 +168,11 @@ class NodeStatus:
     members: tuple[Member, ...] = ()
     last_decision: str = ""
     last_error: str = ""
-    cycle_at: float = 0.0  # monotonic time of the cycle that made this snapshot
+    # Monotonic time of the *observation* behind this snapshot (not of its publication: a
+    # cycle paused midway, SIGSTOP, must not publish pre-pause facts as fresh).
+    cycle_at: float = 0.0
+    # Until when (monotonic) the leader lock is surely ours: the last successful session
+    # renewal + FENCE_AFTER. /primary checks it at answer time, not at snapshot time.
+    lock_valid_until: float = 0.0
     started_at: float = 0.0
     extra: dict[str, str] = field(default_factory=dict)

@@ -129,7 +129,9 @@ class LocalNode:
         if self.switchover and leader and self.switchover.get("from") == leader.node:
             switchover_to = self.switchover.get("to", "")
         return Observation(
-            node=self.s.node_name, stopping=stopping,
+            node=self.s.node_name, stopping=stopping, observed_at=now,
+            lock_valid_until=(self.session_renewed_at + self.fence_after) if self.session
+            else 0.0,
             mysqld=self.mysqld.state, mysqld_restart_in=self.mysqld.restart_in(),
             mysqld_last_error=self.mysqld.last_error, mysql_alive=alive, read_only=read_only,
             dcs_ok=dcs_ok, dcs_unreachable_for=now - self.dcs_ok_at,

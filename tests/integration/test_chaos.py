@@ -28,6 +28,7 @@ from tests.testbed.util import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAULTS = int(os.environ.get("CHAOS_FAULTS", "21"))
+T0 = time.monotonic()  # the timeline printed with faults and acknowledgements
 
 
 class Writer(threading.Thread):
@@ -35,7 +36,7 @@ class Writer(threading.Thread):
         super().__init__(daemon=True)
         self.lb = lb
         self.stop = threading.Event()
-        self.acked: dict[int, str] = {}  # id -> server that acknowledged it
+        self.acked: dict[int, str] = {}  # id -> "server GTID" that acknowledged it
         self.errors = 0
         self.next_id = 1
 
@@ -56,7 +57,11 @@ class Writer(threading.Thread):
                 self.next_id += 1  # an id is never retried: a failed commit may have landed
                 with conn.cursor() as cur:
                     cur.execute("INSERT INTO chaos VALUES (%s, %s)", (i, server))
-                self.acked[i] = server
+                    self.acked[i] = server
+                    # Which transaction it was, to find the fault a lost one straddled.
+                    cur.execute("SELECT @@last_gtid")
+                    self.acked[i] = f"{server} {cur.fetchone()[0]} " \
+                                    f"t={time.monotonic() - T0:.2f}"
                 time.sleep(0.005)  # a steady stream; unbounded volume only slows re-provisioning
             except (pymysql.MySQLError, OSError):
                 self.errors += 1
@@ -127,6 +132,7 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
             old = the_primary(nodes)
             before = len(writer.acked)
             t0 = time.monotonic()
+            print(f"t={t0 - T0:.2f} fault {i + 1}: {kind} {old.name}")
             if kind == "kill":
                 old.host.kill()
             elif kind == "partition":
@@ -144,6 +150,7 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
             else:
                 t_resume = time.monotonic()
                 old.host.resume()
+                print(f"t={t_resume - T0:.2f} resumed {old.name}")
                 resumed.append((old.name, t_resume, t_resume + 3.0))
                 # Its supervisor's watchdog fences it within 3 s of SIGCONT.
                 wait_until(lambda o=old: read_only(o), timeout=3,
@@ -165,7 +172,7 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
             for m in nodes:
                 have = ids_of(m)
                 lost = sorted(acked - have)
-                by = sorted({writer.acked[i] for i in lost})
+                by = sorted({writer.acked[i] for i in lost})[:10]
                 print(f"{m.name}: {len(have)} rows, missing {len(lost)} acknowledged "
                       f"{lost[:5]}..{lost[-5:]} acknowledged by {by}; status "
                       f"{m.status()['last_decision']} gtid {m.status()['gtid_current_pos']}")

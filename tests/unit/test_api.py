@@ -47,7 +47,7 @@ def codes(srv: HealthServer) -> dict[str, int]:
 
 def test_primary_replica_and_unhealthy(server: HealthServer) -> None:
     STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
-                           mysqld=ProcState.RUNNING, cycle_at=99.5)
+                           mysqld=ProcState.RUNNING, cycle_at=99.5, lock_valid_until=101.0)
     assert codes(server) == {"/health": 200, "/liveness": 200, "/readiness": 200,
                              "/primary": 200, "/replica": 503}
     STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5,
@@ -65,6 +65,16 @@ def test_primary_replica_and_unhealthy(server: HealthServer) -> None:
     c = codes(server)
     assert c["/health"] == 503 and c["/liveness"] == 200
     assert b"mysqld down" in get(server, "/health")[1]
+
+
+def test_primary_fails_once_the_lock_may_have_passed(server: HealthServer) -> None:
+    # A fresh snapshot (the cycle resumed from SIGSTOP finished publishing pre-pause facts)
+    # that still says "primary, writable", but the last renewal is older than FENCE_AFTER.
+    STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                           mysqld=ProcState.RUNNING, cycle_at=99.9, lock_valid_until=99.0)
+    code, body = get(server, "/primary")
+    assert code == 503 and b"not renewed in time" in body
+    assert get(server, "/health")[0] == 200  # the node itself is fine: only the role is not
 
 
 def test_stalled_loop_fails_every_check(server: HealthServer) -> None:
