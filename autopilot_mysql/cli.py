@@ -4,6 +4,7 @@
     autopilot-mysql check-config   validate the environment and print the settings (no secrets)
     autopilot-mysql status         this node's status, read from its HTTP endpoint
     autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
+    autopilot-mysql backup now | list | restore SNAPSHOT --target DIR | verify SNAPSHOT
     autopilot-mysql version
 
 (`supervise` is the supervisor proper, started by `run`; it is not meant to be run by hand.)
@@ -158,6 +159,15 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
     so.add_argument("--token", default=None, help="default: API_TOKEN or API_TOKEN_FILE")
     so.add_argument("--wait", type=float, default=30.0)
+    bk = sub.add_parser("backup", help="snapshots: now, list, restore, verify")
+    bsub = bk.add_subparsers(dest="backup_cmd", required=True)
+    bsub.add_parser("now", help="take a snapshot on this node now")
+    bsub.add_parser("list", help="the snapshots in the bucket")
+    br = bsub.add_parser("restore", help="restore a snapshot into a directory")
+    br.add_argument("snapshot", help="an id from `backup list`, or latest")
+    br.add_argument("--target", required=True, help="a new or empty directory")
+    bv = bsub.add_parser("verify", help="restore into scratch, start a throwaway mysqld")
+    bv.add_argument("snapshot", help="an id from `backup list`, or latest")
     sub.add_parser("version")
     args = p.parse_args(argv)
     if args.cmd == "run":
@@ -171,6 +181,13 @@ def main(argv: list[str] | None = None) -> int:
         return _status(args.url)
     if args.cmd == "switchover":
         return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
+    if args.cmd == "backup":
+        from .backup_cli import run as backup_run
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return backup_run(settings, args.backup_cmd, getattr(args, "snapshot", None),
+                          getattr(args, "target", None))
     print(__version__)
     return 0
 

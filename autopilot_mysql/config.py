@@ -49,6 +49,26 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "MYSQLD_RESTART_WINDOW": ("300", "seconds; more crashes than allowed in it: stay down"),
     "MYSQL_DATADIR": ("/var/lib/mysql", "data directory (the container's volume)"),
     "MYSQL_RUNDIR": ("/run/mysqld", "socket, pid file and rendered my.cnf"),
+    "S3_BUCKET": ("", "bucket for snapshots; unset: no snapshots (new nodes copy by "
+                  "replication)"),
+    "S3_ENDPOINT": ("", "S3-compatible endpoint URL, e.g. http://minio:9000; unset: AWS"),
+    "S3_PREFIX": ("", "key prefix inside the bucket (default: SERVICE_NAME)"),
+    "S3_REGION": ("us-east-1", "region of the bucket"),
+    "AWS_ACCESS_KEY_ID": ("", "S3 access key (_FILE variant); unset: boto3's usual sources"),
+    "AWS_SECRET_ACCESS_KEY": ("", "S3 secret key (_FILE variant)"),
+    "S3_VERIFY_TLS": ("true", "verify the endpoint's TLS certificate: true, false, or a CA "
+                      "bundle path"),
+    "SNAPSHOT_INTERVAL": ("86400", "seconds between scheduled snapshots; 0: only on demand "
+                          "and on binary-log rotation"),
+    "SNAPSHOT_BINLOG_ROTATIONS": ("4", "take a snapshot once the primary's binary log has "
+                                  "rotated this many times since the last one; 0: off"),
+    "SNAPSHOT_KEEP": ("3", "keep at least the newest N good snapshots"),
+    "SNAPSHOT_KEEP_DAYS": ("7", "also keep every snapshot younger than this many days"),
+    "SNAPSHOT_COMPRESSION_LEVEL": ("3", "zstd level, 1 (fast) to 19 (small)"),
+    "SNAPSHOT_VERIFY": ("false", "after each snapshot, restore it into a scratch directory "
+                        "and start a throwaway mysqld on it"),
+    "SNAPSHOT_REPROVISION": ("true", "rebuild a node refused for errant transactions from "
+                             "the latest snapshot (its old data kept aside until it works)"),
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -59,6 +79,26 @@ _HOST = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class SnapshotSettings:
+    """Where snapshots go and when they are taken; absent (None) when S3_BUCKET is unset."""
+
+    bucket: str
+    endpoint: str
+    prefix: str
+    region: str
+    access_key: str
+    secret_key: str
+    verify_tls: bool | str  # False, True, or a CA bundle path
+    interval: float
+    binlog_rotations: int
+    keep: int
+    keep_days: float
+    compression_level: int
+    verify: bool
+    reprovision: bool
 
 
 @dataclass(frozen=True)
@@ -89,10 +129,17 @@ class Settings:
     mysqld_restart_window: float
     datadir: Path
     rundir: Path
+    snapshots: SnapshotSettings | None = None
 
     @property
     def socket(self) -> Path:
         return self.rundir / "mysqld.sock"
+
+    @property
+    def consul_endpoint(self) -> tuple[str, int]:
+        """Where this node talks to Consul: its local agent when it runs one."""
+        return ("127.0.0.1", 8500) if self.consul_agent else (self.consul_host,
+                                                              self.consul_port)
 
     @property
     def service_id(self) -> str:
@@ -100,9 +147,13 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """For logs and /status: every setting but the secrets."""
-        secret = {"root_password", "password", "repl_password", "api_token"}
-        return {k: ("<set>" if k in secret and v else str(v) if isinstance(v, Path) else v)
-                for k, v in self.__dict__.items()}
+        secret = {"root_password", "password", "repl_password", "api_token", "secret_key"}
+        out = {k: ("<set>" if k in secret and v else str(v) if isinstance(v, Path) else v)
+               for k, v in self.__dict__.items() if k != "snapshots"}
+        if self.snapshots is not None:
+            out["snapshots"] = {k: ("<set>" if k in secret and v else v)
+                                for k, v in self.snapshots.__dict__.items()}
+        return out
 
 
 class _Reader:
@@ -292,6 +343,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if len(str(rundir / "mysqld.sock")) > 100:
         r.problem("MYSQL_RUNDIR", "is too long for a unix socket path (at most ~90 chars)",
                   "/run/mysqld")
+    snapshots = _parse_snapshots(r, service)
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -303,4 +355,53 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
         session_ttl=ttl, loop_wait=loop_wait, semi_sync_timeout=semi_sync_timeout,
         replica_max_lag=max_lag, mysqld_max_restarts=max_restarts,
-        mysqld_restart_window=window, datadir=datadir, rundir=rundir)
+        mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots)
+
+
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
+    bucket = r.text("S3_BUCKET").strip()
+    endpoint = r.text("S3_ENDPOINT").strip()
+    if not bucket:
+        if endpoint:
+            r.problem("S3_BUCKET", "is required when S3_ENDPOINT is set (snapshots need a "
+                      "bucket)", "mysql-snapshots")
+        return None
+    if not _BUCKET.match(bucket) or ".." in bucket:
+        r.problem("S3_BUCKET", f"{bucket!r} is not a valid bucket name (3-63 characters: "
+                  "a-z, 0-9, dot, hyphen)", "mysql-snapshots")
+    if endpoint and not re.match(r"^https?://[^/\s]+/?$", endpoint):
+        r.problem("S3_ENDPOINT", f"{endpoint!r} is not an http(s) URL of a server (no path)",
+                  "http://minio:9000")
+    prefix = r.text("S3_PREFIX").strip().strip("/") or service
+    if not re.match(r"^[A-Za-z0-9._/-]{1,200}$", prefix):
+        r.problem("S3_PREFIX", f"{prefix!r} has characters other than letters, digits, "
+                  ". _ - /", "prod/mysql")
+    access, _ = r.raw("AWS_ACCESS_KEY_ID", secret=True, example="AKIA...")
+    secret, _ = r.raw("AWS_SECRET_ACCESS_KEY", secret=True, example="a-secret-key")
+    if bool(access) != bool(secret):
+        r.problem("AWS_SECRET_ACCESS_KEY" if access else "AWS_ACCESS_KEY_ID",
+                  "is required when the other S3 key is set", "...")
+    verify_text = r.text("S3_VERIFY_TLS").strip()
+    verify: bool | str
+    if verify_text.lower() in _TRUE:
+        verify = True
+    elif verify_text.lower() in _FALSE:
+        verify = False
+    elif Path(verify_text).is_file():
+        verify = verify_text
+    else:
+        r.problem("S3_VERIFY_TLS", f"{verify_text!r} is neither true/false nor a readable CA "
+                  "bundle file", "/etc/ssl/certs/ca-certificates.crt")
+        verify = True
+    keep_days = r.number("SNAPSHOT_KEEP_DAYS", 0, 36500, "7")
+    return SnapshotSettings(
+        bucket=bucket, endpoint=endpoint, prefix=prefix, region=r.text("S3_REGION").strip(),
+        access_key=access, secret_key=secret, verify_tls=verify,
+        interval=r.number("SNAPSHOT_INTERVAL", 0, 365 * 86400, "86400"),
+        binlog_rotations=r.integer("SNAPSHOT_BINLOG_ROTATIONS", 0, 100000, "4"),
+        keep=r.integer("SNAPSHOT_KEEP", 1, 10000, "3"), keep_days=keep_days,
+        compression_level=r.integer("SNAPSHOT_COMPRESSION_LEVEL", 1, 19, "3"),
+        verify=r.boolean("SNAPSHOT_VERIFY"), reprovision=r.boolean("SNAPSHOT_REPROVISION"))

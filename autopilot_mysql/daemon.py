@@ -17,15 +17,18 @@ from dataclasses import replace
 
 from . import __version__, startup
 from .api import HealthServer
+from .backup.provision import recover_interrupted_rebuild
 from .config import Settings
 from .dcs import Consul, Watcher, agent_config
 from .events import Code, Event, EventBus
 from .exceptions import DCSError, MySQLError
 from .ha import decide
 from .model import Action, Decision, Member, NodeStatus, Observation, ProcState
+from .mysql import datadir as dd
 from .mysql.server import LocalServer
 from .node import LocalNode
 from .process import ManagedProcess, RestartPolicy
+from .snapshots import Snapshots
 from .utils import Clock, SystemClock
 
 log = logging.getLogger(__name__)
@@ -42,13 +45,13 @@ class Daemon:
         self.started_at = self.clock.monotonic()
         self.status = NodeStatus(node=settings.node_name, started_at=self.started_at)
         self.mysql = LocalServer(settings.socket)
-        consul_host, consul_port = ((("127.0.0.1", 8500)) if settings.consul_agent
-                                    else (settings.consul_host, settings.consul_port))
+        consul_host, consul_port = settings.consul_endpoint
         self.consul = Consul(consul_host, consul_port, settings.service_name)
         self.address = startup.advertise_address(settings)
         self.agent: ManagedProcess | None = None
         self.mysqld: ManagedProcess | None = None
         self.node: LocalNode | None = None
+        self.snapshots: Snapshots | None = None
         self.server_id: int | None = None
         self.members: tuple[Member, ...] = ()
         self.last_logged: tuple[str, float] = ("", 0.0)
@@ -78,6 +81,14 @@ class Daemon:
             return self._shutdown("stopped before this node could get a server_id")
         cnf = startup.write_cnf(self.s, self.server_id)
         self._publish(state="initializing")
+        if self.s.snapshots is not None:
+            self.snapshots = Snapshots(self.s, self.consul, cnf=cnf)
+            recover_interrupted_rebuild(self.s.datadir)
+            if dd.inspect(self.s.datadir) in (dd.DataDirState.EMPTY,
+                                              dd.DataDirState.INTERRUPTED):
+                self.snapshots.provision_empty(self._publish_state, self.stop_requested)
+                if self.stop_requested.is_set():
+                    return self._shutdown("stopped while provisioning from a snapshot")
         startup.init_datadir_if_needed(self.s, cnf)
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={cnf}"], bus=self.bus,
@@ -88,6 +99,9 @@ class Daemon:
                               bus=self.bus, clock=self.clock, address=self.address,
                               server_id=self.server_id)
         self._start_watchers()
+        if self.snapshots is not None:
+            self.snapshots.start_scheduler(lambda: self.status, lambda: self.members,
+                                           self.stop_requested)
         threading.Thread(target=self._fence_watchdog, name="fence-watchdog",
                          daemon=True).start()
         self._loop()
@@ -174,6 +188,14 @@ class Daemon:
                 self._publish(decision=decision, obs=obs, error=str(exc))
                 continue
             self._publish(decision=decision, obs=obs)
+            if (self.snapshots is not None and self.s.snapshots is not None
+                    and self.s.snapshots.reprovision and obs.errant
+                    and obs.leader not in (None, obs.node) and self.mysqld is not None
+                    and self.snapshots.rebuild(self.mysqld, obs.errant, self._publish_state)):
+                node.errant = ()
+
+    def _publish_state(self, state: str, error: str) -> None:
+        self._publish(state=state, error=error)
 
     def _control(self, action: str, params: dict[str, str]) -> tuple[int, str]:
         """Called from the HTTP thread: validate against the last status, then hand the
@@ -245,6 +267,7 @@ class Daemon:
             version=self.node.version if self.node else "",
             leader=obs.leader if obs else self.status.leader, members=self.members,
             last_decision=str(decision) if decision else self.status.last_decision,
+            extra={"snapshot": self.snapshots.state} if self.snapshots else {},
             last_error=last_error,
             cycle_at=obs.observed_at if obs else self.clock.monotonic(),
             lock_valid_until=obs.lock_valid_until if obs else 0.0)

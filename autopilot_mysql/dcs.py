@@ -50,6 +50,9 @@ class Consul:
         self.switchover_key = self.prefix + "switchover"
         self.handover_key = self.prefix + "handover"
         self.server_id_key = f"service/{service_name}/server-id-counter"
+        # Outside the prefix the HA loop watches: snapshot progress never wakes elections.
+        self.snapshot_lock_key = f"service/{service_name}-snapshots/lock"
+        self.snapshot_pointer_key = f"service/{service_name}-snapshots/latest"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -229,6 +232,56 @@ class Consul:
     def clear_position(self, node: str) -> None:
         self._call("position clear",
                    lambda: self.client.kv.delete(self.positions_prefix + node))
+
+    # --- snapshots -----------------------------------------------------------------------------
+
+    def create_snapshot_session(self, node: str, ttl: float = 15) -> str:
+        """A session for the cluster-wide snapshot lock: tied to the node's serfHealth only
+        (a busy mysqld must not cost the lock), renewed while the snapshot runs, and deleted
+        with its key when the node or the supervisor dies."""
+        body = {"Name": f"{self.service_name}-snapshot-{node}", "LockDelay": "0s",
+                "Behavior": "delete", "TTL": f"{int(ttl)}s", "NodeChecks": ["serfHealth"]}
+        sid = self._call("snapshot session create", lambda: self.client.http.put(
+            consul.callback.CB.json(is_id=True), "/v1/session/create",
+            data=json.dumps(body)))
+        return str(sid)
+
+    def acquire_snapshot_lock(self, session: str, node: str) -> bool:
+        return bool(self._call("snapshot lock acquire", lambda: self.client.kv.put(
+            self.snapshot_lock_key, json.dumps({"node": node}), acquire=session)))
+
+    def snapshot_lock_holder(self) -> str | None:
+        _, item = self._call("snapshot lock read",
+                             lambda: self.client.kv.get(self.snapshot_lock_key))
+        if not item or not item.get("Session") or not item.get("Value"):
+            return None
+        try:
+            return str(json.loads(item["Value"])["node"])
+        except (ValueError, KeyError, TypeError):
+            return "?"
+
+    def release_snapshot_lock(self, session: str) -> None:
+        self._call("snapshot lock release", lambda: self.client.kv.put(
+            self.snapshot_lock_key, "", release=session))
+        self._call("snapshot session destroy", lambda: self.client.session.destroy(session))
+
+    def snapshot_pointer(self) -> dict[str, Any] | None:
+        """The latest good snapshot ({id, gtid, node, primary, binlog_file, finished_at}), or
+        None when the cluster has none yet."""
+        _, item = self._call("snapshot pointer read",
+                             lambda: self.client.kv.get(self.snapshot_pointer_key))
+        if not item or not item.get("Value"):
+            return None
+        try:
+            doc = json.loads(item["Value"])
+        except ValueError as exc:
+            raise DCSError(f"the snapshot pointer {self.snapshot_pointer_key} is unreadable "
+                           f"({exc}); delete the key, the next snapshot rewrites it") from exc
+        return doc if isinstance(doc, dict) else None
+
+    def set_snapshot_pointer(self, doc: dict[str, Any]) -> None:
+        self._call("snapshot pointer write", lambda: self.client.kv.put(
+            self.snapshot_pointer_key, json.dumps(doc)))
 
     # --- server ids -----------------------------------------------------------------------------
 

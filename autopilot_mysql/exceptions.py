@@ -36,3 +36,7 @@ class DataDirError(AutopilotError):
 
 class ProcessError(AutopilotError):
     """A managed child process could not be started or stopped."""
+
+
+class SnapshotError(AutopilotError):
+    """A snapshot could not be taken, stored, found, verified or restored."""

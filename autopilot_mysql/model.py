@@ -59,6 +59,7 @@ class Replication:
     last_sql_errno: int = 0
     last_sql_error: str = ""
     gtid_io_pos: str = ""
+    master_log_file: str = ""  # the primary's binary log the IO thread reads
 
     @property
     def running(self) -> bool:

@@ -104,11 +104,23 @@ def wipe_interrupted(datadir: Path) -> None:
     _fsync_dir(datadir)
 
 
+def mark_pending(datadir: Path, what: str) -> None:
+    """Start of a first boot (or a restore): until mark_done, a kill leaves INTERRUPTED."""
+    datadir.mkdir(parents=True, exist_ok=True)
+    _write_durably(datadir / PENDING, f"{what} started {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+
+
+def mark_done(datadir: Path, what: str) -> None:
+    _write_durably(datadir / DONE, f"{what} {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+    (datadir / PENDING).unlink(missing_ok=True)
+    _fsync_dir(datadir)
+
+
 def initialize(datadir: Path, cnf: Path, socket: Path,
                create_users: Callable[[], None], timeout: float = 120) -> None:
     """First boot: install the system schema, start a socket-only temporary server, run
     `create_users` against it, stop it cleanly, and mark the directory initialized."""
-    _write_durably(datadir / PENDING, f"started {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
+    mark_pending(datadir, "first boot")
     shutil.chown(datadir, "mysql", "mysql")
     t0 = time.monotonic()
     proc = subprocess.run(
@@ -146,8 +158,6 @@ def initialize(datadir: Path, cnf: Path, socket: Path,
                 temp.wait()
     if temp.returncode != 0:
         raise MySQLError(f"the temporary first-boot server exited {temp.returncode} on stop")
-    _write_durably(datadir / DONE, f"initialized {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
-    (datadir / PENDING).unlink()
-    _fsync_dir(datadir)
+    mark_done(datadir, "initialized")
     log.info("first boot: users created and data directory marked initialized in %.1fs",
              time.monotonic() - t0)

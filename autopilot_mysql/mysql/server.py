@@ -99,7 +99,13 @@ class LocalServer:
             last_io_error=str(row.get("Last_IO_Error") or ""),
             last_sql_errno=int(row.get("Last_SQL_Errno") or 0),
             last_sql_error=str(row.get("Last_SQL_Error") or ""),
-            gtid_io_pos=str(row.get("Gtid_IO_Pos") or ""))
+            gtid_io_pos=str(row.get("Gtid_IO_Pos") or ""),
+            master_log_file=str(row.get("Master_Log_File") or ""))
+
+    def binlog_file(self) -> str:
+        """The binary log this server writes now ('' when binary logging is off)."""
+        rows = self.execute("SHOW MASTER STATUS")
+        return str(rows[0][0]) if rows else ""
 
     def binlog_gtids_after(self, base: dict[int, object], limit: int = 50) -> list[str]:
         """GTIDs in this server's binary log beyond `base` (domain -> Gtid), newest files

@@ -1,0 +1,1 @@
+"""Physical snapshots: streamed to S3-compatible storage, restored onto new or rebuilt nodes."""

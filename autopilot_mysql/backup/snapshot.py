@@ -1,0 +1,269 @@
+"""Taking and restoring one snapshot: the process pipelines.
+
+Take:    mariabackup --backup --stream=xbstream | zstd  ->  SnapshotStore.upload (multipart)
+Restore: SnapshotStore.download (checked)  ->  zstd -d | mbstream -x  ->  mariabackup --prepare
+
+Nothing is staged on local disk in either direction: the supervisor only holds the parts in
+flight. Every process's exit status is checked (a pipeline's last status hides the others) and
+its stderr kept for the error message. A failure kills the other processes; the store aborts
+the upload, and a restore target is emptied again by the caller that owns it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+from ..exceptions import MySQLError, SnapshotError
+from ..mysql.server import LocalServer
+from .store import Manifest, Progress, SnapshotStore
+
+log = logging.getLogger(__name__)
+# The snapshot yields the CPU to mysqld and the supervisor: it must never fail a health check.
+NICE = ("nice", "-n", "10")
+_BINLOG_POS = re.compile(r"filename '([^']*)', position '(\d+)'"
+                         r"(?:, GTID of the last change '([^']*)')?")
+
+
+def new_id(node: str, now: float | None = None) -> str:
+    return time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(now)) + f"-{node}"
+
+
+def parse_backup_info(text: str) -> dict[str, str]:
+    """xtrabackup_info (key = value lines) -> the fields we use: gtid, binlog_file, version."""
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        k, sep, v = line.partition(" = ")
+        if sep:
+            info[k.strip()] = v.strip()
+    m = _BINLOG_POS.search(info.get("binlog_pos", ""))
+    return {"gtid": (m.group(3) or "") if m else "", "binlog_file": m.group(1) if m else "",
+            "version": info.get("server_version", "")}
+
+
+def _stderr_tail(path: Path, n: int = 600) -> str:
+    try:
+        text = path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
+    lines = [ln for ln in text.splitlines() if "Streaming" not in ln and "Copying" not in ln]
+    return "\n".join(lines)[-n:]
+
+
+def _kill(*procs: subprocess.Popen[bytes] | None) -> None:
+    for p in procs:
+        if p is not None and p.poll() is None:
+            p.kill()
+    for p in procs:
+        if p is not None:
+            p.wait()
+
+
+def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_binlog: str,
+         cnf: Path, socket_path: Path, compression_level: int,
+         progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False,
+         snapshot_id: str | None = None) -> Manifest:
+    """Stream a physical backup of the local server into the store; return its manifest (not
+    yet written: the caller writes it, then moves the pointer)."""
+    sid = snapshot_id or new_id(node)
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="apm-snapshot-") as tmp:
+        work = Path(tmp)
+        err = work / "mariabackup.err"
+        raw = _Counter()
+        mb = zs = None
+        try:
+            with open(err, "wb") as errf:
+                mb = subprocess.Popen(
+                    [*NICE, "mariabackup", f"--defaults-file={cnf}", "--backup",
+                     "--stream=xbstream", f"--target-dir={work / 'target'}",
+                     f"--extra-lsndir={work / 'lsn'}",
+                     "--user=root", f"--socket={socket_path}"],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
+                    start_new_session=True)
+            zs = subprocess.Popen([*NICE, "zstd", "-q", "-c", f"-{compression_level}", "-T0"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, start_new_session=True)
+            assert mb.stdout is not None and zs.stdin is not None and zs.stdout is not None
+            pump = threading.Thread(target=raw.pump, args=(mb.stdout, zs.stdin),
+                                    name="snapshot-pump", daemon=True)
+            pump.start()
+            stored = store.upload(sid, zs.stdout, progress, should_stop)
+            pump.join()
+            mb_rc, zs_rc = mb.wait(), zs.wait()
+            if mb_rc != 0:
+                raise SnapshotError(f"mariabackup failed (exit {mb_rc}): {_stderr_tail(err)}")
+            if zs_rc != 0 or raw.error:
+                raise SnapshotError(f"compression failed (zstd exit {zs_rc}"
+                                    f"{', ' + raw.error if raw.error else ''})")
+            info = parse_backup_info((work / "lsn" / "xtrabackup_info").read_text())
+        except BaseException as exc:
+            _kill(mb, zs)
+            if isinstance(exc, SnapshotError) and mb is not None and mb.returncode not in (
+                    None, 0, -9):
+                raise SnapshotError(f"{exc}; mariabackup said: {_stderr_tail(err)}") from exc
+            if isinstance(exc, OSError):
+                raise SnapshotError(f"cannot run the backup pipeline: {exc}. mariabackup and "
+                                    "zstd must be installed") from exc
+            raise
+    if not info["gtid"]:
+        log.warning("snapshot %s: mariabackup reported no GTID position (the server has "
+                    "never written a transaction?)", sid)
+    return Manifest(id=sid, node=node, role=role, primary=primary, gtid=info["gtid"],
+                    binlog_file=primary_binlog or info["binlog_file"],
+                    server_version=info["version"], started_at=started,
+                    finished_at=time.time(), raw_bytes=raw.n, stored_bytes=stored.size,
+                    sha256=stored.sha256, s3_checksum=stored.s3_checksum)
+
+
+class _Counter:
+    """Copies mariabackup's stream into zstd, counting the uncompressed bytes."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.error = ""
+
+    def pump(self, src: IO[bytes], dst: IO[bytes]) -> None:
+        try:
+            while block := src.read1(1 << 20):  # type: ignore[attr-defined]
+                self.n += len(block)
+                dst.write(block)
+        except OSError as exc:
+            self.error = str(exc)
+        finally:
+            try:
+                dst.close()
+            except OSError:
+                pass
+
+
+def extract(store: SnapshotStore, m: Manifest, target: Path,
+            progress: Progress | None = None) -> None:
+    """Download, check, decompress and unpack snapshot `m` into the empty directory `target`,
+    then prepare it (apply the redo log) so a server can start on it. On failure the target
+    holds partial files: the caller empties it."""
+    target.mkdir(parents=True, exist_ok=True)
+    if any(target.iterdir()):
+        raise SnapshotError(f"{target} is not empty: a snapshot is only restored into an empty "
+                            "directory")
+    with tempfile.TemporaryDirectory(prefix="apm-restore-") as tmp:
+        err = Path(tmp) / "extract.err"
+        zs = mx = None
+        try:
+            with open(err, "wb") as errf:
+                mx = subprocess.Popen(["mbstream", "-x", "-C", str(target)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                      stderr=errf, start_new_session=True)
+                assert mx.stdin is not None
+                zs = subprocess.Popen(["zstd", "-q", "-d", "-c"], stdin=subprocess.PIPE,
+                                      stdout=mx.stdin, stderr=errf, start_new_session=True)
+            mx.stdin.close()  # zstd holds the pipe now
+            assert zs.stdin is not None
+            try:
+                store.download(m, zs.stdin, progress)
+            finally:
+                try:
+                    zs.stdin.close()
+                except OSError:
+                    pass
+            zs_rc, mx_rc = zs.wait(), mx.wait()
+            if zs_rc != 0 or mx_rc != 0:
+                raise SnapshotError(f"snapshot {m.id} could not be unpacked (zstd exit {zs_rc}, "
+                                    f"mbstream exit {mx_rc}): {_stderr_tail(err)}")
+        except BaseException:
+            _kill(zs, mx)
+            raise
+    prepare(target)
+    have = read_backup_gtid(target)
+    if have != m.gtid:
+        raise SnapshotError(f"snapshot {m.id} holds GTID position {have!r} but its manifest "
+                            f"says {m.gtid!r}: the object and its manifest do not belong "
+                            "together")
+
+
+def prepare(target: Path) -> None:
+    proc = subprocess.run(["mariabackup", "--prepare", f"--target-dir={target}"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SnapshotError(f"mariabackup --prepare failed on {target} (exit "
+                            f"{proc.returncode}): {proc.stderr.strip()[-600:]}")
+
+
+def read_backup_gtid(target: Path) -> str:
+    """The GTID position recorded inside an unpacked backup (10.11 names the file
+    xtrabackup_binlog_info; later versions mariadb_backup_binlog_info)."""
+    for name in ("mariadb_backup_binlog_info", "xtrabackup_binlog_info"):
+        p = target / name
+        if p.exists():
+            fields = p.read_text().split()
+            return fields[2] if len(fields) >= 3 else ""
+    return ""
+
+
+def empty_dir(path: Path, keep: frozenset[str] = frozenset()) -> None:
+    if not path.exists():
+        return
+    for p in path.iterdir():
+        if p.name in keep:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
+
+
+def chown_tree(path: Path, user: str = "mysql") -> None:
+    for root, dirs, files in os.walk(path):
+        for name in (*dirs, *files):
+            shutil.chown(os.path.join(root, name), user, user)
+    shutil.chown(path, user, user)
+
+
+def throwaway_server(datadir: Path, check: Callable[[Path], None], timeout: float = 120) -> None:
+    """Start a socket-only mariadbd on `datadir` (no binlog, no replication, small buffers),
+    call `check(socket)` once it answers, and stop it. Used by `verify` and by restores."""
+    with tempfile.TemporaryDirectory(prefix="apm-verify-") as tmp:
+        run = Path(tmp)
+        shutil.chown(run, "mysql", "mysql")
+        sock = run / "s.sock"
+        out = run / "mysqld.log"
+        with open(out, "wb") as f:
+            proc = subprocess.Popen(
+                ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
+                 f"--socket={sock}", f"--pid-file={run / 'pid'}", "--skip-networking",
+                 "--skip-slave-start", "--skip-log-bin", "--innodb-buffer-pool-size=64M",
+                 "--server-id=1"],
+                stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                start_new_session=True)
+        try:
+            deadline = time.monotonic() + timeout
+            probe = LocalServer(sock, connect_timeout=1.0, read_timeout=10)
+            while True:
+                try:
+                    probe.execute("SELECT 1")
+                    break
+                except MySQLError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise SnapshotError(
+                            "a server could not start on the restored data: "
+                            + out.read_text(errors="replace").strip()[-600:]) from None
+                    time.sleep(0.2)
+            probe.close()
+            check(sock)
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -1,0 +1,310 @@
+"""The object store side of snapshots: one S3-compatible bucket, under a prefix.
+
+Layout, one "directory" per snapshot (ids sort by time):
+
+    <prefix>/snapshots/<id>/data.xbstream.zst   the compressed xbstream, one multipart object
+    <prefix>/snapshots/<id>/manifest.json       written only after the data object is verified
+
+A snapshot without a manifest is not a snapshot (an upload that died halfway, or one being
+written): `manifests()` never lists it, and retention removes its leftovers.
+
+Contract of `upload`: it either returns a StoredObject whose size and SHA-256 composite the
+server itself confirmed (every part is sent with its SHA-256 and refused by the server on a
+mismatch; the completed object's composite checksum and size are read back and compared), or it
+raises SnapshotError after aborting the multipart upload, so nothing is left open. Memory is
+bounded by the part size times the parts in flight, whatever the size of the stream.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, fields
+from typing import IO, Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ..config import SnapshotSettings
+from ..exceptions import SnapshotError
+
+log = logging.getLogger(__name__)
+
+DATA = "data.xbstream.zst"
+MANIFEST = "manifest.json"
+MIN_PART = 8 << 20  # S3's minimum is 5 MiB; parts grow so 10,000 of them hold ~40 TiB
+PARTS_IN_FLIGHT = 2
+Progress = Callable[[int], None]  # bytes moved so far
+
+
+@dataclass(frozen=True)
+class Manifest:
+    id: str
+    node: str  # the node the snapshot was taken on
+    role: str  # its role then (replica or primary)
+    primary: str  # the primary at the time (whose binary logs the position refers to)
+    gtid: str  # the GTID position the data is consistent with
+    binlog_file: str  # the primary's binary log file then (for the rotation trigger)
+    server_version: str
+    started_at: float  # Unix time
+    finished_at: float
+    raw_bytes: int  # the xbstream before compression
+    stored_bytes: int  # the object in the bucket
+    sha256: str  # hex SHA-256 of the stored bytes
+    s3_checksum: str  # the server's composite SHA-256 of the parts ("<b64>-<parts>")
+    compression: str = "zstd"
+    format: int = 1
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Manifest:
+        data = json.loads(text)
+        names = {f.name for f in fields(cls)}
+        missing = names - set(data) - {"compression", "format"}
+        if missing:
+            raise ValueError(f"missing {', '.join(sorted(missing))}")
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    sha256: str
+    s3_checksum: str
+
+
+def _composite(digests: list[bytes]) -> str:
+    return (base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
+            + f"-{len(digests)}")
+
+
+class SnapshotStore:
+    def __init__(self, cfg: SnapshotSettings, client: Any = None) -> None:
+        self.cfg = cfg
+        self.bucket = cfg.bucket
+        self.root = f"{cfg.prefix}/snapshots/"
+        self.client = client or boto3.client(
+            "s3", endpoint_url=cfg.endpoint or None, region_name=cfg.region or None,
+            aws_access_key_id=cfg.access_key or None,
+            aws_secret_access_key=cfg.secret_key or None, verify=cfg.verify_tls,
+            config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
+                          retries={"max_attempts": 3, "mode": "standard"}))
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.root}" + (f" at {self.cfg.endpoint}"
+                                                    if self.cfg.endpoint else "")
+
+    def key(self, snapshot_id: str, name: str) -> str:
+        return f"{self.root}{snapshot_id}/{name}"
+
+    def _fail(self, what: str, exc: Exception) -> SnapshotError:
+        return SnapshotError(f"{what} ({self.where}): {exc}. Check S3_ENDPOINT, S3_BUCKET "
+                             "and the credentials, and that the storage is reachable")
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def manifests(self) -> list[Manifest]:
+        """Every complete snapshot, oldest first. Unreadable manifests are logged and left out."""
+        out: list[Manifest] = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.root)
+            keys = [o["Key"] for p in pages for o in p.get("Contents", [])
+                    if o["Key"].endswith("/" + MANIFEST)]
+            for k in keys:
+                body = self.client.get_object(Bucket=self.bucket, Key=k)["Body"].read()
+                try:
+                    out.append(Manifest.from_json(body))
+                except (ValueError, TypeError) as exc:
+                    log.warning("ignoring unreadable snapshot manifest %s: %s", k, exc)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("cannot list snapshots", exc) from exc
+        return sorted(out, key=lambda m: m.id)
+
+    def manifest(self, snapshot_id: str) -> Manifest:
+        try:
+            body = self.client.get_object(Bucket=self.bucket,
+                                          Key=self.key(snapshot_id, MANIFEST))["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise SnapshotError(f"no snapshot {snapshot_id!r} in {self.where} (see "
+                                    "`autopilot-mysql backup list`)") from exc
+            raise self._fail(f"cannot read the manifest of {snapshot_id}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"cannot read the manifest of {snapshot_id}", exc) from exc
+        try:
+            return Manifest.from_json(body)
+        except (ValueError, TypeError) as exc:
+            raise SnapshotError(f"the manifest of snapshot {snapshot_id} is unreadable: {exc}; "
+                                "choose another snapshot") from exc
+
+    def download(self, m: Manifest, sink: IO[bytes], progress: Progress | None = None,
+                 chunk: int = 1 << 20) -> None:
+        """Stream the data object into `sink`, checking its size and SHA-256 against the
+        manifest at the end (the caller must discard what it wrote if this raises)."""
+        h = hashlib.sha256()
+        n = 0
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=self.key(m.id, DATA))["Body"]
+            while True:
+                block = body.read(chunk)
+                if not block:
+                    break
+                h.update(block)
+                n += len(block)
+                sink.write(block)
+                if progress:
+                    progress(n)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"download of snapshot {m.id} failed after {n} bytes", exc) from exc
+        except OSError as exc:
+            raise SnapshotError(f"restore of snapshot {m.id} stopped after {n} bytes: the "
+                                f"extraction side failed ({exc})") from exc
+        if n != m.stored_bytes or h.hexdigest() != m.sha256:
+            raise SnapshotError(
+                f"snapshot {m.id} is corrupt: got {n} bytes with SHA-256 {h.hexdigest()[:16]}.., "
+                f"its manifest says {m.stored_bytes} bytes, {m.sha256[:16]}... It cannot be "
+                "restored; choose an older snapshot (`autopilot-mysql backup list`) or take a "
+                "new one")
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def upload(self, snapshot_id: str, stream: IO[bytes], progress: Progress | None = None,
+               should_stop: Callable[[], bool] = lambda: False) -> StoredObject:
+        key = self.key(snapshot_id, DATA)
+        try:
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("cannot start the snapshot upload", exc) from exc
+        try:
+            return self._upload_parts(key, upload_id, stream, progress, should_stop)
+        except BaseException as exc:
+            self.abort(key, upload_id)
+            if isinstance(exc, SnapshotError):
+                raise
+            if isinstance(exc, (BotoCoreError, ClientError)):
+                raise self._fail(f"upload of snapshot {snapshot_id} failed", exc) from exc
+            raise
+
+    def _upload_parts(self, key: str, upload_id: str, stream: IO[bytes],
+                      progress: Progress | None, should_stop: Callable[[], bool]) -> StoredObject:
+        whole = hashlib.sha256()
+        size = 0
+        parts: list[Future[dict[str, Any]]] = []
+        digests: list[bytes] = []
+        slots = threading.Semaphore(PARTS_IN_FLIGHT)
+        with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="s3-part") as pool:
+            while True:
+                part_size = MIN_PART * (1 + len(parts) // 1000)
+                data = _read_full(stream, part_size)
+                if not data and parts:
+                    break
+                if should_stop():
+                    raise SnapshotError("snapshot upload cancelled (the supervisor is stopping)")
+                whole.update(data)
+                size += len(data)
+                digest = hashlib.sha256(data).digest()
+                digests.append(digest)
+                slots.acquire()
+                for f in parts:  # surface a failed part at once, not at the end
+                    if f.done() and f.exception() is not None:
+                        slots.release()
+                        f.result()
+                fut = pool.submit(self._put_part, key, upload_id, len(parts) + 1, data, digest)
+                fut.add_done_callback(lambda _f: slots.release())
+                parts.append(fut)
+                if progress:
+                    progress(size)
+                if len(data) < part_size:
+                    break
+            done = [f.result() for f in parts]
+        self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                              MultipartUpload={"Parts": done})  # type: ignore[typeddict-item]
+        expected = _composite(digests)
+        head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        stored = head.get("ChecksumSHA256") or ""
+        if head["ContentLength"] != size or (stored and stored != expected):
+            raise SnapshotError(f"the stored object {key} does not match what was sent "
+                                f"({head['ContentLength']} bytes, checksum {stored}; sent "
+                                f"{size} bytes, {expected}): not using it")
+        if not stored:
+            log.warning("the S3 server returned no SHA-256 checksum for %s: verified by size "
+                        "only (per-part checksums were still checked on upload)", key)
+        return StoredObject(size=size, sha256=whole.hexdigest(), s3_checksum=stored or expected)
+
+    def _put_part(self, key: str, upload_id: str, number: int, data: bytes,
+                  digest: bytes) -> dict[str, Any]:
+        r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
+                                    PartNumber=number, Body=data,
+                                    ChecksumSHA256=base64.b64encode(digest).decode())
+        return {"PartNumber": number, "ETag": r["ETag"],
+                "ChecksumSHA256": r.get("ChecksumSHA256") or base64.b64encode(digest).decode()}
+
+    def abort(self, key: str, upload_id: str) -> bool:
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+            log.info("aborted the multipart upload of %s", key)
+            return True
+        except (BotoCoreError, ClientError) as exc:
+            log.warning("could not abort the multipart upload of %s (%s): the next snapshot "
+                        "removes it", key, exc)
+            return False
+
+    def open_uploads(self) -> list[tuple[str, str]]:
+        """(key, upload id) of every multipart upload still open under our prefix."""
+        try:
+            r = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.root)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("cannot list open uploads", exc) from exc
+        return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", []) or []]
+
+    def abort_open_uploads(self) -> int:
+        """Only called while holding the cluster's snapshot lock: then no upload is ours."""
+        return sum(self.abort(k, u) for k, u in self.open_uploads())
+
+    def put_manifest(self, m: Manifest) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.key(m.id, MANIFEST),
+                                   Body=m.to_json().encode(), ContentType="application/json")
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"cannot write the manifest of snapshot {m.id}", exc) from exc
+
+    def delete(self, snapshot_id: str) -> None:
+        """Manifest first: from then on nothing considers it a snapshot."""
+        try:
+            for name in (MANIFEST, DATA):
+                self.client.delete_object(Bucket=self.bucket, Key=self.key(snapshot_id, name))
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"cannot delete snapshot {snapshot_id}", exc) from exc
+
+    def orphans(self) -> list[str]:
+        """Snapshot ids with a data object but no manifest (a snapshot that died halfway)."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.root)
+            keys = {o["Key"] for p in pages for o in p.get("Contents", [])}
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("cannot list snapshots", exc) from exc
+        ids = {k[len(self.root):].split("/", 1)[0] for k in keys}
+        return sorted(i for i in ids if self.key(i, MANIFEST) not in keys)
+
+
+def _read_full(stream: IO[bytes], n: int) -> bytes:
+    """Read exactly n bytes unless the stream ends first (a pipe returns short reads)."""
+    buf = bytearray()
+    while len(buf) < n:
+        block = stream.read(n - len(buf))
+        if not block:
+            break
+        buf += block
+    return bytes(buf)

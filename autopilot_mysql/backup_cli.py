@@ -1,0 +1,143 @@
+"""`autopilot-mysql backup now | list | restore SNAPSHOT --target DIR | verify SNAPSHOT`.
+
+Run inside a node's container (it reads the same environment as the supervisor). `now` takes
+the cluster-wide snapshot lock like the schedule does, so it never runs beside another
+snapshot. SNAPSHOT may be an id from `list` or `latest` (what the cluster's pointer names).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .backup.scheduler import SnapshotScheduler
+from .backup.snapshot import empty_dir, extract
+from .backup.store import Manifest, Progress
+from .config import Settings
+from .dcs import Consul
+from .exceptions import AutopilotError, SnapshotError
+from .model import NodeStatus, Role
+from .snapshots import Snapshots, verify_snapshot
+
+log = logging.getLogger(__name__)
+
+
+def _snapshots(s: Settings) -> Snapshots:
+    if s.snapshots is None:
+        raise SnapshotError("snapshots are not configured: set S3_BUCKET (and S3_ENDPOINT and "
+                            "the AWS_* credentials for a non-AWS store)")
+    host, port = s.consul_endpoint
+    return Snapshots(s, Consul(host, port, s.service_name), cnf=s.rundir / "my.cnf")
+
+
+@contextmanager
+def _bar(total: int | None, what: str) -> Iterator[Progress]:
+    """A progress bar on a terminal; nothing in a pipe or a log."""
+    if not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=what,
+              file=sys.stderr) as bar:
+        def progress(n: int) -> None:
+            bar.update(n - bar.n)
+        yield progress
+
+
+def _resolve(snaps: Snapshots, ref: str) -> Manifest:
+    if ref == "latest":
+        m = snaps.latest()
+        if m is None:
+            raise SnapshotError("the cluster has no snapshot yet (`autopilot-mysql backup now` "
+                                "takes one)")
+        return m
+    return snaps.store.manifest(ref)
+
+
+def run(s: Settings, cmd: str, ref: str | None, target: str | None) -> int:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        snaps = _snapshots(s)
+        if cmd == "now":
+            return _now(s, snaps)
+        if cmd == "list":
+            return _list(snaps)
+        assert ref is not None
+        m = _resolve(snaps, ref)
+        if cmd == "restore":
+            assert target is not None
+            return _restore(snaps, m, Path(target))
+        with _bar(m.stored_bytes, f"verify {m.id}") as progress:
+            print(verify_snapshot(snaps.store, m, progress))
+        return 0
+    except AutopilotError as exc:
+        sys.stderr.write(f"autopilot-mysql backup {cmd}: {exc}\n")
+        return exc.exit_code
+
+
+def _now(s: Settings, snaps: Snapshots) -> int:
+    assert s.snapshots is not None
+    leader = snaps.consul.cluster_state().leader
+    primary = leader.node if leader else ""
+    role = Role.PRIMARY if primary == s.node_name else Role.REPLICA
+    with _bar(None, "snapshot") as progress:
+        sched = SnapshotScheduler(
+            s.snapshots, snaps.store, snaps.consul, node=s.node_name,
+            status=lambda: NodeStatus(node=s.node_name, role=role, leader=primary),
+            members=lambda: (), primary_binlog=lambda: snaps.primary_binlog(role),
+            take=lambda r, _p, stop: snaps.take(r, primary, progress, stop),
+            verify=snaps.verify if s.snapshots.verify else None,
+            max_lag=s.replica_max_lag, stop=threading.Event())
+        m = sched.run_once("requested with `autopilot-mysql backup now`", role, force=True)
+    if m is None:
+        holder = snaps.consul.snapshot_lock_holder()
+        sys.stderr.write("autopilot-mysql backup now: no snapshot taken: "
+                         + (f"{holder} is taking one now (the snapshot lock is held)\n"
+                            if holder else "see the error above\n"))
+        return 1
+    print(f"snapshot {m.id}: {m.stored_bytes} bytes stored ({m.raw_bytes} raw), GTID {m.gtid}")
+    return 0
+
+
+def _list(snaps: Snapshots) -> int:
+    pointer = snaps.consul.snapshot_pointer()
+    latest = str(pointer["id"]) if pointer else None
+    ms = snaps.store.manifests()
+    if not ms:
+        print(f"no snapshots in {snaps.store.where}")
+        return 0
+    print(f"{'SNAPSHOT':<40} {'NODE':<10} {'ROLE':<8} {'STORED':>9} {'RAW':>9} "
+          f"{'AGE':>7}  GTID")
+    now = time.time()
+    for m in ms:
+        age = now - m.finished_at
+        age_text = f"{age / 86400:.1f}d" if age > 86400 else f"{age / 3600:.1f}h"
+        print(f"{m.id:<40} {m.node:<10} {m.role:<8} {m.stored_bytes >> 20:>7}Mi "
+              f"{m.raw_bytes >> 20:>7}Mi {age_text:>7}  {m.gtid}"
+              f"{'  <- latest (new nodes start from it)' if m.id == latest else ''}")
+    return 0
+
+
+def _restore(snaps: Snapshots, m: Manifest, target: Path) -> int:
+    if target.exists() and any(target.iterdir()):
+        raise SnapshotError(f"{target} is not empty; restore into a new or empty directory")
+    created = not target.exists()
+    try:
+        with _bar(m.stored_bytes, f"restore {m.id}") as progress:
+            extract(snaps.store, m, target, progress)
+    except BaseException:
+        empty_dir(target)
+        if created:
+            target.rmdir()
+        raise
+    print(f"restored snapshot {m.id} into {target} (prepared). Its GTID position is {m.gtid}: "
+          f"on a server started on it, SET GLOBAL gtid_slave_pos = '{m.gtid}' before "
+          "replicating with MASTER_USE_GTID=slave_pos. chown -R mysql:mysql it first.")
+    return 0

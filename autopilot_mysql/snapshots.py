@@ -1,0 +1,213 @@
+"""Snapshots as the daemon and the CLI use them: one object that knows this node's store,
+Consul, local server and settings, and offers the whole operations (take one, find the latest,
+provision an empty data directory, rebuild an errant node, verify a snapshot)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from .backup import policy, snapshot
+from .backup.provision import rebuild_datadir, restore_datadir
+from .backup.scheduler import SnapshotScheduler
+from .backup.store import Manifest, Progress, SnapshotStore
+from .config import Settings, SnapshotSettings
+from .dcs import Consul
+from .exceptions import DCSError, MySQLError, SnapshotError
+from .model import Member, NodeStatus, Role
+from .mysql import datadir as dd
+from .mysql.server import LocalServer
+from .process import ManagedProcess
+
+log = logging.getLogger(__name__)
+RESTORE_RETRY = 30.0  # seconds between attempts to provision an empty node
+REBUILD_RETRY = 300.0
+
+
+class Snapshots:
+    def __init__(self, settings: Settings, consul: Consul, *, cnf: Path,
+                 store: SnapshotStore | None = None) -> None:
+        assert settings.snapshots is not None
+        self.s = settings
+        self.cfg: SnapshotSettings = settings.snapshots
+        self.consul = consul
+        self.cnf = cnf
+        self.store = store or SnapshotStore(self.cfg)
+        self.server = LocalServer(settings.socket)
+        self.scheduler: SnapshotScheduler | None = None
+        self.rebuild_after = 0.0
+
+    # --- the schedule (daemon) --------------------------------------------------------------
+
+    def start_scheduler(self, status: Callable[[], NodeStatus],
+                        members: Callable[[], tuple[Member, ...]],
+                        stop: threading.Event) -> None:
+        self.scheduler = SnapshotScheduler(
+            self.cfg, self.store, self.consul, node=self.s.node_name, status=status,
+            members=members, primary_binlog=lambda: self.primary_binlog(status().role),
+            take=lambda role, progress, should_stop: self.take(
+                role, status().leader or "", progress, should_stop),
+            verify=self.verify if self.cfg.verify else None,
+            max_lag=self.s.replica_max_lag, stop=stop)
+        self.scheduler.start()
+
+    @property
+    def state(self) -> str:
+        return self.scheduler.state if self.scheduler else "idle"
+
+    def primary_binlog(self, role: Role) -> str:
+        """The primary's current binary log, as this node sees it."""
+        try:
+            if role == Role.PRIMARY:
+                return self.server.binlog_file()
+            r = self.server.replica_status()
+            return r.master_log_file if r else ""
+        except MySQLError:
+            return ""
+
+    def take(self, role: str, primary: str, progress: Progress | None = None,
+             should_stop: Callable[[], bool] = lambda: False) -> Manifest:
+        return snapshot.take(
+            self.store, node=self.s.node_name, role=role, primary=primary,
+            primary_binlog=self.primary_binlog(Role(role) if role in Role._value2member_map_
+                                               else Role.UNKNOWN),
+            cnf=self.cnf, socket_path=self.s.socket,
+            compression_level=self.cfg.compression_level, progress=progress,
+            should_stop=should_stop)
+
+    # --- finding the latest -------------------------------------------------------------------
+
+    def latest(self) -> Manifest | None:
+        """The snapshot the cluster's pointer names (None: the cluster has none)."""
+        pointer = self.consul.snapshot_pointer()
+        if pointer is None:
+            return None
+        return self.store.manifest(str(pointer["id"]))
+
+    # --- provisioning (daemon, before mysqld starts) --------------------------------------------
+
+    def provision_empty(self, publish: Callable[[str, str], None],
+                        stop: threading.Event) -> bool:
+        """First boot of a node in a cluster that has a snapshot: restore it. Returns False
+        when the cluster has no snapshot (the node initializes and copies by replication).
+        A failed restore is retried every RESTORE_RETRY seconds, the node unhealthy with the
+        cause meanwhile; it never falls back to an empty server."""
+        datadir = self.s.datadir
+        while not stop.is_set():
+            try:
+                m = self.latest()
+                if m is None:
+                    log.info("the cluster has no snapshot yet: initializing an empty server "
+                             "(it copies everything from the primary by replication)")
+                    return False
+                if dd.inspect(datadir) == dd.DataDirState.INTERRUPTED:
+                    log.warning("an earlier restore or first boot was interrupted: wiping it")
+                    dd.wipe_interrupted(datadir)
+                log.info("first boot: restoring snapshot %s (GTID %s, %d MiB, taken on %s) "
+                         "from %s", m.id, m.gtid, m.stored_bytes >> 20, m.node, self.store.where)
+                publish(f"restoring snapshot {m.id}", "")
+                restore_datadir(self.store, m, datadir, self._publisher(publish, m))
+                return True
+            except (SnapshotError, DCSError) as exc:
+                log.error("cannot provision this node from a snapshot (retrying in %.0fs; the "
+                          "data directory is left empty): %s", RESTORE_RETRY, exc)
+                publish("restore failed", f"restore failed: {exc}")
+                stop.wait(RESTORE_RETRY)
+        return True
+
+    def rebuild(self, mysqld: ManagedProcess, errant: tuple[str, ...],
+                publish: Callable[[str, str], None]) -> bool:
+        """Rebuild this errant node from the latest snapshot (mysqld stopped meanwhile; its
+        old data kept aside until the restore succeeded). True when rebuilt."""
+        if time.monotonic() < self.rebuild_after:
+            return False
+        self.rebuild_after = time.monotonic() + REBUILD_RETRY
+        try:
+            m = self.latest()
+        except (SnapshotError, DCSError) as exc:
+            log.error("cannot rebuild this errant node yet: %s", exc)
+            return False
+        if m is None:
+            log.error("this node holds errant transactions (%s) but the cluster has no "
+                      "snapshot to rebuild it from: re-provision it by hand",
+                      ", ".join(errant))
+            return False
+        log.warning("REBUILDING this node from snapshot %s: it holds transactions the primary "
+                    "never had (%s), which are discarded; its old data is kept aside in %s "
+                    "until the rebuild succeeds", m.id, ", ".join(errant), self.s.datadir)
+        publish(f"rebuilding from snapshot {m.id}", "")
+        mysqld.stop(self.s.stop_timeout)
+        try:
+            rebuild_datadir(self.store, m, self.s.datadir, self._publisher(publish, m))
+        except SnapshotError as exc:
+            log.error("rebuild failed, the old data is back in place (retrying in %.0fs): %s",
+                      REBUILD_RETRY, exc)
+            publish("rebuild failed", f"rebuild failed: {exc}")
+            return False
+        finally:
+            mysqld.start()
+        log.info("rebuilt from snapshot %s: rejoining as a replica", m.id)
+        return True
+
+    def _publisher(self, publish: Callable[[str, str], None], m: Manifest) -> Progress:
+        last = [0.0]
+
+        def progress(n: int) -> None:
+            now = time.monotonic()
+            if now - last[0] >= 1.0:
+                last[0] = now
+                pct = 100 * n / max(1, m.stored_bytes)
+                publish(f"restoring snapshot {m.id}: {pct:.0f}%", "")
+        return progress
+
+    # --- verification (CLI and, with SNAPSHOT_VERIFY, the schedule) ----------------------------
+
+    def verify(self, m: Manifest, progress: Progress | None = None) -> str:
+        return verify_snapshot(self.store, m, progress)
+
+
+def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None = None,
+                    scratch_parent: str | None = None) -> str:
+    """Restore `m` into a scratch directory, start a throwaway mysqld on it, read every table
+    and check the GTID position; return a one-line summary or raise SnapshotError."""
+    scratch = Path(tempfile.mkdtemp(prefix="apm-verify-", dir=scratch_parent))
+    result: list[str] = []
+    try:
+        target = scratch / "data"
+        snapshot.extract(store, m, target, progress)
+        snapshot.chown_tree(scratch)
+
+        def check(sock: Path) -> None:
+            srv = LocalServer(sock, connect_timeout=2, read_timeout=600)
+            try:
+                tables = srv.execute(
+                    "SELECT table_schema, table_name FROM information_schema.tables WHERE "
+                    "table_type = 'BASE TABLE' AND table_schema NOT IN "
+                    "('information_schema', 'performance_schema', 'sys')")
+                rows = 0
+                for schema, name in tables:
+                    rows += int(srv.execute(f"SELECT COUNT(*) FROM `{schema}`.`{name}`")[0][0])
+                srv.execute("SET GLOBAL gtid_slave_pos = %s", (m.gtid,))
+                pos = str(srv.execute("SELECT @@gtid_current_pos")[0][0] or "")
+                if pos != m.gtid:
+                    raise SnapshotError(f"the restored server reports GTID position {pos!r}, "
+                                        f"the manifest {m.gtid!r}")
+                result.append(f"snapshot {m.id} OK: {len(tables)} tables, {rows} rows read, "
+                              f"GTID {m.gtid or '(empty)'} as in the manifest")
+            except MySQLError as exc:
+                raise SnapshotError(f"the restored server failed a check: {exc}") from exc
+            finally:
+                srv.close()
+
+        snapshot.throwaway_server(target, check)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return result[0]
+
+
+__all__ = ["Snapshots", "verify_snapshot", "policy"]
