@@ -58,6 +58,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "AWS_SECRET_ACCESS_KEY": ("", "S3 secret key (_FILE variant)"),
     "S3_VERIFY_TLS": ("true", "verify the endpoint's TLS certificate: true, false, or a CA "
                       "bundle path"),
+    "S3_TIMEOUT": ("30", "seconds an S3 request may stall before it is retried (3 attempts)"),
     "SNAPSHOT_INTERVAL": ("86400", "seconds between scheduled snapshots; 0: only on demand "
                           "and on binary-log rotation"),
     "SNAPSHOT_BINLOG_ROTATIONS": ("4", "take a snapshot once the primary's binary log has "
@@ -92,6 +93,7 @@ class SnapshotSettings:
     access_key: str
     secret_key: str
     verify_tls: bool | str  # False, True, or a CA bundle path
+    timeout: float
     interval: float
     binlog_rotations: int
     keep: int
@@ -400,6 +402,7 @@ def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
     return SnapshotSettings(
         bucket=bucket, endpoint=endpoint, prefix=prefix, region=r.text("S3_REGION").strip(),
         access_key=access, secret_key=secret, verify_tls=verify,
+        timeout=r.number("S3_TIMEOUT", 1, 3600, "30"),
         interval=r.number("SNAPSHOT_INTERVAL", 0, 365 * 86400, "86400"),
         binlog_rotations=r.integer("SNAPSHOT_BINLOG_ROTATIONS", 0, 100000, "4"),
         keep=r.integer("SNAPSHOT_KEEP", 1, 10000, "3"), keep_days=keep_days,

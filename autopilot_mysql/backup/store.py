@@ -95,7 +95,8 @@ class SnapshotStore:
             "s3", endpoint_url=cfg.endpoint or None, region_name=cfg.region or None,
             aws_access_key_id=cfg.access_key or None,
             aws_secret_access_key=cfg.secret_key or None, verify=cfg.verify_tls,
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=5, read_timeout=30,
+            config=Config(s3={"addressing_style": "path"}, connect_timeout=min(5, cfg.timeout),
+                          read_timeout=cfg.timeout,
                           retries={"max_attempts": 3, "mode": "standard"}))
 
     @property
@@ -262,11 +263,15 @@ class SnapshotStore:
 
     def open_uploads(self) -> list[tuple[str, str]]:
         """(key, upload id) of every multipart upload still open under our prefix."""
+        # Listed for the whole bucket and filtered here: MinIO answers a Prefix that is not a
+        # whole object name with an empty list.
         try:
-            r = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=self.root)
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket)
+            uploads = [u for p in pages for u in p.get("Uploads", []) or []]
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("cannot list open uploads", exc) from exc
-        return [(u["Key"], u["UploadId"]) for u in r.get("Uploads", []) or []]
+        return [(u["Key"], u["UploadId"]) for u in uploads if u["Key"].startswith(self.root)]
 
     def abort_open_uploads(self) -> int:
         """Only called while holding the cluster's snapshot lock: then no upload is ours."""

@@ -113,10 +113,6 @@ def rejoin(node: Node) -> str:
     return outcome
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "KNOWN BUG, issue 4 open: in 1 of 4 runs of 21 faults one acknowledged commit was missing "
-    "from every other node at the end (id 27638, acknowledged by db2, a primary later "
-    "partitioned or paused). The loss path is not found yet."))
 def test_acknowledged_writes_survive_faults_and_never_two_writable(
         setup: tuple[TestBed, list[Node], HAProxy]) -> None:
     bed, nodes, lb = setup

@@ -154,7 +154,18 @@ def healthy_cluster(nodes: list[Node]) -> bool:
             and sum(r == 200 for _, r in codes) == len(nodes) - 1)
 
 
-def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90) -> list[Node]:
+def s3_env(s3: Any, bucket: str = "snapshots", **overrides: str) -> dict[str, str]:
+    """The S3_* settings for the test bed's MinIO (the bucket is created here)."""
+    try:
+        s3.client().create_bucket(Bucket=bucket)
+    except s3.client().exceptions.BucketAlreadyOwnedByYou:
+        pass
+    return {"S3_BUCKET": bucket, "S3_ENDPOINT": s3.endpoint, "AWS_ACCESS_KEY_ID": s3.access_key,
+            "AWS_SECRET_ACCESS_KEY": s3.secret_key, "S3_REGION": s3.region, **overrides}
+
+
+def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
+                 **overrides: str) -> list[Node]:
     """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
     docker-compose.yml's environment; returns once one is primary and the rest replicate."""
     from .components import start_consul
@@ -162,7 +173,7 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90) -> list[Node
     chost = bed.add_host("consul")
     chost.boot()
     start_consul(chost)
-    nodes = [make_node(bed.add_host(f"db{i}")) for i in range(1, count + 1)]
+    nodes = [make_node(bed.add_host(f"db{i}"), **overrides) for i in range(1, count + 1)]
     for n in nodes:
         n.boot()
     wait_until(lambda: healthy_cluster(nodes), timeout=timeout,

@@ -1,0 +1,223 @@
+"""Snapshots on the test bed: real MinIO, real Consul, real MariaDB and mariabackup.
+
+One cluster goes through the life of its snapshots (first snapshot, rotation trigger on a
+replica, a new node started from a snapshot after the primary purged its binary logs, the lock
+holder killed mid-snapshot, S3 partitioned mid-upload); another shows a corrupt snapshot refused
+and an errant former primary rebuilt from a snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from typing import Any
+
+import pymysql
+import pytest
+import requests
+
+from tests.integration.test_replication import has_rows, ids, insert, primary, roles
+from tests.testbed.bed import TestBed
+from tests.testbed.cluster import VENV_BIN, Node, boot_cluster, make_node, s3_env
+from tests.testbed.components import S3Server, start_minio
+from tests.testbed.util import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+BUCKET = "snapshots"
+ROOT = "mysql/snapshots/"
+
+
+def consul_kv(bed: TestBed, key: str) -> Any:
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/{key}", timeout=3)
+    if r.status_code == 404:
+        return None
+    r.raise_for_status()
+    item = r.json()[0]
+    if not item.get("Value") or (key.endswith("/lock") and not item.get("Session")):
+        return None
+    import base64
+    return json.loads(base64.b64decode(item["Value"]))
+
+
+def pointer(bed: TestBed) -> dict[str, Any] | None:
+    value: dict[str, Any] | None = consul_kv(bed, "service/mysql-snapshots/latest")
+    return value
+
+
+def lock_holder(bed: TestBed) -> str | None:
+    v = consul_kv(bed, "service/mysql-snapshots/lock")
+    return str(v["node"]) if v else None
+
+
+def new_pointer(bed: TestBed, old: str | None, timeout: float = 120) -> dict[str, Any]:
+    return wait_until(lambda: (p := pointer(bed)) and p["id"] != old and p,  # type: ignore
+                      timeout=timeout, what=f"a snapshot newer than {old}")
+
+
+def objects(s3: S3Server) -> set[str]:
+    r = s3.client().list_objects_v2(Bucket=BUCKET, Prefix=ROOT)
+    return {o["Key"][len(ROOT):] for o in r.get("Contents", [])}
+
+
+def open_uploads(s3: S3Server) -> list[Any]:
+    return list(s3.client().list_multipart_uploads(Bucket=BUCKET).get("Uploads", []) or [])
+
+
+def rotate(node: Node) -> None:
+    with node.root() as c, c.cursor() as cur:
+        cur.execute("FLUSH BINARY LOGS")
+
+
+def fill(node: Node, mib: int) -> None:
+    """Incompressible rows, so uploads take a measurable time on a throttled link."""
+    with node.app() as c, c.cursor() as cur:
+        cur.execute("CREATE TABLE IF NOT EXISTS blob_t (id INT AUTO_INCREMENT PRIMARY KEY, "
+                    "b LONGBLOB) ENGINE=InnoDB")
+        for _ in range(mib * 4):
+            cur.execute("INSERT INTO blob_t (b) VALUES (%s)", (os.urandom(256 << 10),))
+
+
+def cli(node: Node, *args: str) -> subprocess.Popen[bytes]:
+    """`autopilot-mysql ARGS` inside the node's host, with its environment."""
+    return node.host.spawn([str(VENV_BIN / "autopilot-mysql"), *args], env=node.env,
+                           log="cli.log")
+
+
+@pytest.fixture
+def s3(bed: TestBed) -> S3Server:
+    h = bed.add_host("s3")
+    h.boot()
+    return start_minio(h)
+
+
+def test_snapshot_life_cycle(bed: TestBed, s3: S3Server) -> None:
+    env = s3_env(s3, BUCKET, SNAPSHOT_INTERVAL="0", SNAPSHOT_BINLOG_ROTATIONS="1",
+                 S3_TIMEOUT="3", SNAPSHOT_KEEP="2", SNAPSHOT_KEEP_DAYS="0")
+    nodes = boot_cluster(bed, 3, **env)
+    # 1. The first snapshot is taken as soon as the cluster exists; the pointer names it.
+    first = new_pointer(bed, None)
+    assert {f"{first['id']}/manifest.json", f"{first['id']}/data.xbstream.zst"} <= objects(s3)
+    manifest = json.loads(s3.client().get_object(
+        Bucket=BUCKET, Key=f"{ROOT}{first['id']}/manifest.json")["Body"].read())
+    assert manifest["gtid"] == first["gtid"] and len(manifest["sha256"]) == 64
+    assert manifest["stored_bytes"] < manifest["raw_bytes"]  # compressed
+    # 2. Data, then a binary-log rotation on the primary: a healthy replica takes the next.
+    p = primary(nodes)
+    acked = set(insert(p, 1, 50))
+    fill(p, 4)
+    rotate(p)
+    second = new_pointer(bed, first["id"])
+    assert second["node"] != p.name, "the snapshot should be taken on a replica"
+    # 3. The primary purges every binary log but the current one; more writes follow.
+    with p.root() as c, c.cursor() as cur:
+        cur.execute("SHOW MASTER STATUS")
+        current = cur.fetchone()[0]
+        cur.execute(f"PURGE BINARY LOGS TO '{current}'")
+        cur.execute("SHOW BINARY LOGS")
+        assert [r[0] for r in cur.fetchall()] == [current]
+    acked |= set(insert(p, 100, 20))
+    # 4. A fourth node starts from the snapshot and replicates from there.
+    db4 = make_node(bed.add_host("db4"), **env)
+    db4.boot()
+    db4.wait_http("/replica", 200, timeout=120)
+    assert f"restoring snapshot {second['id']}" in db4.log.read_text()
+    acked |= set(insert(p, 200, 10))
+    wait_until(lambda: has_rows(db4, acked), timeout=30, what="every row on db4")
+    with db4.app() as c, c.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM blob_t")
+        assert cur.fetchone()[0] == 16
+    nodes.append(db4)
+    # 5. The node holding the snapshot lock dies mid-snapshot: the lock goes with it.
+    victim = next(n for n in nodes if n is not p and n is not db4)
+    victim.host.throttle("8mbit", burst="64kbit")
+    cli(victim, "backup", "now")
+    wait_until(lambda: lock_holder(bed) == victim.name, timeout=30,
+               what=f"{victim.name} to hold the snapshot lock")
+    victim.host.kill()
+    wait_until(lambda: lock_holder(bed) is None, timeout=30,
+               what="the dead node's snapshot lock to be released")
+    before = pointer(bed)
+    rotate(p)
+    third = new_pointer(bed, before["id"] if before else None)
+    assert third["node"] not in (victim.name, p.name)
+    assert open_uploads(s3) == [], "the dead node's multipart upload was not aborted"
+    # 6. S3 partitioned mid-upload: the snapshot fails cleanly; the next one succeeds.
+    live = [n for n in nodes if n.host.running]
+    for n in live:
+        n.host.throttle("8mbit", burst="64kbit")
+    rotate(p)
+    holder = wait_until(lambda: lock_holder(bed), timeout=30, what="a snapshot to start")
+    bed.partition([s3.host])
+    holder_node = next(n for n in live if n.name == holder)
+    wait_until(lambda: "snapshot FAILED" in holder_node.log.read_text(), timeout=90,
+               what=f"{holder} to report the failed snapshot")
+    assert pointer(bed)["id"] == third["id"], "the pointer moved on a failed snapshot"
+    assert "still names the previous snapshot" in holder_node.log.read_text()
+    assert all(n.http("/health") == 200 for n in live), "a snapshot failure failed a check"
+    bed.heal()
+    for n in live:
+        n.host.unthrottle()
+    fourth = new_pointer(bed, third["id"], timeout=180)
+    assert open_uploads(s3) == []
+    assert roles(live).count("primary") == 1
+    # Retention: SNAPSHOT_KEEP=2 and no age floor: only the two newest remain.
+    kept = {k.split("/")[0] for k in objects(s3)}
+    assert fourth["id"] in kept and len(kept) == 2, kept
+
+
+def test_corrupt_snapshot_refused_and_errant_node_rebuilt(bed: TestBed, s3: S3Server) -> None:
+    env = s3_env(s3, BUCKET, SNAPSHOT_INTERVAL="0", SNAPSHOT_BINLOG_ROTATIONS="1",
+                 S3_TIMEOUT="3")
+    nodes = boot_cluster(bed, 3, **env)
+    first = new_pointer(bed, None)
+    p = primary(nodes)
+    acked = set(insert(p, 1, 30))
+    rotate(p)
+    good = new_pointer(bed, first["id"])
+    # A former primary with an errant transaction (written as root while partitioned away).
+    bed.partition([p.host])
+    rest = [n for n in nodes if n is not p]
+    new = primary(rest)
+    wait_until(lambda: p.status()["writable"] is False, timeout=15, what="the old primary "
+               "to fence itself")
+    with p.root() as c, c.cursor() as cur:
+        cur.execute("INSERT INTO app.t VALUES (777, 0)")
+    acked |= set(insert(new, 1000, 5))
+    bed.heal()
+    # It is rebuilt from the snapshot automatically and rejoins without the errant row.
+    wait_until(lambda: "REBUILDING this node from snapshot" in p.log.read_text(), timeout=90,
+               what=f"{p.name} to start rebuilding")
+    p.wait_http("/replica", 200, timeout=120)
+    wait_until(lambda: has_rows(p, acked), timeout=30, what="every acknowledged row on it")
+    assert 777 not in ids(p)
+    assert not (p.datadir / "#autopilot-aside").exists()
+    # A truncated snapshot, named by the pointer, is refused by a new node: it stays empty.
+    c3 = s3.client()
+    data = c3.get_object(Bucket=BUCKET, Key=f"{ROOT}{good['id']}/data.xbstream.zst")["Body"]
+    blob = data.read()
+    bad_id = good["id"] + "-truncated"
+    c3.put_object(Bucket=BUCKET, Key=f"{ROOT}{bad_id}/data.xbstream.zst",
+                  Body=blob[: len(blob) // 2])
+    m = json.loads(c3.get_object(Bucket=BUCKET,
+                                 Key=f"{ROOT}{good['id']}/manifest.json")["Body"].read())
+    m["id"] = bad_id
+    c3.put_object(Bucket=BUCKET, Key=f"{ROOT}{bad_id}/manifest.json", Body=json.dumps(m))
+    requests.put(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql-snapshots/latest",
+                 data=json.dumps({**good, "id": bad_id}), timeout=3).raise_for_status()
+    db4 = make_node(bed.add_host("db4"), **env)
+    db4.boot()
+    wait_until(lambda: "corrupt" in (db4.status().get("last_error") or ""), timeout=60,
+               what="db4 to refuse the corrupt snapshot")
+    assert db4.http("/health") == 503
+    left = {x.name for x in db4.datadir.iterdir()}
+    assert left <= {"autopilot.json"}, f"partial data left behind: {left}"
+    with pytest.raises(pymysql.MySQLError):
+        pymysql.connect(unix_socket=str(db4.socket), user="root", connect_timeout=1)
+    # The CLI refuses it the same way, and leaves no files.
+    target = db4.host.dir / "restore-here"
+    proc = db4.host.exec(["env", *[f"{k}={v}" for k, v in db4.env.items()],
+                          str(VENV_BIN / "autopilot-mysql"), "backup", "restore", bad_id,
+                          "--target", str(target)], check=False, timeout=120)
+    assert proc.returncode != 0 and "corrupt" in proc.stdout + proc.stderr, proc
+    assert not target.exists()
