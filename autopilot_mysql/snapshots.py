@@ -74,8 +74,8 @@ class Snapshots:
              should_stop: Callable[[], bool] = lambda: False) -> Manifest:
         return snapshot.take(
             self.store, node=self.s.node_name, role=role, primary=primary,
-            primary_binlog=self.primary_binlog(Role(role) if role in Role._value2member_map_
-                                               else Role.UNKNOWN),
+            primary_binlog=self.primary_binlog(Role.PRIMARY if role == Role.PRIMARY.value
+                                               else Role.REPLICA),
             cnf=self.cnf, socket_path=self.s.socket,
             compression_level=self.cfg.compression_level, progress=progress,
             should_stop=should_stop)

@@ -81,6 +81,7 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
         err = work / "mariabackup.err"
         raw = _Counter()
         mb = zs = None
+        uploaded = False
         try:
             with open(err, "wb") as errf:
                 mb = subprocess.Popen(
@@ -98,6 +99,7 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                                     name="snapshot-pump", daemon=True)
             pump.start()
             stored = store.upload(sid, zs.stdout, progress, should_stop)
+            uploaded = True
             pump.join()
             mb_rc, zs_rc = mb.wait(), zs.wait()
             if mb_rc != 0:
@@ -108,8 +110,13 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
             info = parse_backup_info((work / "lsn" / "xtrabackup_info").read_text())
         except BaseException as exc:
             _kill(mb, zs)
-            if isinstance(exc, SnapshotError) and mb is not None and mb.returncode not in (
-                    None, 0, -9):
+            if uploaded:  # complete, but of a backup that failed: no manifest will name it
+                try:
+                    store.delete(sid)
+                except SnapshotError as gone:
+                    log.warning("%s (retention removes it later)", gone)
+            if isinstance(exc, SnapshotError) and "mariabackup" not in str(exc) and \
+                    mb is not None and mb.returncode not in (None, 0, -9):
                 raise SnapshotError(f"{exc}; mariabackup said: {_stderr_tail(err)}") from exc
             if isinstance(exc, OSError):
                 raise SnapshotError(f"cannot run the backup pipeline: {exc}. mariabackup and "
