@@ -49,6 +49,7 @@ class Consul:
         self.positions_prefix = self.prefix + "positions/"
         self.switchover_key = self.prefix + "switchover"
         self.handover_key = self.prefix + "handover"
+        self.async_key = self.prefix + "async"
         self.server_id_key = f"service/{service_name}/server-id-counter"
         # Outside the prefix the HA loop watches: snapshot progress never wakes elections.
         self.snapshot_lock_key = f"service/{service_name}-snapshots/lock"
@@ -179,6 +180,7 @@ class Consul:
         positions: dict[str, str] = {}
         switchover: dict[str, str] | None = None
         handover: dict[str, str] | None = None
+        async_primary: dict[str, str] | None = None
         for item in items or []:
             key, raw = item["Key"], item.get("Value")
             if not raw:
@@ -197,7 +199,17 @@ class Consul:
                 switchover = {k: str(v) for k, v in doc.items()}
             elif key == self.handover_key:
                 handover = {k: str(v) for k, v in doc.items()}
-        return ClusterKeys(leader, positions, switchover, handover)
+            elif key == self.async_key:
+                async_primary = {k: str(v) for k, v in doc.items()}
+        return ClusterKeys(leader, positions, switchover, handover, async_primary)
+
+    def mark_async(self, node: str, gtid: str, why: str) -> None:
+        """Written *before* the primary acknowledges a commit without a synchronous replica."""
+        self._call("async mark", lambda: self.client.kv.put(
+            self.async_key, json.dumps({"node": node, "gtid": gtid, "why": why})))
+
+    def clear_async(self) -> None:
+        self._call("async clear", lambda: self.client.kv.delete(self.async_key))
 
     def request_switchover(self, leader: str, to: str | None) -> None:
         self._call("switchover request", lambda: self.client.kv.put(
@@ -313,6 +325,9 @@ class ClusterKeys:
     positions: dict[str, str]
     switchover: dict[str, str] | None  # {"from": leader, "to": node or ""}
     handover: dict[str, str] | None  # {"from": old primary, "gtid": its last position, "to"}
+    # {"node": primary, "gtid": its position when marked, "why"}: it acknowledges commits
+    # without a synchronous replica, so no other node may take over automatically.
+    async_primary: dict[str, str] | None = None
 
 
 class Watcher(threading.Thread):

@@ -19,7 +19,9 @@ Election. When the leader key is free, every healthy node stops fetching from th
 applies its relay log, and publishes its GTID position in Consul (a key tied to its session).
 When every passing member has published (or after the election timeout), the node whose
 position covers all others (`gtid.best_candidate`) takes the lock; the others wait and then
-replicate from it.
+replicate from it. No node but the last primary itself takes part while the `async` key
+names that primary: it was acknowledging commits without a synchronous replica, so only it is
+sure to have them (Patroni's rule: promote only a synchronous standby).
 """
 
 from __future__ import annotations
@@ -133,6 +135,12 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.WAIT, f"handed the primary role over"
                         f"{' to ' + o.handover_to if o.handover_to else ''}: waiting for the "
                         "new primary", healthy=True)
+    if o.async_primary and o.async_primary != o.node:
+        return Decision(Action.WAIT, f"no primary, and the last one, {o.async_primary}, was "
+                        "acknowledging commits without a synchronous replica: they may exist "
+                        f"only on it, so no node takes over on its own. Bring "
+                        f"{o.async_primary} back, or accept losing them: delete the Consul "
+                        "key service/<SERVICE_NAME>/async", healthy=True)
     if o.errant:
         return Decision(Action.WAIT, f"no primary, and this node holds errant transactions "
                         f"({', '.join(o.errant)}): it may not take part", role=Role.UNKNOWN)

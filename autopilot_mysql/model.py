@@ -108,6 +108,7 @@ class Observation:
     positions: tuple[tuple[str, str], ...] = ()
     voters: tuple[str, ...] = ()  # passing members but us and the last leader
     healthy_members: tuple[str, ...] = ()  # passing members but us
+    async_primary: str | None = None  # a primary that acknowledged commits asynchronously
     election_age: float = 0.0
     election_timeout: float = 4.0
     promote_in: float = 0.0  # we hold the lock: seconds until the old primary surely fenced

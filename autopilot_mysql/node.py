@@ -57,6 +57,8 @@ class LocalNode:
         self.switchover: dict[str, str] | None = None
         self.handover: dict[str, str] | None = None
         self.handing_over = False
+        self.async_primary: dict[str, str] | None = None
+        self.yes_tx_baseline: int | None = None  # Rpl_semi_sync_master_yes_tx when marked
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -93,6 +95,7 @@ class LocalNode:
             keys = self.consul.cluster_state()
             self.leader, positions = keys.leader, keys.positions
             self.switchover, self.handover = keys.switchover, keys.handover
+            self.async_primary = keys.async_primary
             check = self.consul.check_status(self.s.service_id)
             dcs_ok = True
             self.dcs_ok_at = now
@@ -150,6 +153,7 @@ class LocalNode:
             election_age=(now - self.election_started) if self.election_started else 0.0,
             election_timeout=self.election_timeout, promote_in=promote_in,
             fence_after=self.fence_after, switchover_to=switchover_to, handover_to=handover_to,
+            async_primary=self.async_primary.get("node") if self.async_primary else None,
             handing_over=self.handing_over)
 
     def _track_election(self, now: float) -> None:
@@ -230,6 +234,9 @@ class LocalNode:
             self.fence()
             position = self.mysql.vars().gtid_current_pos
             self.handing_over = True
+            if self.async_primary and self.async_primary.get("node") == self.s.node_name:
+                # The next primary fetches everything up to `position` before it opens.
+                self.consul.clear_async()
             self.consul.hand_over(self.session, self.s.node_name, position,
                                   o.switchover_to or "")
             log.info("switchover: fenced at %s and released the leader lock", position)
@@ -272,17 +279,56 @@ class LocalNode:
 
     def _semi_sync_for_replicas(self) -> None:
         """Semi-synchronous replication is on whenever another member passes its check (so it
-        can acknowledge): a commit is acknowledged only once a replica has it (or after
-        SEMI_SYNC_TIMEOUT, see README). A failing or errant member is not counted, so a
-        primary left alone does not make every writer wait out the timeout."""
-        want = any(m.node != self.s.node_name and m.passing for m in self.members)
-        have = self.mysql.execute("SELECT @@global.rpl_semi_sync_master_enabled")[0][0]
-        if bool(have) != want:
-            self.mysql.execute(f"SET GLOBAL rpl_semi_sync_master_enabled = "
-                               f"{'ON' if want else 'OFF'}")
-            log.info("semi-synchronous replication %s (%d other healthy member(s))",
-                     "ON" if want else "OFF",
-                     sum(m.node != self.s.node_name and m.passing for m in self.members))
+        can acknowledge): a commit is acknowledged only once a replica has it. A failing or
+        errant member is not counted, so a primary left alone does not make every writer wait.
+
+        Whenever this primary may acknowledge a commit that no replica has (semi-sync off by
+        our choice, or fallen back after SEMI_SYNC_TIMEOUT), it says so in Consul first (the
+        `async` key; for MariaDB's own fall-back, as soon as it sees it): while the key names
+        it, no other node takes over automatically (ha._election), as Patroni promotes only a
+        synchronous standby. The key goes once a replica acknowledged a commit after
+        semi-sync came back (replicas receive the binary log in order, so that replica has
+        every earlier commit), or at once if nothing was committed meanwhile."""
+        me = self.s.node_name
+        others = sum(m.node != me and m.passing for m in self.members)
+        enabled, status, yes_tx, pos = self.mysql.semi_sync_master()
+        marked = bool(self.async_primary and self.async_primary.get("node") == me)
+        if not others:
+            if not marked:
+                self._mark_async(pos, yes_tx, "no other healthy member: commits are "
+                                 "acknowledged without a replica")
+            if enabled:
+                self.mysql.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+                log.warning("semi-synchronous replication OFF (no other healthy member): "
+                            "until a replica acknowledges again, no other node may take over")
+            return
+        if not enabled:
+            self.mysql.execute("SET GLOBAL rpl_semi_sync_master_enabled = ON")
+            log.info("semi-synchronous replication ON (%d other healthy member(s))", others)
+            enabled, status, yes_tx, pos = self.mysql.semi_sync_master()
+        if not status:
+            if not marked:
+                self._mark_async(pos, yes_tx, "semi-sync fell back to asynchronous (no "
+                                 f"acknowledgement within {self.s.semi_sync_timeout:g}s)")
+            return
+        if marked and self.async_primary is not None:
+            if self.yes_tx_baseline is None:
+                self.yes_tx_baseline = yes_tx  # we restarted meanwhile: wait for a new ack
+            quiet = pos == self.async_primary.get("gtid", "")
+            if quiet or yes_tx > self.yes_tx_baseline:
+                self.consul.clear_async()
+                self.async_primary = None
+                log.info("a replica has every commit again (%s): automatic failover is "
+                         "allowed again", "nothing was committed meanwhile" if quiet else
+                         "it acknowledged a later commit")
+
+    def _mark_async(self, pos: str, yes_tx: int, why: str) -> None:
+        self.consul.mark_async(self.s.node_name, pos, why)
+        self.async_primary = {"node": self.s.node_name, "gtid": pos, "why": why}
+        self.yes_tx_baseline = yes_tx
+        log.warning("marked this primary asynchronous in Consul (%s): if it is lost now, "
+                    "commits only it has would be lost, so no replica takes over on its own",
+                    why)
 
     def _mark_errant(self, o: Observation) -> None:
         base = gtid.parse(self.leader.gtid) if self.leader and self.leader.gtid else {}

@@ -102,6 +102,15 @@ class LocalServer:
             gtid_io_pos=str(row.get("Gtid_IO_Pos") or ""),
             master_log_file=str(row.get("Master_Log_File") or ""))
 
+    def semi_sync_master(self) -> tuple[bool, bool, int, str]:
+        """(enabled, status ON, commits acknowledged by a replica so far, gtid_binlog_pos)."""
+        enabled, pos = self.execute("SELECT @@global.rpl_semi_sync_master_enabled, "
+                                    "@@global.gtid_binlog_pos")[0]
+        st = dict(self.execute("SHOW GLOBAL STATUS WHERE Variable_name IN "
+                               "('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_yes_tx')"))
+        return (bool(enabled), str(st.get("Rpl_semi_sync_master_status", "OFF")) == "ON",
+                int(st.get("Rpl_semi_sync_master_yes_tx", 0) or 0), str(pos or ""))
+
     def binlog_file(self) -> str:
         """The binary log this server writes now ('' when binary logging is off)."""
         rows = self.execute("SHOW MASTER STATUS")

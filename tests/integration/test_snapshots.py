@@ -175,6 +175,15 @@ def test_corrupt_snapshot_refused_and_errant_node_rebuilt(bed: TestBed, s3: S3Se
     acked = set(insert(p, 1, 30))
     rotate(p)
     good = new_pointer(bed, first["id"])
+    # `backup verify` restores it into scratch and opens it in a throwaway mysqld.
+    replica = next(n for n in nodes if n is not p)
+    out = replica.host.exec(["env", *[f"{k}={v}" for k, v in replica.env.items()],
+                             str(VENV_BIN / "autopilot-mysql"), "backup", "verify", "latest"],
+                            timeout=120)
+    assert f"snapshot {good['id']} OK" in out.stdout and good["gtid"] in out.stdout, out
+    listing = replica.host.exec(["env", *[f"{k}={v}" for k, v in replica.env.items()],
+                                 str(VENV_BIN / "autopilot-mysql"), "backup", "list"]).stdout
+    assert f"{good['id']}" in listing and "<- latest" in listing, listing
     # A former primary with an errant transaction (written as root while partitioned away).
     bed.partition([p.host])
     rest = [n for n in nodes if n is not p]

@@ -134,6 +134,16 @@ def test_one_node_left_takes_over_alone() -> None:
     assert d(**{**E, "voters": ()}) == Action.ACQUIRE_LOCK
 
 
+def test_no_automatic_takeover_from_a_primary_that_ran_asynchronously() -> None:
+    # db2, the last primary, acknowledged commits with no synchronous replica: only it has
+    # them, so nobody else takes the lock (however far ahead); it may take it back itself.
+    blocked = decide(replace(BASE, **{**E, "voters": ()}, async_primary="db2"))
+    assert blocked.action == Action.WAIT and "db2" in blocked.reason
+    assert "service/<SERVICE_NAME>/async" in blocked.reason
+    assert d(**{**E, "voters": ()}, async_primary="db1") == Action.ACQUIRE_LOCK
+    assert d(**{**E, "voters": ()}, async_primary=None) == Action.ACQUIRE_LOCK
+
+
 def test_consul_flapping_never_promotes_without_the_lock() -> None:
     history = [dict(dcs_ok=False), dict(dcs_ok=True, **L2), dict(dcs_ok=False),
                dict(dcs_ok=True, leader=None, session=None), dict(dcs_ok=True, **L2),
