@@ -35,8 +35,11 @@ def routed(bed: TestBed) -> Iterator[tuple[list[Node], HAProxy]]:
 def test_writes_go_to_the_primary_and_reads_to_replicas(routed: tuple[list[Node], HAProxy]
                                                         ) -> None:
     nodes, lb = routed
-    wait_until(lambda: lb_query(lb, 3306, "SELECT @@read_only")[0][0] == 0, timeout=90,
-               what="port 3306 to reach a writable primary")
+    # HAProxy puts a server it just resolved in rotation until `fall` checks failed (~1 s):
+    # wait until its checks have settled, i.e. port 3306 reaches the primary every time.
+    wait_until(lambda: all(lb_query(lb, 3306, "SELECT @@read_only")[0][0] == 0
+                           for _ in range(10)), timeout=90,
+               what="port 3306 to reach only the writable primary")
     lb_query(lb, 3306, "CREATE TABLE IF NOT EXISTS r (id INT PRIMARY KEY, host TEXT)")
     lb_query(lb, 3306, "INSERT INTO r VALUES (1, @@hostname)")
     primary_host = lb_query(lb, 3306, "SELECT host FROM r WHERE id = 1")[0][0]
