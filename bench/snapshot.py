@@ -96,8 +96,8 @@ def main() -> int:
         t0 = time.monotonic()
         fill(db, args.gib)
         size = sum(p.stat().st_size for p in db.datadir.rglob("*") if p.is_file())
-        print(f"filled {size / (1 << 30):.2f} GiB in {time.monotonic() - t0:.0f}s",
-              file=sys.stderr)
+        print(f"data directory {size / (1 << 30):.2f} GiB after filling, in "
+              f"{time.monotonic() - t0:.0f}s", file=sys.stderr)
         client = s3.client()
         client.create_bucket(Bucket="bench")
         cfg = SnapshotSettings(bucket="bench", endpoint=s3.endpoint, prefix="bench",
@@ -163,8 +163,9 @@ def main() -> int:
                      mem.peak - mem.start))
         shutil.rmtree(target)
 
-        print(f"\ndatabase {size / (1 << 30):.2f} GiB; xbstream {raw_bytes / (1 << 20):.0f} MiB "
-              f"raw, {m.stored_bytes / (1 << 20):.0f} MiB stored with zstd -3 "
+        print(f"\ndata directory {size / (1 << 30):.2f} GiB (binary logs included); xbstream "
+              f"{raw_bytes / (1 << 20):.0f} MiB raw, {m.stored_bytes / (1 << 20):.0f} MiB "
+              "stored with zstd -3 "
               f"({raw_bytes / max(1, m.stored_bytes):.2f}x)\n")
         print(f"{'pipeline':<46} {'seconds':>8} {'MiB/s':>8} {'ratio':>6} {'RSS +MiB':>9}")
         base = {0: raw_s, 1: raw_s, 2: rawr_s, 3: rawr_s}
