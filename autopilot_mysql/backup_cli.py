@@ -17,13 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backup.scheduler import SnapshotScheduler
-from .backup.snapshot import empty_dir, extract
+from .backup.snapshot import extract
 from .backup.store import Manifest, Progress
 from .config import Settings
 from .dcs import Consul
 from .exceptions import AutopilotError, SnapshotError
 from .model import NodeStatus, Role
+from .mysql.datadir import empty_dir
 from .snapshots import Snapshots, verify_snapshot
 
 log = logging.getLogger(__name__)
@@ -88,13 +88,9 @@ def _now(s: Settings, snaps: Snapshots) -> int:
     primary = leader.node if leader else ""
     role = Role.PRIMARY if primary == s.node_name else Role.REPLICA
     with _bar(None, "snapshot") as progress:
-        sched = SnapshotScheduler(
-            s.snapshots, snaps.store, snaps.consul, node=s.node_name,
-            status=lambda: NodeStatus(node=s.node_name, role=role, leader=primary),
-            members=lambda: (), primary_binlog=lambda: snaps.primary_binlog(role),
-            take=lambda r, _p, stop: snaps.take(r, primary, progress, stop),
-            verify=snaps.verify if s.snapshots.verify else None,
-            max_lag=s.replica_max_lag, stop=threading.Event())
+        sched = snaps.make_scheduler(
+            lambda: NodeStatus(node=s.node_name, role=role, leader=primary), lambda: (),
+            threading.Event(), progress)
         m = sched.run_once("requested with `autopilot-mysql backup now`", role, force=True)
     if m is None:
         holder = snaps.consul.snapshot_lock_holder()

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .backup import policy, snapshot
+from .backup import snapshot
 from .backup.provision import rebuild_datadir, restore_datadir
 from .backup.scheduler import SnapshotScheduler
 from .backup.store import Manifest, Progress, SnapshotStore
@@ -44,16 +44,24 @@ class Snapshots:
 
     # --- the schedule (daemon) --------------------------------------------------------------
 
+    def make_scheduler(self, status: Callable[[], NodeStatus],
+                       members: Callable[[], tuple[Member, ...]], stop: threading.Event,
+                       progress: Progress | None = None) -> SnapshotScheduler:
+        """The schedule's lock, retries and retention around this node's `take` (`progress`
+        replaces the scheduler's own status line, for the CLI's bar)."""
+        def take(role: str, own: Progress, should_stop: Callable[[], bool]) -> Manifest:
+            return self.take(role, status().leader or "", progress or own, should_stop)
+
+        return SnapshotScheduler(
+            self.cfg, self.store, self.consul, node=self.s.node_name, status=status,
+            members=members, primary_binlog=lambda: self.primary_binlog(status().role),
+            take=take, verify=self.verify if self.cfg.verify else None,
+            max_lag=self.s.replica_max_lag, stop=stop)
+
     def start_scheduler(self, status: Callable[[], NodeStatus],
                         members: Callable[[], tuple[Member, ...]],
                         stop: threading.Event) -> None:
-        self.scheduler = SnapshotScheduler(
-            self.cfg, self.store, self.consul, node=self.s.node_name, status=status,
-            members=members, primary_binlog=lambda: self.primary_binlog(status().role),
-            take=lambda role, progress, should_stop: self.take(
-                role, status().leader or "", progress, should_stop),
-            verify=self.verify if self.cfg.verify else None,
-            max_lag=self.s.replica_max_lag, stop=stop)
+        self.scheduler = self.make_scheduler(status, members, stop)
         self.scheduler.start()
 
     @property
@@ -209,5 +217,3 @@ def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None
         shutil.rmtree(scratch, ignore_errors=True)
     return result[0]
 
-
-__all__ = ["Snapshots", "verify_snapshot", "policy"]

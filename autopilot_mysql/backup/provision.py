@@ -22,7 +22,7 @@ from pathlib import Path
 from ..exceptions import MySQLError, SnapshotError
 from ..mysql import datadir as dd
 from ..mysql.server import LocalServer
-from .snapshot import chown_tree, empty_dir, extract, throwaway_server
+from .snapshot import chown_tree, extract, throwaway_server
 from .store import Manifest, Progress, SnapshotStore
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def restore_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
         throwaway_server(datadir, lambda sock: _set_position(sock, m.gtid))
         dd.mark_done(datadir, f"restored from snapshot {m.id} (GTID {m.gtid})")
     except BaseException as exc:
-        empty_dir(datadir, keep)
+        dd.empty_dir(datadir, keep)
         if isinstance(exc, (SnapshotError, OSError, MySQLError)):
             raise SnapshotError(f"restore of snapshot {m.id} failed, the data directory is "
                                 f"empty again: {exc}") from exc
@@ -90,7 +90,7 @@ def rebuild_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
 
 
 def _put_back(datadir: Path, aside: Path) -> None:
-    empty_dir(datadir, frozenset({dd.STATE, ASIDE}))
+    dd.empty_dir(datadir, frozenset({dd.STATE, ASIDE}))
     for p in aside.iterdir():
         p.rename(datadir / p.name)
     aside.rmdir()

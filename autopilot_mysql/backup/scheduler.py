@@ -83,13 +83,16 @@ class SnapshotScheduler:
         why_me = policy.eligible(st, self.members(), self.max_lag)
         if why_me is None:
             return None
-        pointer = self.consul.snapshot_pointer()
-        why = policy.snapshot_due(pointer, now=time.time(), interval=self.cfg.interval,
-                                  rotations=self.cfg.binlog_rotations,
-                                  primary=st.leader or "", primary_binlog=self.primary_binlog())
+        why = self._due()
         if why is None:
             return None
         return self.run_once(f"{why}; this node is {why_me}", st.role)
+
+    def _due(self) -> str | None:
+        return policy.snapshot_due(
+            self.consul.snapshot_pointer(), now=time.time(), interval=self.cfg.interval,
+            rotations=self.cfg.binlog_rotations, primary=self.status().leader or "",
+            primary_binlog=self.primary_binlog())
 
     def run_once(self, why: str, role: Role, force: bool = False) -> Manifest | None:
         """Take one snapshot under the cluster lock. Returns None when another node holds the
@@ -103,14 +106,8 @@ class SnapshotScheduler:
                     holder = self.consul.snapshot_lock_holder()
                     log.debug("snapshot due (%s) but %s holds the snapshot lock", why, holder)
                     return None
-                if not force:
-                    st = self.status()
-                    again = policy.snapshot_due(
-                        self.consul.snapshot_pointer(), now=time.time(),
-                        interval=self.cfg.interval, rotations=self.cfg.binlog_rotations,
-                        primary=st.leader or "", primary_binlog=self.primary_binlog())
-                    if again is None:
-                        return None
+                if not force and self._due() is None:
+                    return None  # another node finished one meanwhile
                 return self._locked(why, role, session)
             finally:
                 try:

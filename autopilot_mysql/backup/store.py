@@ -21,9 +21,8 @@ import base64
 import hashlib
 import json
 import logging
-import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
@@ -201,34 +200,31 @@ class SnapshotStore:
                       progress: Progress | None, should_stop: Callable[[], bool]) -> StoredObject:
         whole = hashlib.sha256()
         size = 0
-        parts: list[Future[dict[str, Any]]] = []
         digests: list[bytes] = []
-        slots = threading.Semaphore(PARTS_IN_FLIGHT)
+        done: list[dict[str, Any]] = []
+        pending: set[Future[dict[str, Any]]] = set()
         with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="s3-part") as pool:
             while True:
-                part_size = MIN_PART * (1 + len(parts) // 1000)
+                part_size = MIN_PART * (1 + len(digests) // 1000)
                 data = _read_full(stream, part_size)
-                if not data and parts:
+                if not data and digests:
                     break
                 if should_stop():
                     raise SnapshotError("snapshot upload cancelled (the supervisor is stopping)")
                 whole.update(data)
                 size += len(data)
-                digest = hashlib.sha256(data).digest()
-                digests.append(digest)
-                slots.acquire()
-                for f in parts:  # surface a failed part at once, not at the end
-                    if f.done() and f.exception() is not None:
-                        slots.release()
-                        f.result()
-                fut = pool.submit(self._put_part, key, upload_id, len(parts) + 1, data, digest)
-                fut.add_done_callback(lambda _f: slots.release())
-                parts.append(fut)
+                digests.append(hashlib.sha256(data).digest())
+                if len(pending) >= PARTS_IN_FLIGHT:  # bounded memory; a failed part raises
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    done += [f.result() for f in finished]
+                pending.add(pool.submit(self._put_part, key, upload_id, len(digests), data,
+                                        digests[-1]))
                 if progress:
                     progress(size)
                 if len(data) < part_size:
                     break
-            done = [f.result() for f in parts]
+            done += [f.result() for f in pending]
+        done.sort(key=lambda part: int(part["PartNumber"]))
         self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                               MultipartUpload={"Parts": done})  # type: ignore[typeddict-item]
         expected = _composite(digests)

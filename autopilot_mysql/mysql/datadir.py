@@ -92,15 +92,22 @@ def write_node_state(datadir: Path, state: dict[str, object]) -> None:
     _write_durably(datadir / STATE, json.dumps(state, indent=1, sort_keys=True) + "\n")
 
 
-def wipe_interrupted(datadir: Path) -> None:
-    """Remove what an interrupted first boot left, keeping our state file (the server_id)."""
-    for p in datadir.iterdir():
-        if p.name in IGNORED:
+def empty_dir(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> None:
+    """Remove everything in `path` but the names in `keep` (the directory itself stays)."""
+    if not path.exists():
+        return
+    for p in path.iterdir():
+        if p.name in keep:
             continue
         if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
         else:
             p.unlink()
+
+
+def wipe_interrupted(datadir: Path) -> None:
+    """Remove what an interrupted first boot left, keeping our state file (the server_id)."""
+    empty_dir(datadir, IGNORED)
     _fsync_dir(datadir)
 
 

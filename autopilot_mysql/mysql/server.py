@@ -104,12 +104,13 @@ class LocalServer:
 
     def semi_sync_master(self) -> tuple[bool, bool, int, str]:
         """(enabled, status ON, commits acknowledged by a replica so far, gtid_binlog_pos)."""
-        enabled, pos = self.execute("SELECT @@global.rpl_semi_sync_master_enabled, "
-                                    "@@global.gtid_binlog_pos")[0]
-        st = dict(self.execute("SHOW GLOBAL STATUS WHERE Variable_name IN "
-                               "('Rpl_semi_sync_master_status', 'Rpl_semi_sync_master_yes_tx')"))
-        return (bool(enabled), str(st.get("Rpl_semi_sync_master_status", "OFF")) == "ON",
-                int(st.get("Rpl_semi_sync_master_yes_tx", 0) or 0), str(pos or ""))
+        status = ("(SELECT variable_value FROM information_schema.global_status WHERE "
+                  "variable_name = '{}')")
+        enabled, on, yes_tx, pos = self.execute(
+            "SELECT @@global.rpl_semi_sync_master_enabled, "
+            f"{status.format('RPL_SEMI_SYNC_MASTER_STATUS')}, "
+            f"{status.format('RPL_SEMI_SYNC_MASTER_YES_TX')}, @@global.gtid_binlog_pos")[0]
+        return bool(enabled), on == "ON", int(yes_tx or 0), str(pos or "")
 
     def binlog_file(self) -> str:
         """The binary log this server writes now ('' when binary logging is off)."""
