@@ -28,6 +28,8 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import selectors
+import socket
 import sys
 import threading
 import time
@@ -40,6 +42,9 @@ from typing import Any
 from .model import NodeStatus, Role
 
 log = logging.getLogger(__name__)
+
+REQUEST_TIMEOUT = 2.0  # seconds a client may take to send its request
+MAX_REQUESTS = 32  # requests answered at once; more are refused with 503 at once
 
 Rule = Callable[[NodeStatus, bool, float, float], bool]  # (status, loop alive, max lag, now)
 Control = Callable[[str, dict[str, str]], tuple[int, str]]  # (action, params) -> (code, text)
@@ -72,6 +77,80 @@ def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
     return doc
 
 
+class _Gate:
+    """Keeps a connection out of the worker threads until its request has arrived: one
+    selector thread holds every accepted socket until it is readable (then a worker answers
+    it at once, the data being there) or REQUEST_TIMEOUT passed (then it is closed). So
+    clients that connect and send nothing, however many, hold no thread, and Consul's and
+    HAProxy's checks are never queued behind them. At most MAX_REQUESTS are answered at
+    once; beyond that a ready request gets a 503 at once instead of waiting."""
+
+    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+        self.httpd = httpd
+        self.sel = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
+        self.wake_r, self.wake_w = socket.socketpair()
+        self.sel.register(self.wake_r, selectors.EVENT_READ, None)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="http-gate", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.wake_w.send(b"x")
+        self.thread.join(2)
+
+    def admit(self, request: socket.socket, client_address: Any) -> None:
+        with self.lock:
+            self.sel.register(request, selectors.EVENT_READ,
+                              (client_address, time.monotonic() + REQUEST_TIMEOUT))
+        self.wake_w.send(b"x")
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            for key, _ in self.sel.select(timeout=0.25):
+                if key.data is None:
+                    self.wake_r.recv(4096)
+                    continue
+                with self.lock:
+                    self.sel.unregister(key.fileobj)
+                self._dispatch(key.fileobj, key.data[0])  # type: ignore[arg-type]
+            now = time.monotonic()
+            with self.lock:
+                expired = [k for k in self.sel.get_map().values()
+                           if k.data is not None and k.data[1] < now]
+                for k in expired:
+                    self.sel.unregister(k.fileobj)
+            for k in expired:
+                log.debug("dropping %s: no request within %.0fs", k.data[0][0], REQUEST_TIMEOUT)
+                self.httpd.shutdown_request(k.fileobj)  # type: ignore[arg-type]
+
+    def _dispatch(self, request: socket.socket, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.debug("busy: turning away %s", client_address[0])
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nContent-Length: 0\r\n"
+                                b"Connection: close\r\n\r\n")
+            except OSError:
+                pass
+            self.httpd.shutdown_request(request)
+            return
+
+        def work() -> None:
+            try:
+                self.httpd.finish_request(request, client_address)
+            except Exception:
+                self.httpd.handle_error(request, client_address)
+            finally:
+                self.httpd.shutdown_request(request)
+                self.slots.release()
+
+        threading.Thread(target=work, name="http-request", daemon=True).start()
+
+
 class HealthServer:
     def __init__(self, port: int, get_status: Callable[[], NodeStatus], *,
                  stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
@@ -87,6 +166,9 @@ class HealthServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "autopilot-mysql"
+            # A client that connects and sends nothing (or trickles) is dropped after this
+            # many seconds instead of holding a thread for ever.
+            timeout = REQUEST_TIMEOUT
 
             def do_GET(self) -> None:
                 outer._answer(self, body=True)
@@ -103,6 +185,10 @@ class HealthServer:
         class Server(ThreadingHTTPServer):
             allow_reuse_address = True
             daemon_threads = True
+            request_queue_size = 128
+
+            def process_request(self, request: Any, client_address: Any) -> None:
+                outer.gate.admit(request, client_address)
 
             def handle_error(self, request: Any, client_address: Any) -> None:
                 # A client that hangs up before the answer (a load balancer's check timing
@@ -114,14 +200,17 @@ class HealthServer:
                     log.exception("error answering %s", client_address[0])
 
         self.httpd = Server((host, port), Handler)
+        self.gate = _Gate(self.httpd)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http",
                                        daemon=True)
 
     def start(self) -> None:
+        self.gate.start()
         self.thread.start()
 
     def stop(self) -> None:
         self.httpd.shutdown()
+        self.gate.stop()
         self.httpd.server_close()
 
     def _control(self, req: BaseHTTPRequestHandler) -> None:

@@ -81,9 +81,9 @@ class Daemon:
             return self._shutdown("stopped before this node could get a server_id")
         cnf = startup.write_cnf(self.s, self.server_id)
         self._publish(state="initializing")
+        recover_interrupted_rebuild(self.s.datadir)
         if self.s.snapshots is not None:
             self.snapshots = Snapshots(self.s, self.consul, cnf=cnf)
-            recover_interrupted_rebuild(self.s.datadir)
             if dd.inspect(self.s.datadir) in (dd.DataDirState.EMPTY,
                                               dd.DataDirState.INTERRUPTED):
                 self.snapshots.provision_empty(self._publish_state, self.stop_requested)

@@ -7,6 +7,7 @@ positions is comparing seqnos domain by domain. Pure functions, unit-tested.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -37,6 +38,16 @@ def parse(text: str) -> Position:
             raise ValueError(f"domain {g.domain} twice in {text!r}")
         pos[g.domain] = g
     return pos
+
+
+_EVENT_GTID = re.compile(r"\bGTID (\d+)-(\d+)-(\d+)\b")
+
+
+def of_event_info(info: str) -> Gtid | None:
+    """The GTID of a Gtid event's Info column in SHOW BINLOG EVENTS: 'BEGIN GTID 0-1-105',
+    'BEGIN GTID 0-1-105 cid=42' (group commit), 'GTID 0-1-7' (DDL); None for anything else."""
+    m = _EVENT_GTID.search(info)
+    return Gtid(int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
 def render(pos: Mapping[int, Gtid]) -> str:

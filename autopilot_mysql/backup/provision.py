@@ -28,6 +28,7 @@ from .store import Manifest, Progress, SnapshotStore
 log = logging.getLogger(__name__)
 STAGING = "#autopilot-restore"
 ASIDE = "#autopilot-aside"
+DISCARD = "#autopilot-discard"
 
 
 def restore_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
@@ -35,7 +36,7 @@ def restore_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
     """Restore snapshot `m` into the (empty) data directory. Raises SnapshotError with the
     directory emptied again (our state file, the server_id, is kept)."""
     t0 = time.monotonic()
-    keep = frozenset({dd.STATE, ASIDE})
+    keep = frozenset({dd.STATE, ASIDE, DISCARD})
     dd.mark_pending(datadir, f"restore of snapshot {m.id}")
     try:
         staging = datadir / STAGING
@@ -86,7 +87,17 @@ def rebuild_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
     except BaseException:
         _put_back(datadir, aside)
         raise
-    shutil.rmtree(aside)
+    _discard(datadir, aside)
+
+
+def _discard(datadir: Path, aside: Path) -> None:
+    """The restore is complete (its DONE marker is written): the old data goes. It is renamed
+    first, in one step, so a kill during the slow delete never looks like a rebuild that
+    still needs undoing."""
+    discard = datadir / DISCARD
+    aside.rename(discard)
+    dd.fsync_dir(datadir)
+    shutil.rmtree(discard)
 
 
 def _put_back(datadir: Path, aside: Path) -> None:
@@ -94,14 +105,27 @@ def _put_back(datadir: Path, aside: Path) -> None:
     for p in aside.iterdir():
         p.rename(datadir / p.name)
     aside.rmdir()
+    dd.fsync_dir(datadir)
 
 
 def recover_interrupted_rebuild(datadir: Path) -> bool:
-    """At start: a rebuild killed halfway left the old data aside; put it back (the node comes
-    up as it was, errant, and the rebuild is tried again)."""
-    aside = datadir / ASIDE
+    """At start, after a rebuild that was killed halfway:
+    - a complete restore (its DONE marker in the data directory: the old data's marker is
+      aside) with the old data still aside: the restore stands, the old data goes;
+    - a restore that did not finish: it is removed and the old data moved back (the node comes
+      up as it was, errant, and the rebuild is tried again);
+    - old data renamed for deletion: the delete is finished."""
+    aside, discard = datadir / ASIDE, datadir / DISCARD
+    if discard.is_dir():
+        log.warning("finishing the deletion of the data a rebuild replaced (%s)", discard)
+        shutil.rmtree(discard)
     if not aside.is_dir():
         return False
+    if (datadir / dd.DONE).exists():
+        log.warning("a rebuild from a snapshot completed but its old data was still aside in "
+                    "%s: deleting the old data", aside)
+        _discard(datadir, aside)
+        return True
     log.warning("a rebuild from a snapshot was interrupted: moving the old data in %s back "
                 "before starting", aside)
     _put_back(datadir, aside)

@@ -57,7 +57,7 @@ def inspect(datadir: Path) -> DataDirState:
     return DataDirState.UNKNOWN
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -72,7 +72,7 @@ def _write_durably(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def read_node_state(datadir: Path) -> dict[str, object]:
@@ -108,7 +108,7 @@ def empty_dir(path: Path, keep: frozenset[str] | set[str] = frozenset()) -> None
 def wipe_interrupted(datadir: Path) -> None:
     """Remove what an interrupted first boot left, keeping our state file (the server_id)."""
     empty_dir(datadir, IGNORED)
-    _fsync_dir(datadir)
+    fsync_dir(datadir)
 
 
 def mark_pending(datadir: Path, what: str) -> None:
@@ -120,7 +120,7 @@ def mark_pending(datadir: Path, what: str) -> None:
 def mark_done(datadir: Path, what: str) -> None:
     _write_durably(datadir / DONE, f"{what} {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
     (datadir / PENDING).unlink(missing_ok=True)
-    _fsync_dir(datadir)
+    fsync_dir(datadir)
 
 
 def initialize(datadir: Path, cnf: Path, socket: Path,

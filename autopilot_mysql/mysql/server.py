@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,26 +118,38 @@ class LocalServer:
         rows = self.execute("SHOW MASTER STATUS")
         return str(rows[0][0]) if rows else ""
 
-    def binlog_gtids_after(self, base: dict[int, object], limit: int = 50) -> list[str]:
+    def binlog_gtids_after(self, base: Mapping[int, gtid.Gtid], limit: int = 50,
+                           page: int = 2000, max_events: int = 200_000) -> list[str]:
         """GTIDs in this server's binary log beyond `base` (domain -> Gtid), newest files
-        first, at most `limit`: used to name errant transactions exactly."""
-        found: list[str] = []
-        files = [r[0] for r in self.execute("SHOW BINARY LOGS")]
+        first, at most `limit`: used to name errant transactions exactly. The scan reads pages
+        of events (each page starts where the last one ended) and stops after `max_events`
+        in all, so a huge binary log costs a bounded read; the caller falls back to ranges."""
+        found: list[gtid.Gtid] = []
+        scanned = 0
+        files = [str(r[0]) for r in self.execute("SHOW BINARY LOGS")]
         for name in reversed(files):
-            older = False
-            for row in self.execute(f"SHOW BINLOG EVENTS IN '{name}'"):
-                if row[2] != "Gtid":
-                    continue
-                gtid = str(row[5]).split("GTID ")[-1].strip()
-                d, _, n = (int(x) for x in gtid.split("-"))
-                b = base.get(d)
-                if b is None or n > getattr(b, "seqno", 0):
-                    found.append(gtid)
-                else:
-                    older = True
-            if older or len(found) >= limit:
+            older, pos = False, 4
+            while scanned < max_events:
+                rows = self.execute("SHOW BINLOG EVENTS IN %s FROM %s LIMIT %s",
+                                    (name, pos, page))
+                scanned += len(rows)
+                for row in rows:
+                    if row[2] != "Gtid":
+                        continue
+                    g = gtid.of_event_info(str(row[5]))
+                    if g is None:
+                        continue
+                    b = base.get(g.domain)
+                    if b is None or g.seqno > b.seqno:
+                        found.append(g)
+                    else:
+                        older = True
+                if len(rows) < page:
+                    break
+                pos = int(rows[-1][4])  # End_log_pos: where the next event starts
+            if older or len(found) >= limit or scanned >= max_events:
                 break
-        return sorted(set(found), key=lambda g: [int(x) for x in g.split("-")])[:limit]
+        return [str(g) for g in sorted(set(found), key=lambda g: (g.domain, g.seqno))[:limit]]
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -207,12 +220,16 @@ class LocalServer:
         return killed + self.kill_client_connections()
 
     def kill_client_connections(self) -> int:
-        """Drop every client connection but ours, system threads and replication: a fenced
-        node must not keep sessions that started writing while it was primary."""
+        """Drop every client connection but system threads, replication and root over the
+        local socket: a fenced node must not keep sessions that started writing while it was
+        primary. root@localhost is spared: it holds READ ONLY ADMIN, so killing it fences
+        nothing, and it is the supervisor's own connections (the loop's, the watchdog's) and
+        mariabackup's; killing those made /health fail and cost the session."""
         rows = self.execute(
             "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
             "AND command NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', "
-            "'Slave_SQL', 'Slave_worker') AND user NOT IN ('system user', 'event_scheduler')")
+            "'Slave_SQL', 'Slave_worker') AND user NOT IN ('system user', 'event_scheduler') "
+            "AND NOT (user = 'root' AND host = 'localhost')")
         killed = 0
         for (cid,) in rows:
             try:

@@ -115,3 +115,28 @@ def test_control_is_disabled_without_a_token() -> None:
         assert code == 403 and b"API_TOKEN" in body
     finally:
         srv.stop()
+
+
+def test_slow_clients_never_hold_up_the_health_check(server: HealthServer) -> None:
+    """More clients that connect and send nothing than there are request slots: /health
+    still answers at once, and the silent ones are dropped after the request timeout
+    instead of holding a thread each."""
+    import socket
+    import time
+
+    from autopilot_mysql import api
+
+    STATUS[0] = NodeStatus(node="db1", healthy=True, cycle_at=NOW[0])
+    port = server.httpd.server_address[1]
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(api.MAX_REQUESTS * 3)]
+    try:
+        t0 = time.monotonic()
+        code, _ = get(server, "/health")
+        assert code == 200 and time.monotonic() - t0 < 0.5
+        idle[0].settimeout(api.REQUEST_TIMEOUT + 2)
+        t0 = time.monotonic()
+        assert idle[0].recv(100) == b""  # closed by the server, unanswered
+        assert time.monotonic() - t0 < api.REQUEST_TIMEOUT + 1
+    finally:
+        for s in idle:
+            s.close()

@@ -69,3 +69,28 @@ def test_rebuild_killed_halfway_is_undone_at_start(tmp_path: Path) -> None:
     assert (tmp_path / "ibdata1").read_text() == "data"
     assert dd.inspect(tmp_path) == dd.DataDirState.INITIALIZED
     assert not provision.recover_interrupted_rebuild(tmp_path)  # nothing left to undo
+
+
+def test_rebuild_killed_after_the_restore_completed_keeps_the_restore(tmp_path: Path) -> None:
+    """Killed in the final delete of the old data: the next start must keep the restored data
+    (its DONE marker) and finish the delete, never move the half-deleted old data back."""
+    old_datadir(tmp_path)
+    aside = tmp_path / provision.ASIDE
+    aside.mkdir()
+    for p in list(tmp_path.iterdir()):
+        if p.name not in (dd.STATE, provision.ASIDE):
+            p.rename(aside / p.name)
+    (aside / "ibdata1").unlink()  # the delete had begun
+    (tmp_path / "ibdata1").write_text("restored")
+    (tmp_path / "mysql").mkdir()
+    dd.mark_done(tmp_path, "restored from snapshot")
+    assert provision.recover_interrupted_rebuild(tmp_path)
+    assert (tmp_path / "ibdata1").read_text() == "restored"
+    assert not aside.exists() and not (tmp_path / provision.DISCARD).exists()
+    assert dd.inspect(tmp_path) == dd.DataDirState.INITIALIZED
+    # Killed after the rename, during the delete itself: finished at the next start.
+    (tmp_path / provision.DISCARD).mkdir()
+    (tmp_path / provision.DISCARD / "ibdata1").write_text("old")
+    assert not provision.recover_interrupted_rebuild(tmp_path)
+    assert not (tmp_path / provision.DISCARD).exists()
+    assert (tmp_path / "ibdata1").read_text() == "restored"
