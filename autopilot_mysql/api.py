@@ -20,6 +20,10 @@ Control (POST, with `Authorization: Bearer <API_TOKEN>`; disabled when no token 
 
     /switchover[?to=NODE]   hand the primary role over (to NODE, or the best replica)
 
+Between nodes (POST, signed with the replication password; failsafe.py):
+
+    /failsafe               the primary, cut off from Consul, asks: do you still follow me?
+
 Control endpoints change nothing themselves: they publish an event that the HA loop acts on.
 """
 
@@ -39,6 +43,7 @@ from dataclasses import asdict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from . import failsafe
 from .model import NodeStatus, Role
 
 log = logging.getLogger(__name__)
@@ -48,6 +53,7 @@ MAX_REQUESTS = 32  # requests answered at once; more are refused with 503 at onc
 
 Rule = Callable[[NodeStatus, bool, float, float], bool]  # (status, loop alive, max lag, now)
 Control = Callable[[str, dict[str, str]], tuple[int, str]]  # (action, params) -> (code, text)
+Failsafe = Callable[[bytes, str], tuple[int, str]]  # (body, signature) -> (code, text)
 
 ROUTES: dict[str, Rule] = {
     "/health": lambda s, alive, lag, now: alive and s.healthy,
@@ -155,9 +161,10 @@ class HealthServer:
     def __init__(self, port: int, get_status: Callable[[], NodeStatus], *,
                  stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
                  clock: Callable[[], float] = time.monotonic, control: Control | None = None,
-                 token: str = "") -> None:
+                 token: str = "", confirm: Failsafe | None = None) -> None:
         self.get_status = get_status
         self.control = control
+        self.confirm = confirm
         self.token = token
         self.stale_after = stale_after
         self.max_lag = max_lag
@@ -217,6 +224,13 @@ class HealthServer:
         path, _, query = req.path.partition("?")
         params = {k: v[0] for k, v in urllib.parse.parse_qs(query).items()}
         given = req.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if path.rstrip("/") == "/failsafe" and self.confirm is not None:
+            length = int(req.headers.get("Content-Length") or 0)
+            body = req.rfile.read(min(length, 4096))
+            code, text = self.confirm(body, req.headers.get(failsafe.HEADER, ""))
+            log.debug("POST /failsafe from %s: %d %s", req.client_address[0], code, text)
+            self._send(req, code, text)
+            return
         if path.rstrip("/") != "/switchover" or self.control is None:
             code, text = 404, f"no control endpoint {path}; POST /switchover[?to=NODE]"
         elif not self.token:
@@ -227,6 +241,10 @@ class HealthServer:
         else:
             code, text = self.control("switchover", params)
         log.info("POST %s from %s: %d %s", path, req.client_address[0], code, text)
+        self._send(req, code, text)
+
+    @staticmethod
+    def _send(req: BaseHTTPRequestHandler, code: int, text: str) -> None:
         data = (text + "\n").encode()
         req.send_response(code)
         req.send_header("Content-Type", "text/plain; charset=utf-8")

@@ -4,6 +4,7 @@
     autopilot-mysql check-config   validate the environment and print the settings (no secrets)
     autopilot-mysql status         this node's status, read from its HTTP endpoint
     autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
+    autopilot-mysql failover --candidate NODE [--force]   no primary, election blocked: force
     autopilot-mysql backup now | list | restore SNAPSHOT --target DIR | verify SNAPSHOT
     autopilot-mysql version
 
@@ -159,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
     so.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
     so.add_argument("--token", default=None, help="default: API_TOKEN or API_TOKEN_FILE")
     so.add_argument("--wait", type=float, default=30.0)
+    fo = sub.add_parser("failover", help="no primary and the election is blocked: force a "
+                        "candidate (loses what only the missing nodes hold)")
+    fo.add_argument("--candidate", required=True, help="the node to make primary")
+    fo.add_argument("--force", action="store_true", help="accept the loss it prints")
+    fo.add_argument("--reason", default="", help="recorded in Consul with the decision")
+    fo.add_argument("--wait", type=float, default=30.0)
     bk = sub.add_parser("backup", help="snapshots: now, list, restore, verify")
     bsub = bk.add_subparsers(dest="backup_cmd", required=True)
     bsub.add_parser("now", help="take a snapshot on this node now")
@@ -181,6 +188,13 @@ def main(argv: list[str] | None = None) -> int:
         return _status(args.url)
     if args.cmd == "switchover":
         return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
+    if args.cmd == "failover":
+        from .admin import failover
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return failover(settings, args.candidate, force=args.force, reason=args.reason,
+                        wait=args.wait)
     if args.cmd == "backup":
         from .backup_cli import run as backup_run
         settings = _settings()

@@ -44,6 +44,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "LOOP_WAIT": ("0.5", "seconds between HA cycles when nothing happens"),
     "SEMI_SYNC_TIMEOUT": ("10", "seconds a commit waits for a replica's acknowledgement before "
                           "the primary continues alone; 0: wait forever"),
+    "FAILSAFE": ("true", "while Consul is down, the primary keeps writing as long as every "
+                 "member confirms over HTTP that it follows it (failsafe.py); false: it fences "
+                 "once its lease runs out"),
     "REPLICA_MAX_LAG": ("10", "seconds of lag above which /replica answers 503"),
     "MYSQLD_MAX_RESTARTS": ("5", "mysqld crashes tolerated within MYSQLD_RESTART_WINDOW"),
     "MYSQLD_RESTART_WINDOW": ("300", "seconds; more crashes than allowed in it: stay down"),
@@ -126,6 +129,7 @@ class Settings:
     session_ttl: float
     loop_wait: float
     semi_sync_timeout: float
+    failsafe: bool
     replica_max_lag: int
     mysqld_max_restarts: int
     mysqld_restart_window: float
@@ -334,6 +338,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                   "must run at least 4 times per TTL so the session is renewed (and a lost "
                   "lock fenced) in time", f"{ttl / 4:g}")
     semi_sync_timeout = r.number("SEMI_SYNC_TIMEOUT", 0, 86400, "10")
+    failsafe = r.boolean("FAILSAFE")
     max_lag = r.integer("REPLICA_MAX_LAG", 0, 86400, "10")
     max_restarts = r.integer("MYSQLD_MAX_RESTARTS", 0, 1000, "5")
     window = r.number("MYSQLD_RESTART_WINDOW", 1, 86400, "300")
@@ -356,6 +361,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         api_token=api_token,
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
         session_ttl=ttl, loop_wait=loop_wait, semi_sync_timeout=semi_sync_timeout,
+        failsafe=failsafe,
         replica_max_lag=max_lag, mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots)
 

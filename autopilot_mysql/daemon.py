@@ -13,26 +13,33 @@ import logging
 import shutil
 import signal
 import threading
+import time
 from dataclasses import replace
 
-from . import __version__, startup
+from . import __version__, election, failsafe, startup
 from .api import HealthServer
 from .backup.provision import recover_interrupted_rebuild
 from .config import Settings
 from .dcs import Consul, Watcher, agent_config
+from .election import SyncState
 from .events import Code, Event, EventBus
 from .exceptions import DCSError, MySQLError
 from .ha import decide
 from .model import Action, Decision, Member, NodeStatus, Observation, ProcState
 from .mysql import datadir as dd
-from .mysql.server import LocalServer
+from .mysql.server import FenceResult, LocalServer
 from .node import LocalNode
+from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
 from .snapshots import Snapshots
 from .utils import Clock, SystemClock
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+# mariadbd's words when a recovery was interrupted after it truncated the binary log
+HEURISTIC = "You have to start server with --tc-heuristic-recover"
+WATCHDOG_PERIOD = 0.05  # seconds between the fence watchdog's checks of the lease
+STALE_AFTER = 0.3  # the watchdog missed the lease's end by this much: it was frozen
 SUMMARY_EVERY = 60.0  # an unchanged decision is logged at INFO at most this often
 
 
@@ -48,6 +55,7 @@ class Daemon:
         consul_host, consul_port = settings.consul_endpoint
         self.consul = Consul(consul_host, consul_port, settings.service_name)
         self.address = startup.advertise_address(settings)
+        self.peers = Peers(settings.health_port)
         self.agent: ManagedProcess | None = None
         self.mysqld: ManagedProcess | None = None
         self.node: LocalNode | None = None
@@ -55,10 +63,11 @@ class Daemon:
         self.server_id: int | None = None
         self.members: tuple[Member, ...] = ()
         self.last_logged: tuple[str, float] = ("", 0.0)
+        self.promise = failsafe.Promise()
         self.api = HealthServer(settings.health_port, lambda: self.status,
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
-                                token=settings.api_token)
+                                token=settings.api_token, confirm=self._confirm_failsafe)
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -90,14 +99,24 @@ class Daemon:
                 if self.stop_requested.is_set():
                     return self._shutdown("stopped while provisioning from a snapshot")
         startup.init_datadir_if_needed(self.s, cnf)
+        # Every start of mysqld happens without the leader lock (a node gives the lock up when
+        # its mysqld exits); election.I8 decides before each start whether its crash recovery
+        # may truncate commits it never durably committed, so that a crashed or crash-fenced
+        # primary comes back without errant transactions, and never without an acknowledged
+        # commit only it holds.
+        self.initial_sync = self._read_sync_before_start()
+        self.gen_at_start = 0  # the node's writable generation when mysqld last started
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={cnf}"], bus=self.bus,
+            extra_args=self._recovery_args,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         self.mysqld.start()
         self.node = LocalNode(self.s, consul=self.consul, mysql=self.mysql, mysqld=self.mysqld,
                               bus=self.bus, clock=self.clock, address=self.address,
-                              server_id=self.server_id)
+                              server_id=self.server_id, data_id=dd.data_id(self.s.datadir),
+                              peers=self.peers, hard_restart=self._crash_mysqld,
+                              promise=self.promise)
         self._start_watchers()
         if self.snapshots is not None:
             self.snapshots.start_scheduler(lambda: self.status, lambda: self.members,
@@ -108,26 +127,112 @@ class Daemon:
         return self._shutdown("stop requested")
 
     def _fence_watchdog(self) -> None:
-        """Independent of the loop (which may be stuck in a slow Consul call, or was paused
-        with the whole process): while this node is writable, fence it as soon as no session
-        renewal has succeeded for FENCE_AFTER. Checked every 100 ms over its own connection;
-        the loop reopens for writes if the lock turns out to be still ours."""
+        """election.I1, independent of the loop (which may be stuck in a slow Consul call, or
+        was paused with the whole process): once our lease ran out, make sure mysqld is
+        read-only, checking it over our own connection (never trusting what the loop last
+        published), and again each time the loop lifted read_only since. If it cannot be
+        fenced in place (commits wait for acknowledgements that will not come, or mysqld does
+        not answer), crash it: it restarts read-only, without those commits."""
         node = self.node
         assert node is not None
         own = LocalServer(self.s.socket, connect_timeout=0.5, read_timeout=1.0)
-        fenced_at = 0.0
-        while not self.stop_requested.wait(0.1):
+        verified = -1  # the writable generation last seen read-only after the lease ran out
+        while not self.stop_requested.wait(WATCHDOG_PERIOD):
             now = self.clock.monotonic()
-            stale = now - node.session_renewed_at > node.fence_after
-            if stale and self.status.writable and now - fenced_at > 1.0:
-                try:
-                    killed = own.fence()
-                    fenced_at = now
-                    log.warning("watchdog: no session renewal for %.1fs while writable: "
-                                "fenced (read_only ON, %d connection(s) dropped)",
-                                now - node.session_renewed_at, killed)
-                except MySQLError as exc:
-                    log.error("watchdog: could not fence: %s", exc)
+            gen = node.writable_gen
+            # mysqld always starts read-only: only a PROMOTE since its start can have lifted it
+            if now < node.lease_from + node.lease or gen in (verified, self.gen_at_start):
+                continue
+            if self.mysqld is None or self.mysqld.state != ProcState.RUNNING:
+                verified = gen  # it restarts read-only
+                continue
+            pid = self.mysqld.pid  # the one we look at: only it may be crashed below
+            late = now - node.lease_from - node.lease
+            if late > STALE_AFTER:
+                # This thread did not run for a while past the lease's end: frozen with the
+                # process (SIGSTOP, a VM pause) or starved. Nothing mysqld did meanwhile can be
+                # trusted, and no acknowledgement is on its way: crash it before asking it
+                # anything (a query to a just-resumed server costs 100 ms and more).
+                verified = gen
+                self._crash_mysqld(f"our lease ran out {late:.1f}s before this watchdog could "
+                                   "look (the process was frozen or starved)", pid)
+                continue
+            try:
+                if own.read_only_now():
+                    verified = gen
+                    continue
+                result, killed = own.fence()
+            except MySQLError as exc:
+                if pid == self.mysqld.pid:
+                    log.error("watchdog: our lease ran out and mysqld does not answer (%s)", exc)
+                    self._crash_mysqld("the lease ran out and mysqld did not answer the fence",
+                                       pid)
+                verified = gen
+                continue
+            verified = gen
+            if result == FenceResult.WAITING:
+                self._crash_mysqld("the lease ran out while commits wait for acknowledgements",
+                                   pid)
+            else:
+                log.warning("watchdog: our lease ran out %.1fs ago while writable: fenced "
+                            "(read_only ON, %d connection(s) dropped)", late, killed)
+
+    def _crash_mysqld(self, why: str, pid: int | None = None) -> None:
+        """The fence of last resort: SIGKILL mysqld (restarted at once, read-only; its
+        recovery truncates the commits that waited, never acknowledged: election.I8) and give
+        up the lock, so the election decides who holds the most."""
+        if self.mysqld is not None:
+            self.mysqld.crash(why, pid)
+        if self.node is not None:
+            self.node.release_wanted = f"mysqld was crashed on purpose ({why})"
+        self.bus.publish(Event(Code.LEADER_CHANGED, "fence"))
+
+    def _read_sync_before_start(self) -> tuple[SyncState | None, bool]:
+        """The acknowledgement set before mysqld's first start (election.I8); a local agent
+        may still be joining, so a few tries."""
+        deadline = self.clock.monotonic() + 5.0
+        while True:
+            try:
+                return self.consul.cluster_state(consistent=True).sync, True
+            except DCSError as exc:
+                if self.clock.monotonic() > deadline or self.stop_requested.is_set():
+                    log.warning("cannot read the acknowledgement set before starting mysqld "
+                                "(%s): if it did not shut down cleanly, its recovery keeps "
+                                "every commit it finds (election.I8)", exc)
+                    return None, False
+                self.stop_requested.wait(0.5)
+
+    def _recovery_args(self) -> list[str]:
+        """election.I8, before every start of mysqld."""
+        node = self.node
+        self.gen_at_start = node.writable_gen if node is not None else 0
+        if node is None:
+            sync, known = self.initial_sync
+        else:
+            sync = node.cluster.sync
+            known = self.clock.monotonic() - node.dcs_ok_at < 2 * node.lease
+        truncate = election.may_truncate_unacknowledged(sync, self.s.node_name, known)
+        if self.mysqld is not None and any(HEURISTIC in line for line in self.mysqld.tail):
+            # Killed in the middle of its semi-sync recovery: the binary log was already
+            # truncated, InnoDB still holds the prepared transactions, and MariaDB refuses to
+            # start. Finish what that recovery decided, once; mysqld then exits, and the next
+            # start is a normal one.
+            how = "ROLLBACK" if truncate else "COMMIT"
+            log.warning("mysqld refused to start: its last recovery was interrupted and left "
+                        "prepared transactions; starting it once with --tc-heuristic-recover=%s "
+                        "(what that recovery had decided, election.I8)", how)
+            self.mysqld.tail.clear()
+            return [f"--tc-heuristic-recover={how}"]
+        if truncate:
+            log.info("starting mysqld with --init-rpl-role=SLAVE: if it crashed, its recovery "
+                     "drops commits it never durably committed (they were never acknowledged, "
+                     "or a replica holds them)")
+            return ["--init-rpl-role=SLAVE"]
+        log.info("starting mysqld; if it did not shut down cleanly, its recovery keeps every "
+                 "commit it finds: this node %s", "may hold acknowledged commits no other node "
+                 "has (it was acknowledging alone)" if known and sync is not None else
+                 "does not know the acknowledgement set")
+        return []
 
     def _on_signal(self, signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
@@ -189,10 +294,13 @@ class Daemon:
                 continue
             self._publish(decision=decision, obs=obs)
             if (self.snapshots is not None and self.s.snapshots is not None
-                    and self.s.snapshots.reprovision and obs.errant
+                    and self.s.snapshots.reprovision and (obs.errant or obs.behind)
                     and obs.leader not in (None, obs.node) and self.mysqld is not None
-                    and self.snapshots.rebuild(self.mysqld, obs.errant, self._publish_state)):
-                node.errant = ()
+                    and self.snapshots.rebuild(self.mysqld, obs.errant or (obs.behind,),
+                                               self._publish_state,
+                                               newer_than=obs.gtid if obs.behind else None)):
+                node.errant, node.behind = (), ""
+                node.data_id = dd.data_id(self.s.datadir)  # the rebuild minted a new one
 
     def _publish_state(self, state: str, error: str) -> None:
         self._publish(state=state, error=error)
@@ -202,17 +310,37 @@ class Daemon:
         request to the loop as an event."""
         st = self.status
         to = params.get("to", "")
-        if st.leader is None:
+        leader = self.node.cluster.leader if self.node else None
+        if st.leader is None or leader is None:
             return 409, "there is no primary to switch over from"
         if to and to not in {m.node for m in st.members}:
             return 404, f"{to} is not a member of {self.s.service_name}"
         if to == st.leader:
             return 409, f"{to} is already the primary"
-        self.bus.publish(Event(Code.SWITCHOVER, "api", (st.leader, to)))
+        self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
         return 202, f"switchover from {st.leader} to {to or 'the best replica'} requested"
 
+    def _confirm_failsafe(self, body: bytes, signature: str) -> tuple[int, str]:
+        """POST /failsafe, from the HTTP thread (failsafe.py): answered from the last status."""
+        req = failsafe.parse(self.s.repl_password, body, signature, time.time())
+        if isinstance(req, str):
+            return 400, req
+        st = self.status
+        fresh = self.clock.monotonic() - st.cycle_at < 3 * self.s.loop_wait + 1
+        ok, why = failsafe.answer(req, me=self.s.node_name, consul_ok=st.consul_ok or not fresh,
+                                  last_leader=st.leader)
+        if not ok:
+            return 409, why
+        self.promise.give(req.primary, req.lease + election.GRACE_MARGIN)
+        return 200, why
+
     def _on_event(self, ev: Event) -> None:
-        if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
+        if ev.code == Code.PROCESS_EXITED and ev.source == "mysqld" and self.node is not None:
+            # mysqld restarts without the lock: its recovery may truncate unacknowledged
+            # commits, which replicas may hold; the election then picks the most advanced.
+            if self.node.session is not None and not self.node.release_wanted:
+                self.node.release_wanted = f"mysqld exited ({ev.payload})"
+        elif ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
             members: tuple[Member, ...] = ev.payload
             self.members = members
             if self.node is not None:
@@ -221,9 +349,9 @@ class Daemon:
                 f"{m.node}({m.role.value}{'' if m.passing else ', failing'})"
                 for m in members) or "none")
         elif ev.code == Code.SWITCHOVER and isinstance(ev.payload, tuple):
-            leader, to = ev.payload
+            leader, to, session = ev.payload
             try:
-                self.consul.request_switchover(leader, to)
+                self.consul.request_switchover(leader, to, session)
                 log.info("switchover from %s to %s requested", leader, to or "the best replica")
             except DCSError as exc:
                 log.error("could not request the switchover: %s", exc)
@@ -262,10 +390,14 @@ class Daemon:
                              and decision.action == Action.STAY_REPLICA),
             lag=replica.seconds_behind if replica else None,
             errant=obs.errant if obs else (),
+            behind=obs.behind if obs else "",
+            data_id=self.node.data_id if self.node else "",
+            ack_set=_ack_set_summary(obs) if obs else self.status.ack_set,
             gtid_current_pos=obs.gtid if obs else self.status.gtid_current_pos,
             server_id=self.server_id,
             version=self.node.version if self.node else "",
             leader=obs.leader if obs else self.status.leader, members=self.members,
+            consul_ok=obs.dcs_ok if obs else self.status.consul_ok,
             last_decision=str(decision) if decision else self.status.last_decision,
             extra={"snapshot": self.snapshots.state} if self.snapshots else {},
             last_error=last_error,
@@ -283,7 +415,13 @@ class Daemon:
                  self.s.stop_timeout)
         if self.mysqld is not None and self.mysqld.state == ProcState.RUNNING:
             try:
-                self.mysql.fence()
+                if self.mysql.fence()[0] == FenceResult.WAITING:
+                    # A clean shutdown would commit them (errant); crashed, the next start
+                    # truncates them (never acknowledged).
+                    log.warning("commits wait for acknowledgements that do not come: stopping "
+                                "mysqld with SIGKILL so that they are truncated at its next "
+                                "start")
+                    self.mysqld.kill()
             except MySQLError as exc:
                 log.warning("could not fence before stopping: %s", exc)
         release = self.node.release if self.node else (lambda: None)
@@ -310,3 +448,13 @@ class Daemon:
         self.api.stop()
         log.info("stopped%s", "" if clean else " (not cleanly: exit status 1)")
         return 0 if clean else 1
+
+
+def _ack_set_summary(o: Observation) -> dict[str, object]:
+    """The acknowledgement set as /status shows it (election.py)."""
+    sync = o.sync
+    if sync is None:
+        return {}
+    return {"primary": sync.primary, "members": list(sync.names), "synced": sync.synced,
+            "hwm": sync.hwm, "this_node_acknowledges": o.semi_sync_replica,
+            "this_node_is_member": o.in_ack_set}

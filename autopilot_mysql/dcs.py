@@ -5,13 +5,21 @@ Contract (in the spirit of Patroni's AbstractDCS):
 - Every call either returns within the client timeout or raises DCSError; Consul client errors
   and transport errors are turned into DCSError in exactly one place (`_call`).
 - `acquire_leader` and `next_server_id` are atomic compare-and-set operations in Consul; two
-  nodes can never both succeed.
+  nodes can never both succeed. `acquire_leader` also fails when the acknowledgement set
+  changed since the caller read it (election.I5), in the same transaction.
+- `heartbeat`, `write_sync` and `record_handover` succeed only while the caller's session holds
+  the leader key (a transaction that checks it): a primary that lost the lock can never write
+  them, however late its request arrives (election.I1-I4).
+- `cluster_state(consistent=True)` is a linearizable read (Consul's `consistent` mode): an
+  election never decides on a stale acknowledgement set.
 - Sessions are created with behavior=delete and lock-delay 0: when a session is invalidated
   (TTL expiry, its node's serfHealth or its service check failing, or destroy), the leader key
   disappears at once and another node may take it without waiting. Consul may take up to twice
   the TTL to expire a session, never less than the TTL: the HA loop fences a primary whose last
   successful renewal is older than half the TTL, so it is read-only before anyone else can win.
-- Watches use Consul blocking queries (no polling on a timer) and publish events on the bus.
+- Watches use Consul blocking queries (no polling on a timer) and publish events on the bus;
+  the primary's heartbeat, which changes every cycle, wakes nobody.
+- Keys and their documents are in `keys.py`; a malformed value is skipped and named there.
 """
 
 from __future__ import annotations
@@ -20,15 +28,18 @@ import functools
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import consul
 import requests
 
+from . import keys
+from .election import SyncState
 from .events import Code, Event, EventBus
 from .exceptions import DCSError
+from .keys import ClusterKeys
 from .model import Member, Role
 
 log = logging.getLogger(__name__)
@@ -44,16 +55,12 @@ class Consul:
         self.address = f"{host}:{port}"
         self.service_name = service_name
         self.client = consul.Consul(host=host, port=port, connections_timeout=timeout)
-        self.prefix = f"service/{service_name}/"
-        self.leader_key = self.prefix + "leader"
-        self.positions_prefix = self.prefix + "positions/"
-        self.switchover_key = self.prefix + "switchover"
-        self.handover_key = self.prefix + "handover"
-        self.async_key = self.prefix + "async"
-        self.server_id_key = f"service/{service_name}/server-id-counter"
-        # Outside the prefix the HA loop watches: snapshot progress never wakes elections.
-        self.snapshot_lock_key = f"service/{service_name}-snapshots/lock"
-        self.snapshot_pointer_key = f"service/{service_name}-snapshots/latest"
+        self.keys = keys.Names(service_name)
+        self.prefix = self.keys.prefix
+        self.leader_key = self.keys.leader
+        self.server_id_key = self.keys.server_id_counter
+        self.snapshot_lock_key = self.keys.snapshot_lock
+        self.snapshot_pointer_key = self.keys.snapshot_pointer
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -139,111 +146,135 @@ class Consul:
     def destroy_session(self, session: str) -> None:
         self._call("session destroy", lambda: self.client.session.destroy(session))
 
-    def leader(self, index: int | None = None, wait: str | None = None
-               ) -> tuple[int, LeaderInfo | None]:
-        """(index, who holds the leader key), None when the key is free."""
-        idx, item = self._call("leader key read", lambda: self.client.kv.get(
-            self.leader_key, index=index, wait=wait))
-        holder = None
-        if item and item.get("Session") and item.get("Value"):
-            try:
-                doc = json.loads(item["Value"])
-                holder = LeaderInfo(node=str(doc["node"]), address=str(doc["address"]),
-                                    gtid=str(doc.get("gtid", "")))
-            except (ValueError, KeyError, TypeError) as exc:
-                raise DCSError(f"the leader key {self.leader_key} holds something unreadable "
-                               f"({exc}): {item['Value']!r}") from exc
-        return int(idx or 0), holder
+    def destroy_session_of(self, session: str) -> None:
+        """Destroy another node's session (its keys go with it): the takeover of a primary
+        that lost Consul but not its replicas (election.I6 still holds: its lease ran out)."""
+        self._call("session destroy", lambda: self.client.session.destroy(session))
 
-    def acquire_leader(self, session: str, node: str, address: str, gtid: str) -> bool:
-        """Take the leader key. `gtid` is our position at promotion: a former primary that
-        comes back compares its own history with it to name errant transactions."""
-        value = json.dumps({"node": node, "address": address, "gtid": gtid})
-        return bool(self._call("leader key acquire", lambda: self.client.kv.put(
-            self.leader_key, value, acquire=session)))
+    def _txn(self, what: str, ops: list[dict[str, Any]]) -> bool:
+        """Run a Consul transaction: True when applied, False when one of its checks failed
+        (the lock is not ours, a key changed since it was read); DCSError otherwise."""
+        code, body = self._call(what, lambda: self.client.http.put(
+            lambda r: (r.code, r.body), "/v1/txn", data=json.dumps(ops)))
+        if code == 200:
+            return True
+        if code == 409:
+            log.debug("Consul transaction %s rolled back: %s", what, str(body)[:300])
+            return False
+        raise DCSError(f"Consul at {self.address}: {what} failed: HTTP {code} {str(body)[:200]}")
+
+    def acquire_leader(self, session: str, node: str, address: str, gtid: str,
+                       sync_index: int) -> bool:
+        """Take the leader key, unless the acknowledgement set changed since it was read at
+        `sync_index` (0: it did not exist). `gtid` is our position at promotion: a former
+        primary that comes back compares its own history with it to name errant transactions."""
+        doc = {"node": node, "address": address, "gtid": gtid}
+        return self._txn("leader key acquire", [
+            keys.txn_check_index(self.keys.sync, sync_index),
+            keys.txn_lock(self.keys.leader, doc, session)])
+
+    def release_leader(self, session: str) -> None:
+        self._call("leader key release", lambda: self.client.kv.put(
+            self.keys.leader, "", release=session))
+
+    def heartbeat(self, session: str, node: str, n: int, lease: float) -> bool:
+        """The primary's proof, each cycle, that its session still holds the lock; others time
+        the old primary's lease from the last one they saw (election.grace_ends)."""
+        return self._txn("heartbeat", [
+            keys.txn_check_session(self.keys.leader, session),
+            keys.txn_set(self.keys.heartbeat, {"node": node, "n": n, "lease": lease})])
+
+    def write_sync(self, session: str, sync: SyncState) -> bool:
+        """Replace the acknowledgement set, if our session holds the lock and nobody changed
+        the set since we read it at `sync.index`."""
+        return self._txn("acknowledgement set write", [
+            keys.txn_check_session(self.keys.leader, session),
+            keys.txn_check_index(self.keys.sync, sync.index),
+            keys.txn_set(self.keys.sync, sync.doc())])
 
     # --- everything one cycle needs, in one read ---------------------------------------------
 
-    def watch_keys(self, index: int | None, wait: str) -> tuple[int, int]:
-        """Block until anything under the service's prefix changes (leader, positions,
-        switchover, handover); the value is the new index, so every change is an event."""
-        idx, _ = self._call("cluster keys watch", lambda: self.client.kv.get(
+    def watch_keys(self, index: int | None, wait: str) -> tuple[int, tuple[tuple[str, int], ...]]:
+        """Block until anything under the service's prefix changes, but the primary's
+        heartbeat; the value (keys and their modify indexes) changes with every other write."""
+        idx, items = self._call("cluster keys watch", lambda: self.client.kv.get(
             self.prefix, recurse=True, index=index, wait=wait))
-        return int(idx or 0), int(idx or 0)
+        value = tuple(sorted((str(i["Key"]), int(i.get("ModifyIndex") or 0))
+                             for i in items or [] if i.get("Key") != self.keys.heartbeat))
+        return int(idx or 0), value
 
-    def cluster_state(self) -> ClusterKeys:
-        """Leader, published positions, a pending switchover request and the last handover,
-        from one recursive read of the service's prefix."""
+    def cluster_state(self, consistent: bool = False) -> ClusterKeys:
+        """Every key of the service (keys.py), from one recursive read; `consistent`: a
+        linearizable read, for election decisions."""
         _, items = self._call("cluster keys read", lambda: self.client.kv.get(
-            self.prefix, recurse=True))
-        leader: LeaderInfo | None = None
-        positions: dict[str, str] = {}
-        switchover: dict[str, str] | None = None
-        handover: dict[str, str] | None = None
-        async_primary: dict[str, str] | None = None
-        for item in items or []:
-            key, raw = item["Key"], item.get("Value")
-            if not raw:
-                continue
-            try:
-                doc = json.loads(raw)
-            except ValueError:
-                log.warning("ignoring unreadable Consul key %s: %r", key, raw[:80])
-                continue
-            if key == self.leader_key and item.get("Session"):
-                leader = LeaderInfo(node=str(doc["node"]), address=str(doc["address"]),
-                                    gtid=str(doc.get("gtid", "")))
-            elif key.startswith(self.positions_prefix) and item.get("Session"):
-                positions[key[len(self.positions_prefix):]] = str(doc.get("gtid", ""))
-            elif key == self.switchover_key:
-                switchover = {k: str(v) for k, v in doc.items()}
-            elif key == self.handover_key:
-                handover = {k: str(v) for k, v in doc.items()}
-            elif key == self.async_key:
-                async_primary = {k: str(v) for k, v in doc.items()}
-        return ClusterKeys(leader, positions, switchover, handover, async_primary)
+            self.prefix, recurse=True, consistency="consistent" if consistent else None))
+        return keys.parse(self.keys, items or [])
 
-    def mark_async(self, node: str, gtid: str, why: str) -> None:
-        """Written *before* the primary acknowledges a commit without a synchronous replica."""
-        self._call("async mark", lambda: self.client.kv.put(
-            self.async_key, json.dumps({"node": node, "gtid": gtid, "why": why})))
-
-    def clear_async(self) -> None:
-        self._call("async clear", lambda: self.client.kv.delete(self.async_key))
-
-    def request_switchover(self, leader: str, to: str | None) -> None:
+    def request_switchover(self, leader: str, to: str | None, session: str) -> None:
+        """A request for the primary holding `session` (a request left behind never fires
+        for a later term of the same node: its session differs)."""
         self._call("switchover request", lambda: self.client.kv.put(
-            self.switchover_key, json.dumps({"from": leader, "to": to or ""})))
+            self.keys.switchover, json.dumps({"from": leader, "to": to or "",
+                                              "session": session})))
 
     def hand_over(self, session: str, node: str, gtid: str, to: str) -> None:
-        """Record that we fenced ourselves at `gtid` (for the next primary: no fence grace to
-        wait, and the position replicas must reach), then release the leader lock."""
-        self._call("handover record", lambda: self.client.kv.put(
-            self.handover_key, json.dumps({"from": node, "gtid": gtid, "to": to})))
-        self._call("switchover clear", lambda: self.client.kv.delete(self.switchover_key))
-        self._call("leader key release", lambda: self.client.kv.put(
-            self.leader_key, "", release=session))
+        """Record that we fenced ourselves at `gtid` (the next primary waits no fence grace
+        and must hold that position), then release the leader lock."""
+        if not self._txn("handover record", [
+                keys.txn_check_session(self.keys.leader, session),
+                keys.txn_set(self.keys.handover, {"from": node, "gtid": gtid, "to": to}),
+                keys.txn_delete(self.keys.switchover)]):
+            raise DCSError("the handover could not be recorded: our session no longer holds "
+                           "the lock")
+        self.release_leader(session)
 
     def clear_switchover(self) -> None:
-        self._call("switchover clear", lambda: self.client.kv.delete(self.switchover_key))
+        self._call("switchover clear", lambda: self.client.kv.delete(self.keys.switchover))
 
     def clear_handover(self) -> None:
-        self._call("handover clear", lambda: self.client.kv.delete(self.handover_key))
+        self._call("handover clear", lambda: self.client.kv.delete(self.keys.handover))
+
+    def force_failover(self, candidate: str, by: str, reason: str) -> None:
+        """election.I7: an operator lets `candidate` take the lock without the positions the
+        invariants need. Recorded in the history too."""
+        doc = {"candidate": candidate, "by": by, "at": time.strftime(
+            "%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "reason": reason}
+        self._call("forced failover", lambda: self.client.kv.put(
+            self.keys.forced, json.dumps(doc)))
+        self.record_history("forced-failover-requested", doc)
+
+    def clear_forced(self) -> None:
+        self._call("forced failover clear", lambda: self.client.kv.delete(self.keys.forced))
+
+    def record_history(self, kind: str, doc: dict[str, Any]) -> None:
+        at = time.time()
+        key = self.keys.history + time.strftime("%Y%m%dT%H%M%S", time.gmtime(at)) + \
+            f".{int(at * 1000) % 1000:03d}-{kind}"
+        self._call("history record", lambda: self.client.kv.put(
+            key, json.dumps({"kind": kind, **doc})))
+
+    def register_member(self, node: str, doc: dict[str, str]) -> None:
+        """The durable membership: every node that ever joined, with its server_id and data id
+        (the census after a full-cluster restart, and server_id uniqueness)."""
+        self._call("member record", lambda: self.client.kv.put(
+            self.keys.members + node, json.dumps(doc, sort_keys=True)))
 
     # --- election positions -------------------------------------------------------------------
 
-    def publish_position(self, session: str, node: str, gtid: str) -> None:
-        """Our GTID position for an election, in a key tied to our session (it vanishes when
-        we do, so only reachable nodes' positions count)."""
+    def publish_position(self, session: str, node: str, gtid: str, data: str,
+                         can_apply: bool = True) -> None:
+        """Our GTID position and data id for an election, in a key tied to our session (it
+        vanishes when we do, so only reachable nodes' positions count)."""
+        doc = {"gtid": gtid, "data": data, "can_apply": can_apply}
         ok = self._call("position publish", lambda: self.client.kv.put(
-            self.positions_prefix + node, json.dumps({"gtid": gtid}), acquire=session))
+            self.keys.positions + node, json.dumps(doc), acquire=session))
         if not ok:
-            raise DCSError(f"could not publish our position under {self.positions_prefix}"
+            raise DCSError(f"could not publish our position under {self.keys.positions}"
                            f"{node}: the key is held by another session")
 
     def clear_position(self, node: str) -> None:
         self._call("position clear",
-                   lambda: self.client.kv.delete(self.positions_prefix + node))
+                   lambda: self.client.kv.delete(self.keys.positions + node))
 
     # --- snapshots -----------------------------------------------------------------------------
 
@@ -310,24 +341,6 @@ class Consul:
                 return current + 1
         raise DCSError(f"could not allocate a server_id from {self.server_id_key} after "
                        f"{attempts} attempts (too many nodes starting at once?)")
-
-
-@dataclass(frozen=True)
-class LeaderInfo:
-    node: str
-    address: str
-    gtid: str  # the new primary's position when it took the lock
-
-
-@dataclass(frozen=True)
-class ClusterKeys:
-    leader: LeaderInfo | None
-    positions: dict[str, str]
-    switchover: dict[str, str] | None  # {"from": leader, "to": node or ""}
-    handover: dict[str, str] | None  # {"from": old primary, "gtid": its last position, "to"}
-    # {"node": primary, "gtid": its position when marked, "why"}: it acknowledges commits
-    # without a synchronous replica, so no other node may take over automatically.
-    async_primary: dict[str, str] | None = None
 
 
 class Watcher(threading.Thread):

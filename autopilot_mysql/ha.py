@@ -1,40 +1,26 @@
-"""The decisions: a pure function from what one cycle observed to what to do, and why.
+"""The decisions of the replication topology: a pure function from what one cycle observed to
+what to do, and why.
 
 One ordered chain of checks (as Patroni's `_run_cycle`); the first that applies wins and ends
-in a one-sentence reason. No I/O here: the daemon observes, calls `decide`, logs the decision
-in one line and runs the matching handler. Unit tests replay histories against it.
+in a one-sentence reason. No I/O here: the node observes, calls `decide`, the daemon logs the
+decision in one line and the node runs the matching handler. Unit tests replay histories.
 
-Fencing rule (no two writable primaries). A primary renews its Consul session every cycle and
-fences itself (read_only on, client connections dropped) as soon as a renewal fails with "no
-such session", or when no renewal has succeeded for FENCE_AFTER seconds. So after its session
-is invalidated at time T (by TTL, its node's serfHealth or its service check), an old primary
-whose loop runs is read-only by T + FENCE_AFTER + LOOP_WAIT at the latest. A new primary opens
-for writes only FENCE_AFTER + LOOP_WAIT + 0.5 s after it saw the leader key free (which is
-after T): `promote_in` counts that down. config enforces FENCE_AFTER < SESSION_TTL so the
-session cannot expire on its own before the primary has fenced. A primary whose loop does not
-run (paused) cannot fence, so its commits are held by semi-synchronous replication: with no
-replica acknowledging, they wait and are dropped by the fence when it resumes.
-
-Election. When the leader key is free, every healthy node stops fetching from the lost primary,
-applies its relay log, and publishes its GTID position in Consul (a key tied to its session).
-When every passing member has published (or after the election timeout), the node whose
-position covers all others (`gtid.best_candidate`) takes the lock; the others wait and then
-replicate from it. No node but the last primary itself takes part while the `async` key
-names that primary: it was acknowledging commits without a synchronous replica, so only it is
-sure to have them (Patroni's rule: promote only a synchronous standby).
+The safety rules themselves (who may take the lock, when a new primary may open, how the
+acknowledgement set changes) are election.py's invariants; this chain applies them:
+- writable only with a valid lease (election.I1): an expired lease, a lost session, another
+  node's lock, an unregistered service all fence first;
+- the free lock goes to the node election.decide_election names (I5, I7); the others wait,
+  saying which positions are missing or why nobody may take it;
+- the new holder opens once it applied what it received and the old lease ran out (I6);
+- a replica follows the primary, with semi-sync acknowledgements on exactly when it is in the
+  primary's acknowledgement set (I2).
 """
 
 from __future__ import annotations
 
-from . import gtid
-from .model import (
-    ER_MASTER_FATAL_READING_BINLOG,
-    Action,
-    Decision,
-    Observation,
-    ProcState,
-    Role,
-)
+from . import election
+from .election import GRACE_MARGIN
+from .model import Action, Decision, Observation, ProcState, Role
 
 
 def decide(o: Observation) -> Decision:
@@ -59,16 +45,15 @@ def decide(o: Observation) -> Decision:
 
     # --- Consul -----------------------------------------------------------------------------
     if not o.dcs_ok:
-        if writable and o.session_age >= o.fence_after:
+        if writable and o.lease_left <= 0:
             return Decision(Action.FENCE, f"Consul unreachable for {o.dcs_unreachable_for:.1f}s "
-                            f"and the lock was last renewed {o.session_age:.1f}s ago (limit "
-                            f"{o.fence_after:.1f}s): fencing before it can pass to another node",
+                            f"and our lease ran out ({o.lease:.1f}s without a heartbeat that "
+                            "proved the lock): fencing before it can pass to another node",
                             healthy=True)
         if writable:
             return Decision(Action.STAY_PRIMARY, f"Consul unreachable for "
-                            f"{o.dcs_unreachable_for:.1f}s; lock renewed {o.session_age:.1f}s "
-                            f"ago, fencing at {o.fence_after:.1f}s", role=Role.PRIMARY,
-                            healthy=True)
+                            f"{o.dcs_unreachable_for:.1f}s; our lease holds {o.lease_left:.1f}s "
+                            "more", role=Role.PRIMARY, healthy=True)
         return Decision(Action.WAIT, f"Consul unreachable for {o.dcs_unreachable_for:.1f}s: "
                         "staying read-only until it answers", healthy=True)
 
@@ -79,6 +64,13 @@ def decide(o: Observation) -> Decision:
         return Decision(Action.REGISTER, "registering the service and its health check in "
                         "Consul", healthy=True)
 
+    if o.leader_unreadable:
+        if writable:
+            return Decision(Action.FENCE, "the leader key is held but unreadable: fencing",
+                            healthy=True)
+        return Decision(Action.WAIT, "the leader key is held by a session but its value cannot "
+                        "be read (see the warning above): nobody follows or takes it until it "
+                        "is fixed", healthy=True)
     if o.leader is not None and o.leader != o.node:
         return _replica(o, writable)
     if o.session is None:
@@ -100,15 +92,38 @@ def _replica(o: Observation, writable: bool) -> Decision:
     if writable:
         return Decision(Action.FENCE, f"{leader} holds the leader lock but this node is "
                         "writable: fencing", role=Role.REPLICA, healthy=True)
+    bound = max(o.lease, o.leader_lease) + GRACE_MARGIN
+    if o.leader_silent_for > bound and o.leader_says in ("fenced", "unreachable") \
+            and o.check_passing:
+        says = "it is fenced" if o.leader_says == "fenced" else "nothing"
+        return Decision(Action.DEPOSE, f"the primary {o.leader} has not proved its lock for "
+                        f"{o.leader_silent_for:.1f}s (its lease is {o.leader_lease:.1f}s) and "
+                        f"its own endpoint says {says}: it lost Consul. Ending its session so "
+                        "that an election can run", role=Role.REPLICA, healthy=True)
     if o.errant:
         return Decision(Action.WAIT, f"this node holds transactions the primary {o.leader} "
-                        f"never had: {', '.join(o.errant)}. It neither replicates nor serves; "
-                        "re-provision it (empty its data directory and restart it)",
-                        role=Role.REPLICA)
-    r = o.replica
-    if r is not None and r.last_io_errno == ER_MASTER_FATAL_READING_BINLOG:
+                        f"never had: {', '.join(o.errant)}. It neither replicates nor serves "
+                        "until it is re-provisioned (automatic with snapshots, or: empty its "
+                        "data directory and restart it)", role=Role.REPLICA)
+    if o.behind:
+        return Decision(Action.WAIT, f"{o.behind}. It neither replicates nor serves until it "
+                        "is re-provisioned (automatic with snapshots, or: empty its data "
+                        "directory and restart it)", role=Role.REPLICA)
+    if o.refused == "errant":
         return Decision(Action.MARK_ERRANT, f"{leader} refuses our GTID position {o.gtid}: "
-                        f"{r.last_io_error}", role=Role.REPLICA)
+                        "we hold transactions it never had", role=Role.REPLICA)
+    if o.refused == "behind":
+        return Decision(Action.MARK_BEHIND, f"{leader} no longer has the binary logs that "
+                        f"follow our position {o.gtid or '(empty)'} (purged)", role=Role.REPLICA)
+    r = o.replica
+    if o.last_writer and not o.in_ack_set and (r is None or r.master_host != o.leader_address):
+        # A replica outside the set skips events with its own server_id; ours may come back
+        # (our recovery truncated commits a member had acknowledged). Inside the set, with
+        # semi-sync on from the first connection, MariaDB accepts them (MDEV-21117).
+        return Decision(Action.WAIT, f"this node wrote the last transactions it holds (it was "
+                        f"the primary): it replicates from {leader} once admitted to its "
+                        "acknowledgement set, so that its own transactions come back to it",
+                        role=Role.REPLICA, healthy=True)
     if r is None or r.master_host != o.leader_address:
         return Decision(Action.FOLLOW, f"{leader} is the primary: replicating from it by GTID "
                         f"from {o.gtid or 'the beginning'}", role=Role.REPLICA, healthy=True)
@@ -122,8 +137,15 @@ def _replica(o: Observation, writable: bool) -> Decision:
                         f"{'running' if r.sql_running else 'stopped'}"
                         f"{': ' + r.error if r.error else ''}): restarting it",
                         role=Role.REPLICA, healthy=True)
+    if o.in_ack_set != o.semi_sync_replica:
+        return Decision(Action.FOLLOW, f"{o.leader} "
+                        f"{'added this node to' if o.in_ack_set else 'does not count this node in'}"
+                        f" its acknowledgement set: restarting the IO thread with semi-sync "
+                        f"acknowledgements {'on' if o.in_ack_set else 'off'}",
+                        role=Role.REPLICA, healthy=True)
     lag = "?" if r.seconds_behind is None else f"{r.seconds_behind}s"
-    return Decision(Action.STAY_REPLICA, f"replicating from {leader}, {lag} behind",
+    acks = ", acknowledging" if o.semi_sync_replica else ""
+    return Decision(Action.STAY_REPLICA, f"replicating from {leader}, {lag} behind{acks}",
                     role=Role.REPLICA, healthy=True)
 
 
@@ -132,64 +154,66 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.FENCE, "the leader key is free but this node is writable: "
                         "fencing", healthy=True)
     if o.handing_over:
-        return Decision(Action.WAIT, f"handed the primary role over"
-                        f"{' to ' + o.handover_to if o.handover_to else ''}: waiting for the "
-                        "new primary", healthy=True)
-    if o.async_primary and o.async_primary != o.node:
-        return Decision(Action.WAIT, f"no primary, and the last one, {o.async_primary}, was "
-                        "acknowledging commits without a synchronous replica: they may exist "
-                        f"only on it, so no node takes over on its own. Bring "
-                        f"{o.async_primary} back, or accept losing them: delete the Consul "
-                        "key service/<SERVICE_NAME>/async", healthy=True)
+        if o.handover_age < o.handover_timeout:
+            if o.published != o.gtid:  # the election must be able to cover what we hold
+                return Decision(Action.PUBLISH_POSITION, f"handed over: publishing our "
+                                f"position {o.gtid or '(empty)'}", healthy=True)
+            return Decision(Action.WAIT, f"handed the primary role over"
+                            f"{' to ' + o.handover.to if o.handover and o.handover.to else ''}: "
+                            f"waiting for the new primary (up to "
+                            f"{o.handover_timeout - o.handover_age:.1f}s more)", healthy=True)
+        return Decision(Action.ABORT_HANDOVER, f"nobody took the lock within "
+                        f"{o.handover_timeout:.0f}s of our handover: taking part in the "
+                        "election again (we hold the handed-over position)", healthy=True)
     if o.errant:
         return Decision(Action.WAIT, f"no primary, and this node holds errant transactions "
                         f"({', '.join(o.errant)}): it may not take part", role=Role.UNKNOWN)
+    if o.promised_for > 0:
+        return Decision(Action.WAIT, f"this node confirmed {o.promised_to}'s failsafe lease "
+                        f"(Consul was down for both): not taking part in an election for "
+                        f"{o.promised_for:.1f}s more", healthy=True)
     if o.replica is not None and not o.drained:
         return Decision(Action.DRAIN, "the primary is gone: stopping replication and applying "
                         "the relay log before the election", healthy=True)
     if o.published != o.gtid:
         return Decision(Action.PUBLISH_POSITION, f"publishing our position "
                         f"{o.gtid or '(empty)'} for the election", healthy=True)
-    positions: dict[str, gtid.Position] = {}
-    for node, text in (*o.positions, (o.node, o.gtid)):
-        try:
-            positions[node] = gtid.parse(text)
-        except ValueError:
-            continue  # a position we cannot read is no candidate
-    missing = [v for v in o.voters if v not in positions]
-    if missing and o.election_age < o.election_timeout:
-        return Decision(Action.WAIT, f"waiting up to {o.election_timeout - o.election_age:.1f}s "
-                        f"for the positions of {', '.join(missing)}", healthy=True)
-    best = gtid.best_candidate(positions, preferred=o.handover_to or None)
-    if best is None:
-        return Decision(Action.WAIT, "no readable position to compare", healthy=True)
-    if best != o.node:
-        return Decision(Action.WAIT, f"{best} is at least as far ahead "
-                        f"({gtid.render(positions[best]) or 'empty'}) as this node "
-                        f"({o.gtid or 'empty'}): leaving the lock to it", healthy=True)
-    others = ", ".join(f"{n} {gtid.render(p) or 'empty'}" for n, p in sorted(positions.items())
-                       if n != o.node) or "no other candidate"
-    return Decision(Action.ACQUIRE_LOCK, f"this node is the most advanced ({o.gtid or 'empty'}; "
-                    f"{others}): taking the leader lock", healthy=True)
+    mine = election.Published(o.node, o.gtid, o.data_id, can_apply=not o.apply_stalled)
+    positions = {p.node: p for p in o.positions if p.node != o.node}
+    positions[o.node] = mine
+    out = election.decide_election(
+        o.node, positions, o.sync, voters=o.voters, voters_waited=o.election_age,
+        voter_timeout=o.voter_timeout, handover=o.handover, forced=o.forced)
+    if out.verdict == election.Verdict.TAKE:
+        return Decision(Action.ACQUIRE_LOCK, f"{out.reason}: taking the leader lock",
+                        healthy=True)
+    if out.verdict == election.Verdict.DEFER:
+        return Decision(Action.WAIT, f"{out.reason}: leaving the lock to it", healthy=True)
+    if out.verdict == election.Verdict.BLOCKED:
+        return Decision(Action.WAIT, f"no primary: {out.reason}", healthy=True)
+    return Decision(Action.WAIT, f"no primary yet: {out.reason}", healthy=True)
 
 
 def _primary(o: Observation, writable: bool) -> Decision:
-    if o.session_age >= o.fence_after:
-        return Decision(Action.FENCE, f"our session was last renewed {o.session_age:.1f}s ago "
-                        f"(limit {o.fence_after:.1f}s): fencing before the lock can pass on",
-                        healthy=True)
+    if o.lease_left <= 0:
+        return Decision(Action.FENCE, f"our lease ran out (no heartbeat proved the lock for "
+                        f"{o.lease:.1f}s): fencing before the lock can pass on", healthy=True)
     if not writable:
         if o.replica is not None and not o.drained:
             return Decision(Action.DRAIN, "holding the lock: applying the relay log before "
                             "opening for writes", role=Role.PRIMARY, healthy=True)
+        if o.apply_stalled:
+            return Decision(Action.RELEASE, f"holding the lock but cannot open: {o.apply_stalled}"
+                            ". Releasing it (our position stays published as one that cannot "
+                            "be applied)", healthy=True)
         if o.relay_pending:
             return Decision(Action.WAIT, "holding the lock: still applying transactions "
                             "received from the old primary before opening for writes",
                             role=Role.PRIMARY, healthy=True)
-        if o.promote_in > 0 and o.handover_to is None:
+        if o.promote_in > 0:
             return Decision(Action.WAIT, f"holding the lock: opening for writes in "
-                            f"{o.promote_in:.1f}s, once the old primary has surely fenced "
-                            "itself", role=Role.PRIMARY, healthy=True)
+                            f"{o.promote_in:.1f}s, once the old primary's lease surely ran out",
+                            role=Role.PRIMARY, healthy=True)
         return Decision(Action.PROMOTE, "this node holds the leader lock: opening for writes",
                         role=Role.PRIMARY, healthy=True)
     if o.switchover_to is not None:

@@ -1,10 +1,13 @@
 """Plain values shared by every layer: roles, process states, members, what one HA cycle
 observed, and the typed decision it made. No behaviour beyond small derived properties."""
+# Layer 0 (STYLE.md): imports the other layer-0 modules only.
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from .election import Handover, Published, SyncState
 
 
 class Role(StrEnum):
@@ -70,7 +73,9 @@ class Replication:
         return "; ".join(e for e in (self.last_io_error, self.last_sql_error) if e)
 
 
-# MariaDB's IO-thread error when the replica asks for a GTID the primary's binlog lacks.
+# MariaDB's IO-thread error when the primary cannot serve the replica's GTID position: either
+# the replica holds transactions the primary never had (errant), or the primary purged the
+# binary logs the replica still needs (behind).
 ER_MASTER_FATAL_READING_BINLOG = 1236
 
 
@@ -82,7 +87,8 @@ class Observation:
     node: str
     stopping: bool = False
     observed_at: float = 0.0  # monotonic time this observation started
-    lock_valid_until: float = 0.0  # monotonic: our session renewal + FENCE_AFTER (0: no session)
+    lock_valid_until: float = 0.0  # monotonic: our lease (election.I1); 0: we hold none
+    lease_left: float = 0.0  # lock_valid_until - observed_at (<= 0: expired or none)
     mysqld: ProcState = ProcState.STOPPED
     mysqld_restart_in: float = 0.0  # seconds until the next restart when BACKOFF
     mysqld_last_error: str = ""
@@ -93,29 +99,43 @@ class Observation:
     registered: bool = False  # our service is in the agent's catalog
     check_passing: bool = False  # Consul's HTTP check of our /health passes
     session: str | None = None  # our Consul session, None when we have none
-    session_age: float = 0.0  # seconds since the session was last renewed successfully
-    session_ttl: float = 10.0
     leader: str | None = None  # node name holding the leader key (None: free or unknown)
     leader_address: str | None = None
+    leader_unreadable: bool = False  # the key is held, but its value cannot be read
+    leader_silent_for: float = 0.0  # seconds the leader's heartbeat has not changed (our clock)
+    leader_lease: float = 0.0  # the lease the leader's heartbeats carry
+    leader_says: str = ""  # its own /status while silent: "fenced", "writable", "unreachable"
     gtid: str = ""  # what this node holds: applied, plus received into its relay log
+    data_id: str = ""  # this node's data id (election: a member is a node *with* its data)
     relay_pending: bool = False  # received transactions are not all applied yet
+    apply_stalled: str = ""  # why applying the relay log makes no progress ("" = it does)
     replica: Replication | None = None  # None: no replication configured
+    semi_sync_replica: bool = False  # our IO thread acknowledges (Rpl_semi_sync_slave_status)
+    in_ack_set: bool = False  # we are in the current primary's acknowledgement set
+    last_writer: bool = False  # our position ends in our own transactions (we were primary)
     errant: tuple[str, ...] = ()  # transactions the primary never had (found earlier)
+    behind: str = ""  # the primary purged binary logs we still need (found earlier)
+    refused: str = ""  # this cycle: the primary refuses our position: "errant" or "behind"
     # Election (leader key free): replication stopped and relay log applied; the position we
-    # published; positions others published; who else should publish; how long we waited.
+    # published; everyone's published positions; the acknowledgement set; healthy voters.
     drained: bool = False
     published: str | None = None
-    positions: tuple[tuple[str, str], ...] = ()
+    positions: tuple[Published, ...] = ()  # others' published positions
+    sync: SyncState | None = None
     voters: tuple[str, ...] = ()  # passing members but us and the last leader
     healthy_members: tuple[str, ...] = ()  # passing members but us
-    async_primary: str | None = None  # a primary that acknowledged commits asynchronously
     election_age: float = 0.0
-    election_timeout: float = 4.0
-    promote_in: float = 0.0  # we hold the lock: seconds until the old primary surely fenced
+    voter_timeout: float = 4.0
+    forced: str | None = None  # an operator forced this candidate (election.I7)
+    promised_for: float = 0.0  # seconds we still promised (failsafe) not to take part
+    promised_to: str = ""  # the primary we promised it to
+    promote_in: float = 0.0  # we hold the lock: seconds until the old primary's lease ran out
     switchover_to: str | None = None  # a switchover was requested ("" = to the best replica)
-    handover_to: str | None = None  # the old primary handed over (fenced) to this node
+    handover: Handover | None = None  # the old primary handed over to this election
     handing_over: bool = False  # we fenced and released the lock for a switchover
-    fence_after: float = 3.0  # a primary fences when its session was not renewed for this long
+    handover_age: float = 0.0  # seconds since we handed over
+    handover_timeout: float = 10.0
+    lease: float = 2.0  # a primary fences when its lease is not renewed for this long
 
 
 class Action(StrEnum):
@@ -131,10 +151,14 @@ class Action(StrEnum):
     FOLLOW = "follow"  # another node is primary: (re)point replication at it
     STAY_REPLICA = "stay_replica"
     MARK_ERRANT = "mark_errant"  # we hold transactions the primary never had: stop, report
+    MARK_BEHIND = "mark_behind"  # the primary purged what we need: stop, report, re-provision
     DRAIN = "drain"  # primary lost: stop fetching, apply the relay log before the election
     PUBLISH_POSITION = "publish_position"
     STAY_PRIMARY = "stay_primary"
     HAND_OVER = "hand_over"  # switchover: fence, record our position, release the lock
+    DEPOSE = "depose"  # the primary lost Consul and fenced itself: end its session (election)
+    ABORT_HANDOVER = "abort_handover"  # nobody took the lock we handed over: take part again
+    RELEASE = "release"  # we hold the lock but cannot open (stuck apply): give it up
     REJECT_SWITCHOVER = "reject_switchover"
     SHUTDOWN = "shutdown"
 
@@ -162,11 +186,15 @@ class NodeStatus:
     replicating: bool = False  # both replication threads run
     lag: int | None = None  # Seconds_Behind_Master when replicating
     errant: tuple[str, ...] = ()
+    behind: str = ""  # the primary purged binary logs this node needs
     mysqld: ProcState = ProcState.STOPPED
     gtid_current_pos: str = ""
+    data_id: str = ""
+    ack_set: dict[str, object] = field(default_factory=dict)
     server_id: int | None = None
     version: str = ""
     leader: str | None = None
+    consul_ok: bool = False  # Consul answered in the last cycle
     members: tuple[Member, ...] = ()
     last_decision: str = ""
     last_error: str = ""

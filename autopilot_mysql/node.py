@@ -1,19 +1,25 @@
-"""The local node's side of each HA cycle: observe (mysqld, Consul, replication, election) into
-one Observation, and carry out the Decision that `ha.decide` returns. The daemon owns the loop
-and the life cycle; this class owns the cluster-facing state between cycles (session, election
-bookkeeping, errant transactions)."""
+"""The local node's side of each HA cycle for the replication topology: observe (mysqld,
+Consul, replication, election) into one Observation, and carry out the Decision that
+`ha.decide` returns. The daemon owns the loop and the life cycle; this class owns the
+cluster-facing state between cycles (session, lease, election bookkeeping, errant state), and
+while primary its AckSetKeeper keeps the acknowledgement set (ackset.py)."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
-from . import __version__, gtid
+from . import __version__, election, failsafe, gtid
+from .ackset import AckSetKeeper
 from .config import Settings
-from .dcs import Consul, LeaderInfo
+from .dcs import Consul
+from .election import GRACE_MARGIN
 from .events import Code, Event, EventBus
 from .exceptions import DCSError, MySQLError
+from .keys import ClusterKeys, Heartbeat, LeaderInfo
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
-from .mysql.server import LocalServer, old_primary_cannot_write
+from .mysql.server import FenceResult, LocalServer
+from .peers import Peers
 from .process import ManagedProcess
 from .utils import Clock
 
@@ -21,12 +27,16 @@ log = logging.getLogger(__name__)
 # Seconds to apply the relay log before publishing the position actually applied (shorter
 # than the SQL connection's read timeout, so a slow drain never fails the whole action).
 DRAIN_TIMEOUT = 2.0
+# A lock holder whose relay log makes no progress for this long gives the lock up.
+APPLY_STALL = 15.0
+HANDOVER_TIMEOUT = 10.0  # seconds a switchover may take before the old primary takes part again
 
 
 class LocalNode:
     def __init__(self, settings: Settings, *, consul: Consul, mysql: LocalServer,
                  mysqld: ManagedProcess, bus: EventBus, clock: Clock, address: str,
-                 server_id: int) -> None:
+                 server_id: int, data_id: str, peers: Peers,
+                 hard_restart: Callable[[str], None], promise: failsafe.Promise) -> None:
         self.s = settings
         self.consul = consul
         self.mysql = mysql
@@ -35,30 +45,50 @@ class LocalNode:
         self.clock = clock
         self.address = address
         self.server_id = server_id
-        self.fence_after = 2 * settings.loop_wait + 1.0
-        self.election_timeout = 2 * settings.loop_wait + 2.0
+        self.data_id = data_id
+        self.hard_restart = hard_restart
+        # The lease (election.I1): a primary fences when no heartbeat proved its lock for this
+        # long. Every heartbeat carries it, so others time the grace with the writer's value.
+        self.lease = 2 * settings.loop_wait + 1.0
+        self.voter_timeout = DRAIN_TIMEOUT + 2 * settings.loop_wait + 2.0
+        self.keeper = AckSetKeeper(node=settings.node_name, consul=consul, mysql=mysql,
+                                   peers=peers, clock=clock, repl_user=settings.repl_user,
+                                   semi_sync_timeout=settings.semi_sync_timeout,
+                                   status_max_age=3.0)
         self.version = ""
         self.gtid = ""
+        self.applied = ""
         self.replica: Replication | None = None
+        self.semi_sync_replica = False
         self.session: str | None = None
-        self.session_renewed_at = 0.0
+        self.release_wanted = ""  # why the session must go at the next cycle ("" = no)
+        self.lease_from = 0.0  # send time of our last heartbeat that proved the lock
+        self.hb_n = 0
+        self.hb_seen: dict[tuple[str, int], float] = {}  # heartbeat -> when we first saw it
+        self.writable_gen = 0  # incremented each time we lift read_only (for the watchdog)
         self.dcs_ok_at = clock.monotonic()
         self.registered_role: Role | None = None
+        self.member_record: dict[str, str] | None = None
         self.members: tuple[Member, ...] = ()
+        self.cluster = ClusterKeys()
         self.leader: LeaderInfo | None = None
         self.last_leader: str | None = None  # the last other node seen holding the lock
-        self.last_leader_address: str | None = None
-        self.old_primary_fenced = False  # proven unable to write (refused, or read-only)
+        self.last_problems: tuple[str, ...] = ()
         self.election_started: float | None = None
+        # The old primary's last heartbeat, frozen when the lock was seen free (none can
+        # follow: each checks the lock); the grace is timed from it (election.I6).
+        self.final_hb: Heartbeat | None = None
         self.drained = False
         self.published: str | None = None
         self.errant: tuple[str, ...] = ()
+        self.behind = ""
         self.relay_pending = False
-        self.switchover: dict[str, str] | None = None
-        self.handover: dict[str, str] | None = None
-        self.handing_over = False
-        self.async_primary: dict[str, str] | None = None
-        self.yes_tx_baseline: int | None = None  # Rpl_semi_sync_master_yes_tx when marked
+        self.apply_seen: tuple[str, float] | None = None  # (applied, since) while holding
+        self.handed_over_at: float | None = None
+        self.peers = peers
+        self.silent_since: float | None = None  # when we began asking a silent leader
+        self.promise = promise  # failsafe: what we promised a primary cut off with us
+        self.failsafe_note = ""
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -69,12 +99,14 @@ class LocalNode:
             try:
                 v = self.mysql.vars()
                 alive, read_only, self.version = True, v.read_only, v.version
+                self.semi_sync_replica = v.semi_sync_replica
                 self.replica = self.mysql.replica_status()
                 # A semi-sync replica acknowledges what it has *received*: an acknowledged
                 # commit may sit in its relay log, unapplied. Its claim in an election is
                 # therefore applied + received, and it opens only once all is applied.
                 applied = gtid.parse(v.gtid_current_pos)
                 received = gtid.parse(self.replica.gtid_io_pos) if self.replica else {}
+                self.applied = v.gtid_current_pos
                 self.gtid = gtid.render(gtid.merge(applied, received))
                 self.relay_pending = not gtid.covers(applied, received)
                 if self.mysqld.policy.failures and now - self.mysqld.policy.failures[-1] > 60:
@@ -82,99 +114,245 @@ class LocalNode:
             except MySQLError as exc:
                 alive = False
                 log.debug("mysqld does not answer: %s", exc)
-        dcs_ok, check, positions = False, None, {}
+        dcs_ok, check, keys = False, None, self.cluster
         try:
-            if self.session is not None:
-                if self.consul.renew_session(self.session):
-                    self.session_renewed_at = now
-                else:
-                    log.warning("our Consul session %s is gone (expired or invalidated)",
-                                self.session)
-                    self.session = None
-                    self.published = None  # the position key went with the session
-            keys = self.consul.cluster_state()
-            self.leader, positions = keys.leader, keys.positions
-            self.switchover, self.handover = keys.switchover, keys.handover
-            self.async_primary = keys.async_primary
+            if self.release_wanted and self.session is not None:
+                log.warning("giving up the leader lock and our election position: %s",
+                            self.release_wanted)
+                self.consul.destroy_session(self.session)
+                self._session_gone()
+            self.release_wanted = ""
+            if self.session is not None and not self.consul.renew_session(self.session):
+                log.warning("our Consul session %s is gone (expired or invalidated)",
+                            self.session)
+                self._session_gone()
+            # Elections decide on a linearizable read (a stale acknowledgement set could
+            # name members that are no longer the ones that matter).
+            keys = self.consul.cluster_state(consistent=self.leader is None)
+            self.cluster = keys
+            if keys.problems != self.last_problems:
+                for p in keys.problems:
+                    log.warning("%s", p)
+                self.last_problems = keys.problems
+            self.leader = keys.leader
+            if self._holding(keys):
+                assert self.session is not None
+                sent = self.clock.monotonic()
+                self.hb_n += 1
+                if self.consul.heartbeat(self.session, self.s.node_name, self.hb_n, self.lease):
+                    self.lease_from = sent
             check = self.consul.check_status(self.s.service_id)
             dcs_ok = True
             self.dcs_ok_at = now
         except DCSError as exc:
             log.debug("Consul: %s", exc)
+            self._failsafe_round(keys)
         if dcs_ok:
-            self._track_election(now)
+            self._track(now, keys)
+            self.failsafe_note = ""
+        holding = self._holding(keys)
+        silent_for, says = self._leader_silence(now, keys, holding)
         healthy = tuple(sorted(m.node for m in self.members if m.passing
                                and m.node != self.s.node_name))
-        voters = tuple(n for n in healthy if n != self.last_leader)
-        promote_in = 0.0
-        if self.election_started is not None:
-            grace = self.fence_after + self.s.loop_wait + 0.5
-            promote_in = max(0.0, self.election_started + grace - now)
-            holding = self.leader is not None and self.leader.node == self.s.node_name
-            if promote_in > 0 and holding and read_only and self.last_leader_address:
-                if not self.old_primary_fenced:
-                    self.old_primary_fenced = old_primary_cannot_write(
-                        self.last_leader_address, self.s.repl_user, self.s.repl_password)
-                    if self.old_primary_fenced:
-                        log.info("the old primary %s (%s) cannot accept writes (not listening "
-                                 "or read-only): no need to wait out the fence grace",
-                                 self.last_leader, self.last_leader_address)
-                if self.old_primary_fenced:
-                    promote_in = 0.0
-        leader = self.leader
-        # A handover counts for the election that follows it: the lock holder it names fenced
-        # itself at the recorded position, so no fence grace is needed.
-        handover_to = None
-        if (self.handover and self.handover.get("from") == self.last_leader
-                and (leader is None or leader.node == self.s.node_name)):
-            handover_to = self.handover.get("to", "")
-        switchover_to = None
-        if self.switchover and leader and self.switchover.get("from") == leader.node:
-            switchover_to = self.switchover.get("to", "")
+        leader = keys.leader
+        lock_valid_until = self.lease_from + self.lease if self.session and self.lease_from \
+            else 0.0
+        handover = keys.handover if (keys.handover and keys.handover.from_node in (
+            self.last_leader, self.s.node_name) and (leader is None or holding)) else None
         return Observation(
             node=self.s.node_name, stopping=stopping, observed_at=now,
-            lock_valid_until=(self.session_renewed_at + self.fence_after) if self.session
-            else 0.0,
+            lock_valid_until=lock_valid_until, lease_left=lock_valid_until - now,
             mysqld=self.mysqld.state, mysqld_restart_in=self.mysqld.restart_in(),
             mysqld_last_error=self.mysqld.last_error, mysql_alive=alive, read_only=read_only,
             dcs_ok=dcs_ok, dcs_unreachable_for=now - self.dcs_ok_at,
             registered=check is not None, check_passing=check == "passing",
-            session=self.session,
-            session_age=(now - self.session_renewed_at) if self.session else 0.0,
-            session_ttl=self.s.session_ttl,
-            leader=leader.node if leader else None,
+            session=self.session, leader=leader.node if leader else None,
             leader_address=leader.address if leader else None,
-            gtid=self.gtid, relay_pending=self.relay_pending and alive,
-            replica=self.replica if alive else None, errant=self.errant,
+            leader_unreadable=keys.leader_unreadable, leader_silent_for=silent_for,
+            leader_says=says, leader_lease=keys.heartbeat.lease if keys.heartbeat else 0.0,
+            gtid=self.gtid, data_id=self.data_id, relay_pending=self.relay_pending and alive,
+            apply_stalled=self._apply_stalled(now, holding, alive),
+            replica=self.replica if alive else None,
+            semi_sync_replica=self.semi_sync_replica and alive,
+            in_ack_set=self._in_ack_set(keys), last_writer=self._last_writer(),
+            errant=self.errant, behind=self.behind,
+            refused=self._refused() if alive else "",
             drained=self.drained, published=self.published,
-            positions=tuple(sorted((n, p) for n, p in positions.items()
-                                   if n != self.s.node_name)),
-            voters=voters, healthy_members=healthy,
+            positions=tuple(sorted((p for n, p in keys.positions.items()
+                                    if n != self.s.node_name), key=lambda p: p.node)),
+            sync=keys.sync, voters=tuple(n for n in healthy if n != self.last_leader),
+            healthy_members=healthy,
             election_age=(now - self.election_started) if self.election_started else 0.0,
-            election_timeout=self.election_timeout, promote_in=promote_in,
-            fence_after=self.fence_after, switchover_to=switchover_to, handover_to=handover_to,
-            async_primary=self.async_primary.get("node") if self.async_primary else None,
-            handing_over=self.handing_over)
+            voter_timeout=self.voter_timeout,
+            forced=keys.forced.get("candidate") if keys.forced else None,
+            promised_for=max(0.0, self.promise.left()[0]), promised_to=self.promise.left()[1],
+            promote_in=self._promote_in(now, keys, holding, read_only, handover),
+            switchover_to=self._switchover_to(keys),
+            handover=handover, handing_over=self.handed_over_at is not None,
+            handover_age=(now - self.handed_over_at) if self.handed_over_at else 0.0,
+            handover_timeout=HANDOVER_TIMEOUT, lease=self.lease)
 
-    def _track_election(self, now: float) -> None:
+    def _failsafe_round(self, keys: ClusterKeys) -> None:
+        """Consul is unreachable: while we hold the lock and our lease still runs, every member
+        of the last known membership must confirm (failsafe.py) for the lease to run on."""
+        if not self.s.failsafe or not self._holding(keys) or self.session is None:
+            return
+        started = self.clock.monotonic()
+        if started >= self.lease_from + self.lease:
+            return  # run out: we fenced; no reopening before Consul answers
+        members = set(keys.sync.names if keys.sync else ()) | {
+            m.node for m in self.members if m.passing}
+        members.discard(self.s.node_name)
+        addresses = self._addresses()
+        unknown = [m for m in members if m not in addresses]
+        ok, refused = failsafe.confirm_round(
+            self.s.repl_password, me=self.s.node_name, lease=self.lease,
+            members={m: addresses[m] for m in members if m in addresses},
+            port=self.s.health_port)
+        if ok and not unknown:
+            self.lease_from = started
+            note = f"failsafe: {', '.join(sorted(members)) or 'no other member'} confirmed"
+        else:
+            note = ("failsafe: not confirmed by " + ", ".join(refused + unknown)
+                    + ": the lease runs out and this node fences")
+        if note != self.failsafe_note:
+            (log.info if ok else log.warning)("Consul is unreachable; %s", note)
+            self.failsafe_note = note
+
+    def _holding(self, keys: ClusterKeys) -> bool:
+        return bool(self.session and keys.leader and keys.leader.node == self.s.node_name
+                    and keys.leader.session == self.session)
+
+    def _session_gone(self) -> None:
+        self.session = None
+        self.published = None  # the position key went with the session
+        self.lease_from = 0.0
+
+    def _track(self, now: float, keys: ClusterKeys) -> None:
         """An election runs from the moment the leader key is seen free until a leader holds
-        it again; we keep when it started and what we did for it."""
+        it again; we keep when it started and what we did for it. Heartbeats are timed by
+        when we first saw each one (election.grace_ends)."""
+        hb = keys.heartbeat
+        if hb is not None and (hb.node, hb.n) not in self.hb_seen:
+            self.hb_seen[(hb.node, hb.n)] = now
+            if len(self.hb_seen) > 16:
+                for k in sorted(self.hb_seen, key=self.hb_seen.__getitem__)[:-8]:
+                    del self.hb_seen[k]
         if self.leader is None:
             if self.election_started is None:
                 self.election_started = now
+                self.final_hb = keys.heartbeat
                 self.drained = False
                 if self.last_leader:
                     log.warning("the leader key is free (last held by %s): election",
                                 self.last_leader)
         elif self.leader.node != self.s.node_name:
             # Another node leads: the election (if any) is over for us; the next one starts
-            # afresh (drain again, wait the fence grace again).
+            # afresh (drain again, wait the grace again).
             self.last_leader = self.leader.node
-            self.last_leader_address = self.leader.address
-            self.old_primary_fenced = False
             self.election_started = None
             self.drained = False
-            self.handing_over = False
+            self.handed_over_at = None
+
+    def _leader_silence(self, now: float, keys: ClusterKeys, holding: bool
+                        ) -> tuple[float, str]:
+        """How long the leader's heartbeat has not changed (by our clock), and, once that is
+        longer than its lease, what its own endpoint says (behaviour 4 of the safety issue:
+        a primary that lost Consul only)."""
+        leader, hb = keys.leader, keys.heartbeat
+        if holding or leader is None or hb is None or hb.node != leader.node:
+            self.silent_since = None
+            if not holding:
+                self.peers.want({})
+            return 0.0, ""
+        silent = now - self.hb_seen.get((hb.node, hb.n), now)
+        if silent <= hb.lease:
+            self.silent_since = None
+            self.peers.want({})
+            return silent, ""
+        if self.silent_since is None:
+            self.silent_since = now
+            self.peers.want({leader.node: leader.address})
+            self.peers.poke()
+        doc = self.peers.status(leader.node, max_age=1.5)
+        if doc is None:
+            return silent, "unreachable" if now - self.silent_since > 1.5 else ""
+        return silent, "writable" if doc.get("writable") else "fenced"
+
+    def _promote_in(self, now: float, keys: ClusterKeys, holding: bool, read_only: bool | None,
+                    handover: election.Handover | None) -> float:
+        """election.I6: seconds until the old primary's lease surely ran out."""
+        if not holding or read_only is not True or self.election_started is None:
+            return 0.0
+        if handover is not None:
+            return 0.0  # it fenced itself before it released the lock
+        hb = self.final_hb
+        if hb is not None:
+            seen = self.hb_seen.get((hb.node, hb.n), now)
+            end = election.grace_ends(seen, max(hb.lease, self.lease), GRACE_MARGIN)
+        elif keys.sync is not None:
+            # A set but no heartbeat (written by an older version, or deleted): time the
+            # grace from when we saw the key free, which is after the lock went.
+            end = election.grace_ends(self.election_started, self.lease, GRACE_MARGIN)
+        else:
+            return 0.0  # a new cluster: there was never another primary
+        return max(0.0, end - now)
+
+    def _in_ack_set(self, keys: ClusterKeys) -> bool:
+        """election.I2: acknowledge only when the current primary counts us in its set."""
+        sync, leader = keys.sync, keys.leader
+        if sync is None or leader is None or sync.primary != leader.node:
+            return False
+        data = sync.data_of(self.s.node_name)
+        return data is not None and (not data or data == self.data_id)
+
+    def _last_writer(self) -> bool:
+        try:
+            return any(g.server_id == self.server_id for g in gtid.parse(self.gtid).values())
+        except ValueError:
+            return False
+
+    def _refused(self) -> str:
+        """The primary refuses our position (IO error 1236): errant, or behind its purged
+        binary logs (a different problem: nothing of ours is lost, we need newer data)."""
+        r = self.replica
+        if r is None or r.last_io_errno != 1236:
+            return ""
+        text = r.last_io_error
+        if "purged" in text or "Could not find GTID state" in text:
+            return "behind"
+        return "errant"
+
+    def _apply_stalled(self, now: float, holding: bool, alive: bool) -> str:
+        """Holding the lock with a relay log to apply: why it cannot be applied ("" = it
+        progresses). A lock holder that cannot open must not keep the lock for ever."""
+        r = self.replica
+        if not (holding and alive and self.relay_pending and r is not None):
+            self.apply_seen = None
+            return ""
+        if not r.sql_running and r.last_sql_errno:
+            return f"the SQL thread stopped on error {r.last_sql_errno}: {r.last_sql_error}"
+        if self.apply_seen is None or self.apply_seen[0] != self.applied:
+            self.apply_seen = (self.applied, now)
+            return ""
+        if now - self.apply_seen[1] >= APPLY_STALL:
+            return (f"the relay log made no progress for {now - self.apply_seen[1]:.0f}s "
+                    f"(applied {self.applied or 'nothing'}, received {self.gtid})")
+        return ""
+
+    def _switchover_to(self, keys: ClusterKeys) -> str | None:
+        req = keys.switchover
+        if not req or not self._holding(keys):
+            return None
+        if req.get("from") != self.s.node_name or req.get("session") != self.session:
+            log.warning("ignoring a switchover request left for another term of the primary "
+                        "(%s): deleting it", req)
+            try:
+                self.consul.clear_switchover()
+            except DCSError:
+                pass
+            return None
+        return req.get("to", "")
 
     # --- act ------------------------------------------------------------------------------------
 
@@ -188,86 +366,175 @@ class LocalNode:
             self.session = self.consul.create_session(
                 name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.s.session_ttl,
                 service_id=self.s.service_id)
-            self.session_renewed_at = self.clock.monotonic()
             log.info("created Consul session %s (TTL %.0fs)", self.session, self.s.session_ttl)
             self._wake()
         elif a == Action.DRAIN:
-            target = self.handover.get("gtid") if o.handover_to is not None and self.handover \
-                else None
+            target = o.handover.gtid if o.handover is not None else None
             self.drained = True  # even if the drain fails below: never hold up the election
             ok = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT, received=target)
             log.info("replication IO stopped; relay log %s", "applied" if ok else
                      f"NOT fully applied within {DRAIN_TIMEOUT:.0f}s (SQL thread stopped or "
-                     "slow): publishing the position actually applied")
+                     "slow): publishing the position received")
             self._wake()
         elif a == Action.PUBLISH_POSITION:
             assert self.session is not None
-            self.consul.publish_position(self.session, self.s.node_name, o.gtid)
+            self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id)
             self.published = o.gtid
             self._wake()
         elif a == Action.ACQUIRE_LOCK:
             assert self.session is not None
-            if self.consul.acquire_leader(self.session, self.s.node_name, self.address, o.gtid):
+            sync_index = o.sync.index if o.sync else 0
+            if self.consul.acquire_leader(self.session, self.s.node_name, self.address, o.gtid,
+                                          sync_index):
                 log.info("acquired the leader lock at position %s", o.gtid or "(empty)")
+                if o.forced:
+                    self._record_forced(o)
                 self._wake()
+            else:
+                log.info("the leader lock was not acquired (taken meanwhile, or the "
+                         "acknowledgement set changed): deciding again")
         elif a == Action.PROMOTE:
-            self.mysql.promote()
-            self._clear_position()
-            self.election_started = None  # won: the next election starts afresh
-            if self.handover is not None:
-                self.consul.clear_handover()
-            log.info("promoted: replication off, read_only OFF: this node is the primary")
+            self._promote(o)
         elif a == Action.FENCE:
             self.fence()
         elif a == Action.FOLLOW:
             assert o.leader_address is not None
-            self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password)
+            self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password,
+                                      semi_sync=o.in_ack_set)
             self._clear_position()
-            log.info("replication pointed at %s (%s) with GTID current_pos %s", o.leader,
-                     o.leader_address, o.gtid or "(empty)")
+            log.info("replication pointed at %s (%s) with GTID current_pos %s, semi-sync "
+                     "acknowledgements %s", o.leader, o.leader_address, o.gtid or "(empty)",
+                     "on (in its acknowledgement set)" if o.in_ack_set else "off")
         elif a == Action.STAY_REPLICA:
             self._clear_position()
         elif a == Action.MARK_ERRANT:
             self._mark_errant(o)
+        elif a == Action.MARK_BEHIND:
+            self.mysql.execute("STOP SLAVE")
+            self.behind = (f"the primary {o.leader} no longer has the binary logs that follow "
+                           f"this node's position {o.gtid or '(empty)'} (purged)")
+            log.error("%s: this node needs newer data (a snapshot newer than its position, or "
+                      "a copy of a replica); nothing of its own is lost", self.behind)
         elif a == Action.HAND_OVER:
             assert self.session is not None
-            self.fence()
+            if not self.fence():
+                return
             position = self.mysql.vars().gtid_current_pos
-            self.handing_over = True
-            if self.async_primary and self.async_primary.get("node") == self.s.node_name:
-                # The next primary fetches everything up to `position` before it opens.
-                self.consul.clear_async()
             self.consul.hand_over(self.session, self.s.node_name, position,
                                   o.switchover_to or "")
+            self.handed_over_at = self.clock.monotonic()
             log.info("switchover: fenced at %s and released the leader lock", position)
+        elif a == Action.DEPOSE:
+            leader = self.cluster.leader
+            if leader is not None and leader.session:
+                log.warning("%s", d.reason)
+                self.consul.destroy_session_of(leader.session)
+                try:
+                    self.consul.record_history("deposed", {"primary": leader.node,
+                                                           "by": self.s.node_name,
+                                                           "reason": d.reason})
+                except DCSError:
+                    pass
+                self._wake()
+        elif a == Action.ABORT_HANDOVER:
+            log.warning("%s", d.reason)
+            self.handed_over_at = None
+            self.consul.clear_handover()
+        elif a == Action.RELEASE:
+            assert self.session is not None
+            self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
+                                         can_apply=False)
+            self.published = o.gtid
+            self.consul.release_leader(self.session)
+            log.error("%s", d.reason)
         elif a == Action.REJECT_SWITCHOVER:
             self.consul.clear_switchover()
             log.error("%s", d.reason)
-        if a in (Action.STAY_PRIMARY, Action.PROMOTE):
-            self._semi_sync_for_replicas()
+        elif a == Action.STAY_PRIMARY and o.dcs_ok and self.session:
+            self.keeper.tend(self.session, o.sync, self.members, self._addresses())
         if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
             self.register(d.role)
+
+    def _promote(self, o: Observation) -> None:
+        """election.I3 and I6: our term's acknowledgement set is written before we open (not
+        synced: until a member holds what we hold, only we may take over); the nodes that
+        took part in the election follow us and may acknowledge."""
+        assert self.session is not None
+        followers = {p.node: p.data for p in o.positions if p.node != self.s.node_name}
+        if self.keeper.start_term(self.session, self.data_id, o.sync, followers) is None:
+            log.warning("could not write our acknowledgement set (the lock or the set changed "
+                        "meanwhile): not opening yet")
+            return
+        self.mysql.prepare_primary(semi_sync=bool(followers))
+        if followers:
+            self.keeper.note_sync_target()
+        if self.clock.monotonic() >= o.lock_valid_until - 0.1:
+            log.warning("our lease ran out while promoting: not opening for writes")
+            return
+        self.mysql.set_read_only(False)
+        self.writable_gen += 1  # after lifting it: the watchdog checks again if need be
+        self._clear_position()
+        self.election_started = None  # won: the next election starts afresh
+        if o.handover is not None:
+            self.consul.clear_handover()
+        if o.forced:
+            self.consul.clear_forced()
+        log.info("promoted: replication off, read_only OFF: this node is the primary "
+                 "(acknowledgement set: %s)", ", ".join(followers) or "none yet")
+
+    def _record_forced(self, o: Observation) -> None:
+        required = [n for n, _ in election.required(o.sync)]
+        have = {p.node for p in o.positions} | {self.s.node_name}
+        try:
+            self.consul.record_history("forced-failover", {
+                "candidate": self.s.node_name, "position": o.gtid,
+                "missing": ", ".join(n for n in required if n not in have),
+                "sync": str(o.sync.doc() if o.sync else None)})
+        except DCSError as exc:
+            log.warning("could not record the forced failover in the history: %s", exc)
+        log.warning("FORCED failover by an operator: taking over at %s without the positions "
+                    "of %s; commits only they hold are lost", o.gtid or "(empty)",
+                    ", ".join(n for n in required if n not in have) or "nobody")
 
     def register(self, role: Role) -> None:
         self.consul.register(
             service_id=self.s.service_id, address=self.address, port=3306,
             health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
             meta={"node": self.s.node_name, "server_id": str(self.server_id),
-                  "version": self.version or "unknown", "autopilot": __version__})
+                  "version": self.version or "unknown", "autopilot": __version__,
+                  "data_id": self.data_id})
+        record = {"server_id": str(self.server_id), "data": self.data_id,
+                  "address": self.address}
+        if record != self.member_record:
+            self.consul.register_member(self.s.node_name, record)
+            self.member_record = record
         if self.registered_role != role:
             log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
         self.registered_role = role
 
-    def fence(self) -> None:
-        killed = self.mysql.fence()
+    def fence(self) -> bool:
+        """read_only on and clients dropped; when commits wait for acknowledgements that will
+        not come, crash mysqld instead (its semi-sync recovery truncates them). True when
+        fenced in place."""
+        result, killed = self.mysql.fence()
+        if result == FenceResult.WAITING:
+            self.hard_restart("commits wait for acknowledgements that do not come")
+            return False
         log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
+        return True
 
     def release(self) -> None:
         """Give up the lock and our position (graceful stop): destroying the session deletes
         every key it holds."""
         if self.session is not None:
             self.consul.destroy_session(self.session)
-            self.session = None
+            self._session_gone()
+
+    def _addresses(self) -> dict[str, str]:
+        out = {n: r["address"] for n, r in self.cluster.members.items() if r.get("address")}
+        out.update({m.node: m.address for m in self.members if m.address})
+        out.pop(self.s.node_name, None)
+        return out
 
     def _wake(self) -> None:
         self.bus.publish(Event(Code.LEADER_CHANGED, "self"))  # run the next cycle at once
@@ -276,59 +543,6 @@ class LocalNode:
         if self.published is not None:
             self.consul.clear_position(self.s.node_name)
             self.published = None
-
-    def _semi_sync_for_replicas(self) -> None:
-        """Semi-synchronous replication is on whenever another member passes its check (so it
-        can acknowledge): a commit is acknowledged only once a replica has it. A failing or
-        errant member is not counted, so a primary left alone does not make every writer wait.
-
-        Whenever this primary may acknowledge a commit that no replica has (semi-sync off by
-        our choice, or fallen back after SEMI_SYNC_TIMEOUT), it says so in Consul first (the
-        `async` key; for MariaDB's own fall-back, as soon as it sees it): while the key names
-        it, no other node takes over automatically (ha._election), as Patroni promotes only a
-        synchronous standby. The key goes once a replica acknowledged a commit after
-        semi-sync came back (replicas receive the binary log in order, so that replica has
-        every earlier commit), or at once if nothing was committed meanwhile."""
-        me = self.s.node_name
-        others = sum(m.node != me and m.passing for m in self.members)
-        enabled, status, yes_tx, pos = self.mysql.semi_sync_master()
-        marked = bool(self.async_primary and self.async_primary.get("node") == me)
-        if not others:
-            if not marked:
-                self._mark_async(pos, yes_tx, "no other healthy member: commits are "
-                                 "acknowledged without a replica")
-            if enabled:
-                self.mysql.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
-                log.warning("semi-synchronous replication OFF (no other healthy member): "
-                            "until a replica acknowledges again, no other node may take over")
-            return
-        if not enabled:
-            self.mysql.execute("SET GLOBAL rpl_semi_sync_master_enabled = ON")
-            log.info("semi-synchronous replication ON (%d other healthy member(s))", others)
-            enabled, status, yes_tx, pos = self.mysql.semi_sync_master()
-        if not status:
-            if not marked:
-                self._mark_async(pos, yes_tx, "semi-sync fell back to asynchronous (no "
-                                 f"acknowledgement within {self.s.semi_sync_timeout:g}s)")
-            return
-        if marked and self.async_primary is not None:
-            if self.yes_tx_baseline is None:
-                self.yes_tx_baseline = yes_tx  # we restarted meanwhile: wait for a new ack
-            quiet = pos == self.async_primary.get("gtid", "")
-            if quiet or yes_tx > self.yes_tx_baseline:
-                self.consul.clear_async()
-                self.async_primary = None
-                log.info("a replica has every commit again (%s): automatic failover is "
-                         "allowed again", "nothing was committed meanwhile" if quiet else
-                         "it acknowledged a later commit")
-
-    def _mark_async(self, pos: str, yes_tx: int, why: str) -> None:
-        self.consul.mark_async(self.s.node_name, pos, why)
-        self.async_primary = {"node": self.s.node_name, "gtid": pos, "why": why}
-        self.yes_tx_baseline = yes_tx
-        log.warning("marked this primary asynchronous in Consul (%s): if it is lost now, "
-                    "commits only it has would be lost, so no replica takes over on its own",
-                    why)
 
     def _mark_errant(self, o: Observation) -> None:
         base = gtid.parse(self.leader.gtid) if self.leader and self.leader.gtid else {}
@@ -340,6 +554,5 @@ class LocalNode:
         self.errant = found or tuple(gtid.ahead_of(gtid.parse(o.gtid), base)) or (o.gtid,)
         self.mysql.execute("STOP SLAVE")
         log.error("this node holds transactions the primary %s never had: %s. It stays "
-                  "read-only, out of replication and unhealthy. Re-provision it: stop it, "
-                  "empty its data directory and start it again (it then copies the primary)",
+                  "read-only, out of replication and unhealthy until it is re-provisioned",
                   o.leader, ", ".join(self.errant))

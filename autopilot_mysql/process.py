@@ -71,9 +71,11 @@ class ManagedProcess:
     def __init__(self, name: str, argv: Sequence[str], *, bus: EventBus,
                  env: Mapping[str, str] | None = None, cwd: str | None = None,
                  policy: RestartPolicy | None = None, clock: Clock | None = None,
-                 preexec: Callable[[], None] | None = None) -> None:
+                 preexec: Callable[[], None] | None = None,
+                 extra_args: Callable[[], Sequence[str]] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
+        self.extra_args = extra_args  # decided again before every start
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.bus = bus
@@ -85,6 +87,7 @@ class ManagedProcess:
         self._state = ProcState.STOPPED
         self._restart_at = 0.0
         self._stopping = False
+        self._crashing = ""  # why we SIGKILLed it on purpose, to restart it at once
         self.last_error = ""
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self.log = logging.getLogger(f"autopilot_mysql.{name}")
@@ -111,9 +114,10 @@ class ManagedProcess:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 raise ProcessError(f"{self.name} is already running (pid {self._proc.pid})")
+            argv = self.argv + list(self.extra_args() if self.extra_args else ())
             try:
                 proc = subprocess.Popen(
-                    self.argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
+                    argv, env=self.env, cwd=self.cwd, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                     start_new_session=True,  # own process group: stop() reaches its tree
                     preexec_fn=self._preexec)
@@ -122,6 +126,7 @@ class ManagedProcess:
             self._proc = proc
             self._state = ProcState.RUNNING
             self._stopping = False
+            self._crashing = ""
         self.log.info("started %s (pid %d)", self.name, proc.pid)
         threading.Thread(target=self._pump, args=(proc,), name=f"{self.name}-output",
                          daemon=True).start()
@@ -164,6 +169,19 @@ class ManagedProcess:
             self._signal_group(proc, signal.SIGKILL)
             proc.wait()
 
+    def crash(self, reason: str, pid: int | None = None) -> None:
+        """SIGKILL the whole process group on purpose and restart it at once (not counted
+        as a failure): the fence's last resort, when mysqld must stop before it can finish
+        commits that were never acknowledged. With `pid`, only if that is still the one
+        running (not a process started since, which begins read-only)."""
+        proc = self._proc
+        if proc is None or proc.poll() is not None or pid is not None and proc.pid != pid:
+            return
+        with self._lock:
+            self._crashing = reason
+        self.log.warning("crashing %s on purpose (pid %d): %s", self.name, proc.pid, reason)
+        self._signal_group(proc, signal.SIGKILL)
+
     def give_up(self, reason: str) -> None:
         with self._lock:
             self._state = ProcState.FAILED
@@ -193,6 +211,11 @@ class ManagedProcess:
             if self._stopping:
                 self._state = ProcState.STOPPED
                 self.log.info("%s stopped (%s)", self.name, describe_status(code))
+            elif self._crashing:
+                self._state = ProcState.BACKOFF
+                self._restart_at = self.clock.monotonic()
+                self.last_error = f"{self.name} crashed on purpose: {self._crashing}"
+                self._crashing = ""
             else:
                 now = self.clock.monotonic()
                 delay = self.policy.record_failure(now)

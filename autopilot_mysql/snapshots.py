@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from . import gtid
 from .backup import snapshot
 from .backup.provision import rebuild_datadir, restore_datadir
 from .backup.scheduler import SnapshotScheduler
@@ -129,9 +130,10 @@ class Snapshots:
         return True
 
     def rebuild(self, mysqld: ManagedProcess, errant: tuple[str, ...],
-                publish: Callable[[str, str], None]) -> bool:
-        """Rebuild this errant node from the latest snapshot (mysqld stopped meanwhile; its
-        old data kept aside until the restore succeeded). True when rebuilt."""
+                publish: Callable[[str, str], None], newer_than: str | None = None) -> bool:
+        """Rebuild this errant node (or, with `newer_than`, a node behind the primary's purged
+        binary logs) from the latest snapshot; mysqld is stopped meanwhile and the old data
+        kept aside until the restore succeeded. True when rebuilt."""
         if time.monotonic() < self.rebuild_after:
             return False
         self.rebuild_after = time.monotonic() + REBUILD_RETRY
@@ -141,10 +143,18 @@ class Snapshots:
             log.error("cannot rebuild this errant node yet: %s", exc)
             return False
         if m is None:
-            log.error("this node holds errant transactions (%s) but the cluster has no "
-                      "snapshot to rebuild it from: re-provision it by hand",
-                      ", ".join(errant))
+            log.error("this node needs re-provisioning (%s) but the cluster has no snapshot to "
+                      "rebuild it from: re-provision it by hand", ", ".join(errant))
             return False
+        if newer_than is not None:
+            mine, theirs = gtid.parse(newer_than), gtid.parse(m.gtid)
+            if not gtid.covers(theirs, mine) or theirs == mine:
+                log.error("this node is behind the primary's purged binary logs, and the "
+                          "latest snapshot %s (GTID %s) is no newer than its own position %s: "
+                          "restoring it would not help. Take a new snapshot (autopilot-mysql "
+                          "backup now, on a replica) and it is used at the next attempt",
+                          m.id, m.gtid, newer_than)
+                return False
         log.warning("REBUILDING this node from snapshot %s: it holds transactions the primary "
                     "never had (%s), which are discarded; its old data is kept aside in %s "
                     "until the rebuild succeeds", m.id, ", ".join(errant), self.s.datadir)

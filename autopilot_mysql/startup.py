@@ -80,8 +80,7 @@ def write_cnf(settings: Settings, server_id: int) -> Path:
     pool, reason = buffer_pool_size(settings.buffer_pool_size, cgroup_memory_limit())
     cnf = settings.rundir / "my.cnf"
     text = render_cnf(datadir=settings.datadir, rundir=settings.rundir, server_id=server_id,
-                      report_host=settings.node_name, pool_size=pool, pool_reason=reason,
-                      semi_sync_timeout=settings.semi_sync_timeout)
+                      report_host=settings.node_name, pool_size=pool, pool_reason=reason)
     tmp = cnf.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(cnf)

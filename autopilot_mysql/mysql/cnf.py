@@ -79,18 +79,11 @@ def buffer_pool_size(configured: int | None, memory_limit: int | None) -> tuple[
                   "(the rest is for connections, the supervisor and the page cache)")
 
 
-NEVER_MS = 2**64 - 1  # rpl_semi_sync_master_timeout's maximum: never fall back
-
-
 def render_cnf(*, datadir: Path, rundir: Path, server_id: int, report_host: str,
-               pool_size: int, pool_reason: str, semi_sync_timeout: float = 10.0,
-               template: Path | None = None) -> str:
+               pool_size: int, pool_reason: str, template: Path | None = None) -> str:
     text = (template or template_dir() / "my.cnf.template").read_text()
     return Template(text).substitute(
         datadir=datadir, socket=rundir / "mysqld.sock", pidfile=rundir / "mysqld.pid",
         server_id=server_id, report_host=report_host,
         buffer_pool_size=format_size(pool_size) if pool_size % (1 << 20) == 0 else pool_size,
-        buffer_pool_reason=pool_reason,
-        semi_sync_timeout_ms=int(semi_sync_timeout * 1000) if semi_sync_timeout else NEVER_MS,
-        semi_sync_reason=(f"SEMI_SYNC_TIMEOUT={semi_sync_timeout:g}s" if semi_sync_timeout
-                          else "never (SEMI_SYNC_TIMEOUT=0: commits wait for a replica)"))
+        buffer_pool_reason=pool_reason)

@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import time
+import uuid
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -75,6 +76,18 @@ def _write_durably(path: Path, text: str) -> None:
     fsync_dir(path.parent)
 
 
+def data_id(datadir: Path) -> str:
+    """This data directory's id (election.py: a member of the acknowledgement set is a node
+    *with* its data). Minted by mark_done; a directory from before data ids gets one now."""
+    state = read_node_state(datadir)
+    current = state.get("data_id")
+    if isinstance(current, str) and current:
+        return current
+    new = uuid.uuid4().hex
+    write_node_state(datadir, {**state, "data_id": new})
+    return new
+
+
 def read_node_state(datadir: Path) -> dict[str, object]:
     try:
         data = json.loads((datadir / STATE).read_text())
@@ -118,6 +131,9 @@ def mark_pending(datadir: Path, what: str) -> None:
 
 
 def mark_done(datadir: Path, what: str) -> None:
+    """End of a first boot or a restore: the directory holds new data, with a new data id."""
+    state = read_node_state(datadir)
+    write_node_state(datadir, {**state, "data_id": uuid.uuid4().hex})
     _write_durably(datadir / DONE, f"{what} {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
     (datadir / PENDING).unlink(missing_ok=True)
     fsync_dir(datadir)

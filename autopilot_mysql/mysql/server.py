@@ -4,10 +4,12 @@ supervisor needs no password of its own). Every PyMySQL error becomes a MySQLErr
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,28 @@ class ServerVars:
     read_only: bool
     gtid_current_pos: str
     version: str
+    semi_sync_replica: bool = False  # the IO thread acknowledges (Rpl_semi_sync_slave_status)
+
+
+@dataclass(frozen=True)
+class PrimaryState:
+    """The primary's side of semi-sync, from one query."""
+
+    semi_sync_on: bool  # rpl_semi_sync_master_enabled
+    wait_sessions: int  # commits waiting for an acknowledgement now
+    yes_tx: int  # commits acknowledged by a replica so far
+    binlog_pos: str  # gtid_binlog_pos
+
+
+class FenceResult(StrEnum):
+    FENCED = "fenced"  # read_only is on and client connections are dropped
+    WAITING = "waiting"  # commits wait for acknowledgements that do not come: read_only
+    #                      could not be set behind them (they would become errant if killed)
+
+
+FENCE_TIMEOUT = 0.3  # seconds SET read_only may take before the fence crashes mysqld instead
+_STATUS = ("(SELECT variable_value FROM information_schema.global_status WHERE "
+           "variable_name = '{}')")
 
 
 class LocalServer:
@@ -73,9 +97,10 @@ class LocalServer:
     # --- observations ---------------------------------------------------------------------------
 
     def vars(self) -> ServerVars:
-        row = self.execute("SELECT @@global.read_only, @@global.gtid_current_pos, @@version")[0]
+        row = self.execute("SELECT @@global.read_only, @@global.gtid_current_pos, @@version, "
+                           + _STATUS.format("RPL_SEMI_SYNC_SLAVE_STATUS"))[0]
         return ServerVars(read_only=bool(row[0]), gtid_current_pos=str(row[1] or ""),
-                          version=str(row[2]))
+                          version=str(row[2]), semi_sync_replica=row[3] == "ON")
 
     def replica_status(self) -> Replication | None:
         """None when this server has no replication configured."""
@@ -103,15 +128,67 @@ class LocalServer:
             gtid_io_pos=str(row.get("Gtid_IO_Pos") or ""),
             master_log_file=str(row.get("Master_Log_File") or ""))
 
-    def semi_sync_master(self) -> tuple[bool, bool, int, str]:
-        """(enabled, status ON, commits acknowledged by a replica so far, gtid_binlog_pos)."""
-        status = ("(SELECT variable_value FROM information_schema.global_status WHERE "
-                  "variable_name = '{}')")
-        enabled, on, yes_tx, pos = self.execute(
+    def primary_state(self) -> PrimaryState:
+        row = self.execute(
             "SELECT @@global.rpl_semi_sync_master_enabled, "
-            f"{status.format('RPL_SEMI_SYNC_MASTER_STATUS')}, "
-            f"{status.format('RPL_SEMI_SYNC_MASTER_YES_TX')}, @@global.gtid_binlog_pos")[0]
-        return bool(enabled), on == "ON", int(yes_tx or 0), str(pos or "")
+            f"{_STATUS.format('RPL_SEMI_SYNC_MASTER_WAIT_SESSIONS')}, "
+            f"{_STATUS.format('RPL_SEMI_SYNC_MASTER_YES_TX')}, @@global.gtid_binlog_pos")[0]
+        return PrimaryState(semi_sync_on=bool(row[0]), wait_sessions=int(row[1] or 0),
+                            yes_tx=int(row[2] or 0), binlog_pos=str(row[3] or ""))
+
+    def set_semi_sync_primary(self, on: bool) -> None:
+        """Off releases every commit waiting for an acknowledgement (acknowledged alone)."""
+        self.execute(f"SET GLOBAL rpl_semi_sync_master_enabled = {'ON' if on else 'OFF'}")
+
+    def attached_replicas(self) -> set[str]:
+        """The report_host (node name) of every replica whose IO thread is attached to us."""
+        return {str(r[1]) for r in self.execute("SHOW SLAVE HOSTS")}
+
+    def execute_unlogged(self, stmts: list[tuple[str, tuple[object, ...]]]) -> None:
+        """Statements kept out of the binary log (sql_log_bin=0 on our connection, restored):
+        local changes that must never replicate."""
+        with self._lock:
+            try:
+                conn = self._connection()
+                with conn.cursor() as cur:
+                    cur.execute("SET SESSION sql_log_bin = 0")
+                    try:
+                        for sql, args in stmts:
+                            cur.execute(sql, args)
+                    finally:
+                        cur.execute("SET SESSION sql_log_bin = 1")
+            except (pymysql.MySQLError, OSError) as exc:
+                self.close_locked()
+                raise MySQLError(f"{stmts[0][0].split()[0]} on {self.socket}: {exc}") from exc
+
+    def shut_out(self, user: str, address: str) -> int:
+        """Keep the replica at `address` out (election.I2): an account `user`@`address`,
+        locked, is more specific than `user`@'%', so that replica's next connection is refused;
+        its current one is dropped. Local to this server (not in the binary log). Returns how
+        many of its connections were dropped."""
+        self.execute_unlogged([
+            ("CREATE USER IF NOT EXISTS %s@%s IDENTIFIED BY %s ACCOUNT LOCK",
+             (user, address, secrets.token_hex(16)))])
+        dropped = 0
+        for (cid,) in self.execute(
+                "SELECT id FROM information_schema.processlist WHERE command LIKE 'Binlog Dump%%' "
+                "AND SUBSTRING_INDEX(host, ':', 1) = %s", (address,)):
+            try:
+                self.execute(f"KILL CONNECTION {int(cid)}")
+                dropped += 1
+            except MySQLError:
+                pass
+        return dropped
+
+    def let_in(self, user: str, address: str) -> None:
+        self.execute_unlogged([("DROP USER IF EXISTS %s@%s", (user, address))])
+
+    def shut_out_addresses(self, user: str) -> list[str]:
+        """Addresses we keep out (locked `user`@address accounts), as shut_out made them."""
+        rows = self.execute(
+            "SELECT host FROM mysql.global_priv WHERE user = %s AND host <> '%%' AND "
+            "JSON_VALUE(priv, '$.account_locked') IN ('1', 'true')", (user,))
+        return [str(r[0]) for r in rows]
 
     def binlog_file(self) -> str:
         """The binary log this server writes now ('' when binary logging is off)."""
@@ -153,15 +230,17 @@ class LocalServer:
 
     # --- actions --------------------------------------------------------------------------------
 
-    def replicate_from(self, host: str, user: str, password: str) -> None:
-        """Point replication at `host` by GTID and start it. current_pos: a former primary's
-        history is in its binary log, not in gtid_slave_pos; a replica's is in both."""
+    def replicate_from(self, host: str, user: str, password: str, *, semi_sync: bool) -> None:
+        """Point replication at `host` by GTID and start it, acknowledging commits (semi-sync)
+        only when `semi_sync` (we are in the primary's acknowledgement set: election.I2).
+        current_pos: a former primary's history is in its binary log, not in gtid_slave_pos;
+        a replica's is in both."""
         self.execute("STOP SLAVE")
         # A former primary keeps master-side semi-sync on otherwise, and with log_slave_updates
         # its SQL thread would wait for an acknowledgement (from replicas it does not have)
         # after every applied transaction.
         self.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
-        self.execute("SET GLOBAL rpl_semi_sync_slave_enabled = ON")
+        self.execute(f"SET GLOBAL rpl_semi_sync_slave_enabled = {'ON' if semi_sync else 'OFF'}")
         self.execute("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = 3306, MASTER_USER = %s, "
                      "MASTER_PASSWORD = %s, MASTER_USE_GTID = current_pos, "
                      "MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
@@ -199,25 +278,60 @@ class LocalServer:
         self.execute("STOP SLAVE")
         self.execute("RESET SLAVE ALL")
 
-    def promote(self) -> None:
-        """Become the primary: replication off, semi-synchronous acknowledgements awaited
-        (after sync: an acknowledged commit is in a replica's relay log), writes on."""
+    def prepare_primary(self, semi_sync: bool) -> None:
+        """Before opening: replication off, and semi-synchronous acknowledgements awaited
+        (after sync: an acknowledged commit is in a replica's relay log) when `semi_sync`."""
         self.stop_replication()
         self.execute("SET GLOBAL rpl_semi_sync_slave_enabled = OFF")
-        self.execute("SET GLOBAL rpl_semi_sync_master_enabled = ON")
-        self.execute("SET GLOBAL read_only = OFF")
+        self.set_semi_sync_primary(semi_sync)
 
     def set_read_only(self, on: bool) -> None:
         self.execute(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
 
-    def fence(self) -> int:
-        """Stop accepting writes: drop client connections first (commits waiting for a
-        semi-sync acknowledgement would otherwise hold SET read_only for up to the semi-sync
-        timeout; killed, they are never acknowledged), then read_only ON, then drop whatever
-        connected in between. Returns how many connections were dropped."""
+    def fence(self, timeout: float = FENCE_TIMEOUT) -> tuple[FenceResult, int]:
+        """Stop accepting writes: read_only ON, then drop client connections. SET read_only
+        waits for commits in progress; commits that wait for a semi-sync acknowledgement that
+        never comes (our replicas follow another primary, or cannot reach us) would hold it for
+        ever, and killing them would commit them locally (errant transactions). So when
+        commits wait and no acknowledgement arrives, or SET read_only takes longer than
+        `timeout`, it reports WAITING: the caller crashes mysqld instead, and MariaDB's
+        semi-sync recovery (--init-rpl-role=SLAVE) truncates those commits, never
+        acknowledged, at the next start. Returns the result and how many connections were
+        dropped."""
+        st = self.primary_state()
+        if st.wait_sessions:
+            time.sleep(0.05)
+            again = self.primary_state()
+            if again.wait_sessions and again.yes_tx == st.yes_tx:
+                return FenceResult.WAITING, 0  # acknowledgements stopped
+        try:
+            conn = pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True,
+                                   connect_timeout=self.connect_timeout, read_timeout=timeout,
+                                   write_timeout=timeout, program_name="autopilot-mysql-fence")
+        except (pymysql.MySQLError, OSError) as exc:
+            raise MySQLError(f"fence on {self.socket}: {exc}") from exc
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SET GLOBAL read_only = ON")
+        except (pymysql.MySQLError, OSError) as exc:
+            if isinstance(exc, pymysql.err.OperationalError) and exc.args and \
+                    exc.args[0] in (2013, 2006):  # our read timed out: it waits behind commits
+                return FenceResult.WAITING, 0
+            raise MySQLError(f"SET read_only on {self.socket}: {exc}") from exc
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
         killed = self.kill_client_connections()
-        self.set_read_only(True)
-        return killed + self.kill_client_connections()
+        # No longer a primary: nothing of the application can be committing now (read_only
+        # waited for it, new writes are refused), so master-side semi-sync only holds up root
+        # over the local socket (READ ONLY ADMIN), an operator writing on purpose.
+        self.set_semi_sync_primary(False)
+        return FenceResult.FENCED, killed
+
+    def read_only_now(self) -> bool:
+        return bool(self.execute("SELECT @@global.read_only")[0][0])
 
     def kill_client_connections(self) -> int:
         """Drop every client connection but system threads, replication and root over the
@@ -281,32 +395,3 @@ def run_statements(server: LocalServer, stmts: list[tuple[str, tuple[str, ...]]]
             server.close_locked()
             raise MySQLError(f"first-boot statement failed on {server.socket}: {exc}") from exc
         server.close_locked()
-
-
-def old_primary_cannot_write(address: str, user: str, password: str,
-                             timeout: float = 0.5) -> bool:
-    """True only when the former primary at `address` surely cannot accept writes: nothing
-    listens on its MariaDB port (connection refused: its mysqld is gone, and a restarted one
-    starts read-only), or it answers with read_only on. A time-out proves nothing (paused or
-    partitioned): the caller then waits out the fence grace."""
-    try:
-        conn = pymysql.connect(host=address, port=3306, user=user, password=password,
-                               connect_timeout=timeout, read_timeout=timeout,
-                               write_timeout=timeout)
-    except pymysql.err.OperationalError as exc:
-        # 2003 "Can't connect ... ([Errno 111] Connection refused)": nothing listens there.
-        return bool(exc.args) and exc.args[0] == 2003 and "Connection refused" in str(exc)
-    except (pymysql.MySQLError, OSError):
-        return False
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT @@global.read_only")
-            row = cur.fetchone()
-            return bool(row and row[0])
-    except (pymysql.MySQLError, OSError):
-        return False
-    finally:
-        try:
-            conn.close()
-        except Exception:
-            pass

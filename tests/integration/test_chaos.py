@@ -19,11 +19,18 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
-import requests
 
 from tests.integration.test_replication import ReadOnlyWatch, roles
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, boot_cluster, start_router
+from tests.testbed.cluster import (
+    APP_DB,
+    APP_PASSWORD,
+    APP_USER,
+    Node,
+    boot_cluster,
+    start_router,
+    synced,
+)
 from tests.testbed.components import HAProxy
 from tests.testbed.util import wait_until
 
@@ -188,9 +195,7 @@ def test_acknowledged_writes_survive_faults_and_never_two_writable(
 
 
 def synchronous(bed: TestBed) -> bool:
-    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/async",
-                     timeout=2)
-    return r.status_code == 404
+    return synced(bed)
 
 
 def read_only(node: Node) -> bool:

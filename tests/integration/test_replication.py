@@ -13,7 +13,7 @@ import pymysql
 import pytest
 
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import Node, boot_cluster, make_node
+from tests.testbed.cluster import Node, boot_cluster, make_node, sync_key, synced
 from tests.testbed.util import wait_until
 
 pytestmark = pytest.mark.integration
@@ -183,6 +183,10 @@ class ReadOnlyWatch:
         self.stop.set()
         self.thread.join()
 
+    def overlaps(self) -> int:
+        """How many samples showed more than one writable node."""
+        return sum(1 for _, w in self.samples if len(w) > 1)
+
     def longest_gap(self) -> float:
         """The longest stretch with no writable node (the write pause)."""
         gap, start = 0.0, None
@@ -269,19 +273,6 @@ def test_a_node_scaled_in_later_joins_as_a_replica(bed: TestBed, cluster: list[N
     print(f"db4 replicating {time.monotonic() - t0:.1f}s after boot; tags {tags}")
 
 
-def async_key(bed: TestBed) -> dict[str, str] | None:
-    import base64
-    import json
-
-    import requests
-    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/async",
-                     timeout=2)
-    if r.status_code == 404:
-        return None
-    value: dict[str, str] = json.loads(base64.b64decode(r.json()[0]["Value"]))
-    return value
-
-
 def test_no_takeover_from_a_primary_that_acknowledged_alone(
         bed: TestBed, cluster: list[Node]) -> None:
     old = primary(cluster)
@@ -289,11 +280,11 @@ def test_no_takeover_from_a_primary_that_acknowledged_alone(
     acked = set(insert(old, 1, 5))
     for n in rest:
         wait_until(lambda n=n: has_rows(n, acked), timeout=30, what="replicated rows")
-    assert async_key(bed) is None
+    wait_until(lambda: synced(bed), timeout=30, what="the acknowledgement set to be synced")
     for n in rest:  # both replicas gone: the primary acknowledges alone, and says so first
         n.host.stop()
-    wait_until(lambda: (async_key(bed) or {}).get("node") == old.name, timeout=30,
-               what=f"{old.name} to mark itself asynchronous in Consul")
+    wait_until(lambda: not synced(bed) and (sync_key(bed) or {}).get("primary") == old.name,
+               timeout=60, what=f"{old.name} to record in Consul that it acknowledges alone")
     alone = set(insert(old, 100, 5))  # acknowledged with no replica
     old.host.kill()
     survivor = rest[0]
@@ -301,12 +292,12 @@ def test_no_takeover_from_a_primary_that_acknowledged_alone(
     wait_until(lambda: "without a synchronous replica" in survivor.status()["last_decision"],
                timeout=90, what=f"{survivor.name} to refuse taking over")
     time.sleep(3)  # the refusal holds (a bounded look, not a wait for state)
-    assert survivor.http("/primary") != 200 and async_key(bed) is not None
+    assert survivor.http("/primary") != 200 and not synced(bed)
     # The old primary comes back, takes the lock again, and nothing acknowledged is lost.
     old.boot()
     assert primary(cluster[:]) is old
     survivor.wait_http("/replica", 200, timeout=60)
     acked |= alone | set(insert(old, 200, 3))
     wait_until(lambda: has_rows(survivor, acked), timeout=30, what="every row on the survivor")
-    wait_until(lambda: async_key(bed) is None, timeout=30,
-               what="the async key to go once a replica acknowledged again")
+    wait_until(lambda: synced(bed), timeout=30,
+               what="the set to be synced again once a replica holds everything")

@@ -5,6 +5,7 @@ the host's own directory because the hosts share one file system."""
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import os
@@ -178,7 +179,25 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
         n.boot()
     wait_until(lambda: healthy_cluster(nodes), timeout=timeout,
                what=f"one primary and {count - 1} replicating replicas")
+    if count > 1:  # the guarantees are stated for a synced acknowledgement set
+        wait_until(lambda: synced(bed), timeout=timeout,
+                   what="the acknowledgement set to be synced")
     return nodes
+
+
+def sync_key(bed: TestBed, service: str = "mysql") -> dict[str, Any] | None:
+    """The acknowledgement set (autopilot_mysql/election.py) as Consul holds it."""
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/{service}/sync",
+                     timeout=2)
+    if r.status_code == 404:
+        return None
+    value: dict[str, Any] = json.loads(base64.b64decode(r.json()[0]["Value"]))
+    return value
+
+
+def synced(bed: TestBed, service: str = "mysql") -> bool:
+    """Every acknowledged commit is on a member of the acknowledgement set."""
+    return bool((sync_key(bed, service) or {}).get("synced"))
 
 
 def start_router(bed: TestBed) -> HAProxy:

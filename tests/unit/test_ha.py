@@ -6,13 +6,18 @@ from dataclasses import replace
 
 import pytest
 
+from autopilot_mysql.election import Handover, Published, SyncState
 from autopilot_mysql.ha import decide
 from autopilot_mysql.model import Action, Observation, ProcState, Replication, Role
 
 # A healthy replica-to-be: mysqld answers, Consul answers, registered and passing.
 BASE = Observation(node="db1", mysqld=ProcState.RUNNING, mysql_alive=True, read_only=True,
                    dcs_ok=True, registered=True, check_passing=True, session="s1",
-                   session_age=0.5, session_ttl=10.0, leader=None)
+                   lease_left=1.5, lease=2.0, leader=None, data_id="d1")
+
+
+def pos(*pairs: tuple[str, str]) -> tuple[Published, ...]:
+    return tuple(Published(n, g, f"d-{n}") for n, g in pairs)
 
 
 def d(**kw: object) -> Action:
@@ -60,6 +65,29 @@ REPLICATING = Replication(master_host="10.0.0.2", io_running=True, sql_running=T
 L2 = dict(leader="db2", leader_address="10.0.0.2")
 
 
+def test_a_primary_that_lost_consul_only_is_deposed_once_its_lease_surely_ran_out() -> None:
+    """Behaviour 4: its heartbeat stopped for longer than its lease (by our clock) and its own
+    endpoint says it is fenced (or nothing): end its session instead of waiting 2 x TTL."""
+    silent = dict(**L2, replica=REPLICATING, leader_lease=2.0)
+    assert d(**silent, leader_silent_for=2.5, leader_says="fenced") == Action.STAY_REPLICA
+    assert d(**silent, leader_silent_for=2.8, leader_says="fenced") == Action.DEPOSE
+    assert d(**silent, leader_silent_for=2.8, leader_says="unreachable") == Action.DEPOSE
+    # it says it is writable (it still believes in its lock), or we do not know yet: wait
+    assert d(**silent, leader_silent_for=9.0, leader_says="writable") == Action.STAY_REPLICA
+    assert d(**silent, leader_silent_for=9.0, leader_says="") == Action.STAY_REPLICA
+    # the longer of the two leases counts (a rolling change of LOOP_WAIT)
+    assert d(**{**silent, "leader_lease": 4.0}, leader_silent_for=3.0,
+             leader_says="fenced") == Action.STAY_REPLICA
+
+
+def test_a_former_primary_connects_only_once_admitted() -> None:
+    """Its recovery may have truncated commits a member acknowledged; they come back only to
+    a semi-sync replica (outside the set, MariaDB skips events with its own server_id)."""
+    waiting = decide(replace(BASE, **L2, last_writer=True))  # type: ignore[arg-type]
+    assert waiting.action == Action.WAIT and waiting.healthy and "admitted" in waiting.reason
+    assert d(**L2, last_writer=True, in_ack_set=True) == Action.FOLLOW
+
+
 def test_another_leader_means_follow_or_fence() -> None:
     follow = decide(replace(BASE, **L2))  # type: ignore[arg-type]
     assert follow.action == Action.FOLLOW and follow.role == Role.REPLICA
@@ -74,12 +102,29 @@ def test_another_leader_means_follow_or_fence() -> None:
 
 
 def test_errant_transactions_are_detected_and_keep_the_node_out() -> None:
-    refused = replace(REPLICATING, io_running=False, last_io_errno=1236,
-                      last_io_error="requested GTID 0-1-9 not in the master's binlog")
-    assert d(**L2, replica=refused) == Action.MARK_ERRANT
+    assert d(**L2, replica=REPLICATING, refused="errant") == Action.MARK_ERRANT
     stuck = decide(replace(BASE, **L2, errant=("0-1-8..0-1-9",)))  # type: ignore[arg-type]
     assert stuck.action == Action.WAIT and not stuck.healthy and "0-1-8..0-1-9" in stuck.reason
     assert d(errant=("0-1-9",), gtid="0-1-9", published="0-1-9") == Action.WAIT  # no candidate
+
+
+def test_a_node_behind_purged_binary_logs_is_not_errant() -> None:
+    """Defect 10: IO error 1236 because the primary purged what we need is reported as that
+    (re-provision with newer data), never as errant transactions."""
+    assert d(**L2, replica=REPLICATING, refused="behind") == Action.MARK_BEHIND
+    stuck = decide(replace(BASE, **L2, behind="the primary purged ..."))  # type: ignore[arg-type]
+    assert stuck.action == Action.WAIT and not stuck.healthy and "purged" in stuck.reason
+    assert "errant" not in stuck.reason
+
+
+def test_a_replica_acknowledges_exactly_while_in_the_acknowledgement_set() -> None:
+    """election.I2 on the replica's side: semi-sync on only when the primary counts us."""
+    assert d(**L2, replica=REPLICATING, in_ack_set=True, semi_sync_replica=True) == \
+        Action.STAY_REPLICA
+    assert d(**L2, replica=REPLICATING, in_ack_set=True, semi_sync_replica=False) == \
+        Action.FOLLOW
+    assert d(**L2, replica=REPLICATING, in_ack_set=False, semi_sync_replica=True) == \
+        Action.FOLLOW
 
 
 def test_lost_session_while_writable_fences() -> None:
@@ -87,16 +132,16 @@ def test_lost_session_while_writable_fences() -> None:
     assert d(leader=None, read_only=False) == Action.FENCE
 
 
-def test_stale_renewal_fences_after_fence_after() -> None:
-    assert d(leader="db1", read_only=False, session_age=2.9) == Action.STAY_PRIMARY
-    assert d(leader="db1", read_only=False, session_age=3.0) == Action.FENCE
+def test_an_expired_lease_fences() -> None:
+    assert d(leader="db1", read_only=False, lease_left=0.1) == Action.STAY_PRIMARY
+    assert d(leader="db1", read_only=False, lease_left=0.0) == Action.FENCE
 
 
 def test_consul_unreachable() -> None:
-    # A read-only node just waits; a primary keeps serving only while its lock is surely valid.
+    # A read-only node just waits; a primary keeps serving only while its lease holds.
     assert d(dcs_ok=False) == Action.WAIT
-    assert d(dcs_ok=False, read_only=False, leader="db1", session_age=2.0) == Action.STAY_PRIMARY
-    assert d(dcs_ok=False, read_only=False, leader="db1", session_age=3.5) == Action.FENCE
+    assert d(dcs_ok=False, read_only=False, leader="db1", lease_left=0.5) == Action.STAY_PRIMARY
+    assert d(dcs_ok=False, read_only=False, leader="db1", lease_left=-1.0) == Action.FENCE
 
 
 E = dict(published="0-1-10", gtid="0-1-10", voters=("db2", "db3"))
@@ -106,10 +151,10 @@ def test_election_drains_then_publishes_then_waits_for_voters() -> None:
     assert d(replica=REPLICATING, drained=False) == Action.DRAIN
     assert d(replica=REPLICATING, drained=True, gtid="0-1-10", published=None) == \
         Action.PUBLISH_POSITION
-    waiting = decide(replace(BASE, **E, positions=(("db2", "0-1-9"),)))  # type: ignore[arg-type]
+    waiting = decide(replace(BASE, **E, positions=pos(("db2", "0-1-9"))))  # type: ignore[arg-type]
     assert waiting.action == Action.WAIT and "db3" in waiting.reason
-    # ... unless the election timeout passed: then the published positions decide
-    assert d(**E, positions=(("db2", "0-1-9"),), election_age=5.0) == Action.ACQUIRE_LOCK
+    # ... healthy voters that the invariants do not need are waited for only so long
+    assert d(**E, positions=pos(("db2", "0-1-9")), election_age=5.0) == Action.ACQUIRE_LOCK
 
 
 @pytest.mark.parametrize("others,expected", [
@@ -122,11 +167,11 @@ def test_election_drains_then_publishes_then_waits_for_voters() -> None:
 def test_only_the_most_advanced_candidate_takes_the_lock(
         others: tuple[tuple[str, str], ...], expected: Action) -> None:
     voters = tuple(n for n, _ in others)
-    assert d(**{**E, "voters": voters}, positions=others) == expected
+    assert d(**{**E, "voters": voters}, positions=pos(*others)) == expected
 
 
 def test_unreadable_position_is_no_candidate_after_the_timeout() -> None:
-    assert d(**E, positions=(("db2", "garbage"), ("db3", "0-1-3")),
+    assert d(**E, positions=pos(("db2", "garbage"), ("db3", "0-1-3")),
              election_age=9.0) == Action.ACQUIRE_LOCK
 
 
@@ -135,19 +180,22 @@ def test_one_node_left_takes_over_alone() -> None:
 
 
 def test_no_automatic_takeover_from_a_primary_that_ran_asynchronously() -> None:
-    # db2, the last primary, acknowledged commits with no synchronous replica: only it has
-    # them, so nobody else takes the lock (however far ahead); it may take it back itself.
-    blocked = decide(replace(BASE, **{**E, "voters": ()}, async_primary="db2"))
+    # db2, the last primary, acknowledged commits with no synchronous replica (its set is not
+    # synced): only it is sure to have them, so nobody else takes the lock, however far
+    # ahead; it may take it back itself.
+    unsynced = SyncState(primary="db2", primary_data="d-db2", members=(("db1", "d1"),))
+    blocked = decide(replace(BASE, **{**E, "voters": ()}, sync=unsynced))  # type: ignore[arg-type]
     assert blocked.action == Action.WAIT and "db2" in blocked.reason
-    assert "service/<SERVICE_NAME>/async" in blocked.reason
-    assert d(**{**E, "voters": ()}, async_primary="db1") == Action.ACQUIRE_LOCK
-    assert d(**{**E, "voters": ()}, async_primary=None) == Action.ACQUIRE_LOCK
+    assert "failover --candidate" in blocked.reason  # what the operator can do
+    mine = SyncState(primary="db1", primary_data="d1")
+    assert d(**{**E, "voters": ()}, sync=mine) == Action.ACQUIRE_LOCK
+    assert d(**{**E, "voters": ()}, sync=None) == Action.ACQUIRE_LOCK
 
 
 def test_consul_flapping_never_promotes_without_the_lock() -> None:
     history = [dict(dcs_ok=False), dict(dcs_ok=True, **L2), dict(dcs_ok=False),
                dict(dcs_ok=True, leader=None, session=None), dict(dcs_ok=True, **L2),
-               dict(dcs_ok=False, leader="db1", session_age=9.0)]
+               dict(dcs_ok=False, leader="db1", lease_left=-7.0)]
     for step in history:
         assert d(**step) != Action.PROMOTE
 
@@ -168,15 +216,42 @@ def test_switchover_requests_on_the_primary() -> None:
 
 
 def test_after_a_handover_the_target_wins_ties_and_skips_the_fence_grace() -> None:
+    h = Handover("db0", "0-1-10", "db1")
     tie = dict(gtid="0-1-10", published="0-1-10", voters=("db0",),
-               positions=(("db0", "0-1-10"),))
+               positions=pos(("db0", "0-1-10")))
     assert d(**tie) == Action.WAIT  # db0 sorts first
-    assert d(**tie, handover_to="db1") == Action.ACQUIRE_LOCK  # the requested target
-    assert d(leader="db1", promote_in=3.0, handover_to="db1") == Action.PROMOTE
-    # the old primary stays out of the election it handed over
-    assert d(handing_over=True, published=None) == Action.WAIT
+    assert d(**tie, handover=h) == Action.ACQUIRE_LOCK  # the requested target
+    assert d(leader="db1", promote_in=0.0, handover=h) == Action.PROMOTE
+    # the old primary publishes what it holds, then stays out of the election it handed over
+    assert d(handing_over=True, published=None) == Action.PUBLISH_POSITION
+    assert d(handing_over=True, published="") == Action.WAIT
+
+
+def test_a_handover_nobody_takes_is_aborted() -> None:
+    """Defect 9: the target died; the old primary takes part again after the timeout."""
+    assert d(handing_over=True, published="", handover_age=9.0) == Action.WAIT
+    assert d(handing_over=True, published="", handover_age=10.0) == Action.ABORT_HANDOVER
+
+
+def test_a_target_that_lacks_the_handed_over_position_never_takes_the_lock() -> None:
+    """Defect 3: the target may open only once it holds what the old primary fenced at."""
+    h = Handover("db0", "0-1-12", "db1")
+    assert d(gtid="0-1-10", published="0-1-10", voters=(), handover=h) == Action.WAIT
 
 
 def test_the_new_primary_applies_everything_it_received_before_opening() -> None:
     assert d(leader="db1", replica=REPLICATING, drained=True, relay_pending=True) == Action.WAIT
     assert d(leader="db1", replica=REPLICATING, drained=True) == Action.PROMOTE
+
+
+def test_a_lock_holder_that_cannot_apply_gives_the_lock_up() -> None:
+    """Defect 8: a stuck SQL thread must not hold the lock (and the cluster) for ever."""
+    stalled = decide(replace(BASE, leader="db1", replica=REPLICATING, drained=True,
+                             relay_pending=True, apply_stalled="the SQL thread stopped: 1062"))
+    assert stalled.action == Action.RELEASE and "1062" in stalled.reason
+
+
+def test_an_unreadable_leader_key_is_taken_by_nobody() -> None:
+    """Defect 11: a held leader key with a malformed value: wait (fence first if writable)."""
+    assert d(leader_unreadable=True) == Action.WAIT
+    assert d(leader_unreadable=True, read_only=False) == Action.FENCE

@@ -1,0 +1,86 @@
+"""Cluster-wide admin commands that talk to Consul directly (run inside any node's container,
+with its environment):
+
+    autopilot-mysql failover --candidate NODE [--force] [--reason TEXT]
+
+`failover` is for a cluster with no primary whose election is blocked: the nodes that may hold
+acknowledged commits are missing (election.I5). It prints what the election is waiting for;
+with --force it records the operator's decision in Consul (election.I7): NODE takes the lock
+without those positions, and commits only they hold are lost. The lease rules still hold, so
+it never makes two writable primaries.
+"""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import sys
+import time
+
+from . import election, gtid
+from .config import Settings
+from .dcs import Consul
+from .exceptions import DCSError
+
+
+def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: float) -> int:
+    host, port = s.consul_endpoint
+    consul = Consul(host, port, s.service_name)
+    try:
+        keys = consul.cluster_state(consistent=True)
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}. Check CONSUL and that Consul is up.\n")
+        return 1
+    if keys.leader is not None:
+        sys.stderr.write(f"autopilot-mysql: {keys.leader.node} is the primary: there is "
+                         "nothing to fail over. To move the role, use `autopilot-mysql "
+                         "switchover --to NODE`.\n")
+        return 1
+    published = keys.positions
+    if candidate not in published:
+        sys.stderr.write(f"autopilot-mysql: {candidate} has not published a position, so it "
+                         "is not taking part in the election (down, unhealthy, or errant). "
+                         f"Nodes taking part: {', '.join(sorted(published)) or 'none'}.\n")
+        return 1
+    print("positions published: " + ", ".join(
+        f"{n} {p.gtid or '(empty)'}{'' if p.can_apply else ' (cannot apply it)'}"
+        for n, p in sorted(published.items())))
+    sync = keys.sync
+    if sync is not None:
+        print(f"acknowledgement set of {sync.primary}: {', '.join(sync.names) or 'none'}, "
+              f"{'synced' if sync.synced else 'NOT synced (only it has every commit)'}, "
+              f"high-water mark {sync.hwm or '(none)'}")
+    out = election.decide_election(candidate, dict(published), sync)
+    print(f"the election says: {out.verdict.value}: {out.reason}")
+    if out.verdict == election.Verdict.TAKE:
+        print(f"{candidate} takes over by itself; nothing to force.")
+        return 0
+    mine = gtid.parse(published[candidate].gtid)
+    missing = [n for n, _ in election.required(sync) if n not in published]
+    behind = [n for n, p in published.items() if n != candidate
+              and not gtid.covers(mine, gtid.parse(p.gtid))]
+    if not force:
+        sys.stderr.write(
+            f"autopilot-mysql: not forced. Forcing {candidate} loses every commit that only "
+            f"{', '.join(missing + behind) or 'the missing nodes'} hold"
+            + (f" (the nodes ahead of it, {', '.join(behind)}, then need re-provisioning)"
+               if behind else "")
+            + ". If that is acceptable, run again with --force.\n")
+        return 2
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    consul.force_failover(candidate, who, reason or "no reason given")
+    print(f"recorded in Consul: {who} forced {candidate} to take over; it does so at its next "
+          "cycle")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait:
+        try:
+            leader = consul.cluster_state().leader
+        except DCSError:
+            leader = None
+        if leader is not None:
+            print(f"{leader.node} is the primary ({time.monotonic() - t0:.1f}s)")
+            return 0 if leader.node == candidate else 1
+        time.sleep(0.2)
+    sys.stderr.write(f"autopilot-mysql: no primary after {wait:.0f}s; see {candidate}'s log "
+                     "and `autopilot-mysql status` on it\n")
+    return 1

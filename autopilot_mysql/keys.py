@@ -1,0 +1,224 @@
+"""The cluster's keys in Consul: their names, their documents, and one parser for all of them.
+
+Everything under service/<SERVICE_NAME>/ is read in one recursive read per cycle and parsed
+here. A value that is not what it should be (an operator's typo, another tool, a half-written
+upgrade) is skipped and named in `problems`, never a crash: one malformed key must not stop
+every supervisor of the cluster at once. The leader key is the exception that matters: held by
+a session but unreadable, it still means "someone holds the lock" (`leader_unreadable`), so
+nobody fights over it.
+
+    leader            {node, address, gtid}        the lock (session)      election.I1
+    positions/<node>  {gtid, data, can_apply}      election (session)      election.I5
+    sync              {primary, primary_data, members, synced, hwm}        election.I2-I4
+    heartbeat         {node, n, lease}             the primary's proof of the lock, each cycle
+    handover          {from, gtid, to}             a switchover's fenced position
+    switchover        {from, to, session}          a pending switchover request
+    forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
+    members/<node>    {server_id, data, address}   every node that ever joined (durable)
+    history/<time>    {kind, ...}                  failovers and forced decisions, for people
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from .election import Handover, Published, SyncState
+
+
+class Names:
+    """Every key of one service, in one place (the ancestor's snapshot unlock never worked
+    because a key's name was written twice)."""
+
+    def __init__(self, service: str) -> None:
+        self.prefix = f"service/{service}/"
+        self.leader = self.prefix + "leader"
+        self.positions = self.prefix + "positions/"
+        self.sync = self.prefix + "sync"
+        self.heartbeat = self.prefix + "heartbeat"
+        self.handover = self.prefix + "handover"
+        self.switchover = self.prefix + "switchover"
+        self.forced = self.prefix + "forced"
+        self.members = self.prefix + "members/"
+        self.history = self.prefix + "history/"
+        self.server_id_counter = self.prefix + "server-id-counter"
+        # Outside the prefix the HA loop reads and watches: snapshot progress never wakes it.
+        self.snapshot_lock = f"service/{service}-snapshots/lock"
+        self.snapshot_pointer = f"service/{service}-snapshots/latest"
+
+
+@dataclass(frozen=True)
+class LeaderInfo:
+    node: str
+    address: str
+    gtid: str  # the new primary's position when it took the lock
+    session: str = ""
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    node: str
+    n: int
+    lease: float  # the writer's lease: it fences when no heartbeat succeeded for this long
+    index: int = 0
+
+
+@dataclass(frozen=True)
+class ClusterKeys:
+    leader: LeaderInfo | None = None
+    leader_unreadable: bool = False
+    positions: dict[str, Published] = field(default_factory=dict)
+    sync: SyncState | None = None
+    heartbeat: Heartbeat | None = None
+    handover: Handover | None = None
+    switchover: dict[str, str] | None = None  # {"from", "to", "session"}
+    forced: dict[str, str] | None = None  # {"candidate", "by", "at", "reason"}
+    members: dict[str, dict[str, str]] = field(default_factory=dict)
+    problems: tuple[str, ...] = ()
+
+
+def _str_fields(doc: Any, required: Iterable[str], optional: Iterable[str] = ()
+                ) -> dict[str, str] | None:
+    if not isinstance(doc, dict):
+        return None
+    out: dict[str, str] = {}
+    for k in required:
+        v = doc.get(k)
+        if not isinstance(v, (str, int, float)) or isinstance(v, bool):
+            return None
+        out[k] = str(v)
+    for k in optional:
+        v = doc.get(k)
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            out[k] = str(v)
+    return out
+
+
+def _sync(doc: Any, index: int) -> SyncState | None:
+    base = _str_fields(doc, ("primary",), ("primary_data", "hwm"))
+    if base is None:
+        return None
+    members = doc.get("members", {})
+    if not isinstance(members, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in members.items()):
+        return None
+    synced = doc.get("synced", False)
+    if not isinstance(synced, bool):
+        return None
+    return SyncState(primary=base["primary"], primary_data=base.get("primary_data", ""),
+                     members=tuple(sorted(members.items())), synced=synced,
+                     hwm=base.get("hwm", ""), index=index)
+
+
+def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
+    """One recursive read of the service's prefix (Consul's KV list, values base64 or raw)."""
+    leader, unreadable, sync, hb, handover = None, False, None, None, None
+    switchover = forced = None
+    positions: dict[str, Published] = {}
+    members: dict[str, dict[str, str]] = {}
+    problems: list[str] = []
+
+    def bad(key: str, raw: str, what: str) -> None:
+        problems.append(f"ignoring the Consul key {key}: {what} ({raw[:80]!r}); fix or delete "
+                        f"it (consul kv delete {key})")
+
+    for item in items:
+        key = str(item.get("Key", ""))
+        raw_value = item.get("Value")
+        if isinstance(raw_value, bytes):
+            raw = raw_value.decode(errors="replace")
+        else:
+            raw = str(raw_value or "")
+        session = str(item.get("Session") or "")
+        index = int(item.get("ModifyIndex") or 0)
+        if not raw:
+            if key == names.leader and session:
+                unreadable = True
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if key == names.leader:
+            if not session:
+                continue  # released: the key is free
+            f = _str_fields(doc, ("node", "address"), ("gtid",))
+            if f is None:
+                unreadable = True
+                bad(key, raw, "the lock is held, but its value is not {node, address}")
+            else:
+                leader = LeaderInfo(f["node"], f["address"], f.get("gtid", ""), session)
+        elif key.startswith(names.positions):
+            if not session:
+                continue  # a position outlives no session
+            f = _str_fields(doc, ("gtid",), ("data",))
+            node = key[len(names.positions):]
+            if f is None or not node:
+                bad(key, raw, "not an election position {gtid}")
+                continue
+            can = doc.get("can_apply", True) if isinstance(doc, dict) else True
+            positions[node] = Published(node, f["gtid"], f.get("data", ""),
+                                        can_apply=can is not False)
+        elif key == names.sync:
+            sync = _sync(doc, index)
+            if sync is None:
+                bad(key, raw, "not an acknowledgement set {primary, members, synced}")
+        elif key == names.heartbeat:
+            f = _str_fields(doc, ("node", "n", "lease"))
+            try:
+                hb = Heartbeat(f["node"], int(f["n"]), float(f["lease"]), index) if f else None
+            except ValueError:
+                hb = None
+            if hb is None:
+                bad(key, raw, "not a heartbeat {node, n, lease}")
+        elif key == names.handover:
+            f = _str_fields(doc, ("from", "gtid"), ("to",))
+            if f is None:
+                bad(key, raw, "not a handover record {from, gtid, to}")
+            else:
+                handover = Handover(f["from"], f["gtid"], f.get("to", ""))
+        elif key == names.switchover:
+            switchover = _str_fields(doc, ("from",), ("to", "session"))
+            if switchover is None:
+                bad(key, raw, "not a switchover request {from, to}")
+        elif key == names.forced:
+            forced = _str_fields(doc, ("candidate",), ("by", "at", "reason"))
+            if forced is None:
+                bad(key, raw, "not a forced failover {candidate, by, at, reason}")
+        elif key.startswith(names.members):
+            f = _str_fields(doc, ("address",), ("server_id", "data"))
+            if f is None:
+                bad(key, raw, "not a member record")
+            else:
+                members[key[len(names.members):]] = f
+    return ClusterKeys(leader, unreadable, positions, sync, hb, handover, switchover, forced,
+                       members, tuple(problems))
+
+
+def txn_set(key: str, doc: Mapping[str, Any] | str) -> dict[str, Any]:
+    value = doc if isinstance(doc, str) else json.dumps(doc, sort_keys=True)
+    return {"KV": {"Verb": "set", "Key": key, "Value": base64.b64encode(value.encode()).decode()}}
+
+
+def txn_check_session(key: str, session: str) -> dict[str, Any]:
+    return {"KV": {"Verb": "check-session", "Key": key, "Session": session}}
+
+
+def txn_check_index(key: str, index: int) -> dict[str, Any]:
+    """The key is unchanged since it was read at `index` (0: it still does not exist)."""
+    if index == 0:
+        return {"KV": {"Verb": "check-not-exists", "Key": key}}
+    return {"KV": {"Verb": "check-index", "Key": key, "Index": index}}
+
+
+def txn_lock(key: str, doc: Mapping[str, Any], session: str) -> dict[str, Any]:
+    op = txn_set(key, doc)
+    op["KV"].update(Verb="lock", Session=session)
+    return op
+
+
+def txn_delete(key: str) -> dict[str, Any]:
+    return {"KV": {"Verb": "delete", "Key": key}}

@@ -1,0 +1,212 @@
+"""election.py's invariants, one test (or more) each, named after the invariant they show.
+Pure values: positions, acknowledgement sets and what the primary sees of its replicas."""
+
+from __future__ import annotations
+
+from autopilot_mysql import election
+from autopilot_mysql.election import (
+    Handover,
+    Published,
+    ReplicaView,
+    Step,
+    SyncState,
+    SyncTarget,
+    Verdict,
+)
+
+SYNCED = SyncState(primary="db1", primary_data="d1",
+                   members=(("db2", "d2"), ("db3", "d3")), synced=True, hwm="0-1-100")
+
+
+def pub(node: str, g: str, data: str | None = None, can_apply: bool = True) -> Published:
+    return Published(node, g, data if data is not None else f"d{node[-1]}", can_apply)
+
+
+def elect(me: str, *ps: Published, sync: SyncState | None = SYNCED, **kw: object
+          ) -> election.Outcome:
+    return election.decide_election(me, {p.node: p for p in ps}, sync, **kw)  # type: ignore[arg-type]
+
+
+# --- I5(a): every node that may hold an acknowledged commit has published -----------------------
+
+def test_I5a_a_synced_set_needs_every_member_and_never_times_out() -> None:
+    out = elect("db2", pub("db2", "0-1-120"), voters_waited=3600.0)
+    assert out.verdict == Verdict.WAIT and out.missing == ("db3",)
+    assert "db3" in out.reason and "failover --candidate" in out.reason
+    assert elect("db2", pub("db2", "0-1-120"), pub("db3", "0-1-110")).verdict == Verdict.TAKE
+
+
+def test_I5a_an_unsynced_set_needs_the_primary_that_wrote_it() -> None:
+    unsynced = SyncState(primary="db1", primary_data="d1", members=(("db2", "d2"),))
+    out = elect("db2", pub("db2", "0-1-500"), pub("db3", "0-1-10"), sync=unsynced)
+    assert out.verdict == Verdict.WAIT and out.missing == ("db1",)
+    # The old primary comes back: it may win (it has everything it acknowledged) ...
+    assert elect("db1", pub("db1", "0-1-500"), pub("db2", "0-1-400"),
+                 sync=unsynced).verdict == Verdict.TAKE
+    # ... or a replica that received everything it had (after its recovery truncated what
+    # was never acknowledged) covers it, and wins.
+    out = elect("db2", pub("db1", "0-1-490"), pub("db2", "0-1-500"), sync=unsynced)
+    assert out.verdict == Verdict.TAKE
+
+
+def test_I5a_a_member_whose_data_was_replaced_is_not_that_member() -> None:
+    """Defect 1: a node restored from an old snapshot (or emptied) under the same name."""
+    out = elect("db2", pub("db2", "0-1-120"), pub("db3", "0-1-50", data="fresh"))
+    assert out.verdict == Verdict.BLOCKED and "db3" in out.reason and "replaced" in out.reason
+
+
+def test_I5a_the_stale_replica_after_a_power_loss_never_wins_alone() -> None:
+    """The issue's lost-write history: db3 went down; db1 and db2 kept writing (db3 left the
+    set); then everything lost power and only db3 came back. It must wait for db2."""
+    after = SyncState(primary="db1", primary_data="d1", members=(("db2", "d2"),),
+                      synced=True, hwm="0-1-5400")
+    out = elect("db3", pub("db3", "0-1-10"), sync=after, voters_waited=600.0)
+    assert out.verdict == Verdict.WAIT and out.missing == ("db2",)
+    out = elect("db3", pub("db2", "0-1-5412"), pub("db3", "0-1-10"), sync=after)
+    assert out.verdict == Verdict.DEFER and out.winner == "db2"
+
+
+# --- I5(b)/(c): the winner covers what must be covered, and is the best ------------------------
+
+def test_I5b_the_winner_covers_the_high_water_mark() -> None:
+    out = elect("db2", pub("db2", "0-1-90"), pub("db3", "0-1-80"))
+    assert out.verdict == Verdict.BLOCKED and "high-water mark 0-1-100" in out.reason
+
+
+def test_I5b_a_handover_position_must_be_held() -> None:
+    h = Handover("db1", "0-1-130", "db2")
+    out = elect("db2", pub("db2", "0-1-125"), pub("db3", "0-1-120"), handover=h)
+    assert out.verdict == Verdict.BLOCKED and "handover position" in out.reason
+    out = elect("db2", pub("db2", "0-1-130"), pub("db3", "0-1-130"), handover=h)
+    assert out.verdict == Verdict.TAKE  # the requested target wins the tie
+
+
+def test_I5b_what_a_node_that_cannot_apply_holds_must_still_be_covered() -> None:
+    stuck = pub("db3", "0-1-140", can_apply=False)
+    out = elect("db2", pub("db2", "0-1-130"), stuck)
+    assert out.verdict == Verdict.BLOCKED and "cannot apply" in out.reason
+    assert elect("db2", pub("db2", "0-1-140"), stuck).verdict == Verdict.TAKE
+
+
+def test_I5c_only_the_best_takes_it_and_ties_go_to_the_lowest_name() -> None:
+    assert elect("db2", pub("db2", "0-1-120"), pub("db3", "0-1-121")).verdict == Verdict.DEFER
+    assert elect("db3", pub("db2", "0-1-120"), pub("db3", "0-1-121")).verdict == Verdict.TAKE
+    assert elect("db2", pub("db2", "0-1-121"), pub("db3", "0-1-121")).verdict == Verdict.TAKE
+    assert elect("db3", pub("db2", "0-1-121"), pub("db3", "0-1-121")).verdict == Verdict.DEFER
+
+
+def test_I5_healthy_voters_beyond_the_required_are_awaited_only_so_long() -> None:
+    ps = (pub("db2", "0-1-120"), pub("db3", "0-1-110"))
+    assert elect("db2", *ps, voters=("db4",)).verdict == Verdict.WAIT
+    assert elect("db2", *ps, voters=("db4",), voters_waited=5.0).verdict == Verdict.TAKE
+
+
+def test_I5_a_new_cluster_elects_the_best_of_those_present() -> None:
+    assert elect("db1", pub("db1", ""), pub("db2", ""), sync=None).verdict == Verdict.TAKE
+    assert elect("db2", pub("db1", ""), pub("db2", ""), sync=None).verdict == Verdict.DEFER
+
+
+# --- I6: the new primary waits out the old lease ---------------------------------------------
+
+def test_I6_the_grace_counts_from_the_last_heartbeat_seen() -> None:
+    # Seen at t=10 with a 2 s lease: the old primary fenced itself by 12 at the latest.
+    assert election.grace_ends(10.0, 2.0, 0.7) == 12.7
+
+
+# --- I7: an operator's forced candidate ---------------------------------------------------------
+
+def test_I7_a_forced_candidate_takes_the_lock_without_the_missing_positions() -> None:
+    assert elect("db3", pub("db3", "0-1-10"), forced="db3").verdict == Verdict.TAKE
+    out = elect("db2", pub("db2", "0-1-120"), forced="db3")
+    assert out.verdict == Verdict.DEFER and out.winner == "db3"
+
+
+# --- I2-I4: the primary's side ------------------------------------------------------------------
+
+def plan(sync: SyncState = SYNCED, *views: ReplicaView, now: float = 100.0, on: bool = True,
+         waiting_since: float | None = None, timeout: float = 10.0,
+         targets: tuple[SyncTarget, ...] = ()) -> election.Plan:
+    return election.plan_sync(sync, {v.node: v for v in views}, now=now, semi_sync_on=on,
+                              waiting_since=waiting_since, semi_sync_timeout=timeout,
+                              remove_after=3.0, targets=targets)
+
+
+def member(node: str, received: str = "0-1-200", **kw: object) -> ReplicaView:
+    base: dict[str, object] = dict(node=node, data=f"d{node[-1]}", connected=True,
+                                   passing=True, follows_us=True, received=received)
+    base.update(kw)
+    return ReplicaView(**base)  # type: ignore[arg-type]
+
+
+def test_I2_a_new_replica_joins_before_it_may_acknowledge() -> None:
+    p = plan(SYNCED, member("db2"), member("db3"), member("db4"))
+    assert (Step.ADD, "db4") in p.steps
+    # errant, not following us, or failing: not added
+    for bad in (member("db4", errant=True), member("db4", follows_us=False),
+                member("db4", passing=False)):
+        assert (Step.ADD, "db4") not in plan(SYNCED, member("db2"), member("db3"), bad).steps
+
+
+def test_I4_a_member_away_too_long_is_shut_out_first_and_removed_once_proven() -> None:
+    away = member("db3", connected=False, away_since=96.0)
+    assert plan(SYNCED, member("db2"), away).steps == ((Step.SHUT_OUT, "db3"),)
+    assert plan(SYNCED, member("db2"), member("db3", connected=False, away_since=98.0)).steps == ()
+    t = SyncTarget(97.0, "0-1-300", "remove:db3")
+    # db2 has not received what db1 had when db3 was shut out: db3 stays a member
+    assert plan(SYNCED, member("db2", "0-1-299"), away, targets=(t,)).steps == ()
+    assert plan(SYNCED, member("db2", "0-1-300"), away, targets=(t,)).steps == \
+        ((Step.REMOVE, "db3"),)
+
+
+def test_I4_the_proof_never_comes_from_the_member_being_removed() -> None:
+    t = SyncTarget(97.0, "0-1-300", "remove:db3")
+    still = member("db3", "0-1-400")  # connected again, far ahead: it is not the proof
+    assert plan(SYNCED, member("db2", "0-1-10"), still, targets=(t,)).steps == ()
+
+
+def test_I4_the_last_member_never_leaves() -> None:
+    one = SyncState("db1", "d1", (("db2", "d2"),), synced=True)
+    away = member("db2", connected=False, away_since=0.0)
+    assert all(s != Step.SHUT_OUT for s, _ in plan(one, away).steps)
+
+
+def test_I3_acknowledging_alone_is_recorded_first() -> None:
+    # Commits waited SEMI_SYNC_TIMEOUT for an acknowledgement: unsync (written, then off).
+    p = plan(SYNCED, member("db2"), member("db3"), waiting_since=89.0)
+    assert (Step.UNSYNC, "") in p.steps and "SEMI_SYNC_TIMEOUT" in p.reason
+    assert plan(SYNCED, member("db2"), member("db3"), waiting_since=95.0).steps == ()
+    # SEMI_SYNC_TIMEOUT=0: never acknowledge alone
+    assert plan(SYNCED, member("db2"), member("db3"), waiting_since=0.0, timeout=0).steps == ()
+    # no member at all: acknowledge alone at once (a single-node cluster)
+    alone = SyncState("db1", "d1")
+    assert plan(alone).steps == ((Step.UNSYNC, ""),)
+
+
+def test_I3_synced_again_only_once_a_member_provably_received_it() -> None:
+    unsynced = SyncState("db1", "d1", (("db2", "d2"),))
+    assert plan(unsynced, member("db2"), on=False).steps == ((Step.SEMI_SYNC_ON, ""),)
+    t = SyncTarget(99.0, "0-1-300", "sync")
+    assert plan(unsynced, member("db2", "0-1-299"), targets=(t,)).steps == ()
+    assert plan(unsynced, member("db2", "0-1-300"), targets=(t,)).steps == \
+        ((Step.SYNC, "0-1-300"),)
+    # a non-member that has it proves nothing
+    assert plan(unsynced, member("db2", "0-1-1"), member("db9", "0-1-300", follows_us=False),
+                targets=(t,)).steps == ()
+
+
+def test_I3_with_every_member_gone_for_a_while_acknowledge_alone_without_waiting() -> None:
+    gone = (member("db2", connected=False, away_since=90.0),
+            member("db3", connected=False, away_since=96.0))
+    assert (Step.UNSYNC, "") in plan(SYNCED, *gone).steps
+    assert (Step.UNSYNC, "") not in plan(SYNCED, gone[0], member("db3", connected=False,
+                                                                 away_since=99.0)).steps
+    assert (Step.UNSYNC, "") not in plan(SYNCED, *gone, timeout=0).steps
+
+
+def test_I8_recovery_keeps_what_only_this_node_may_hold() -> None:
+    unsynced = SyncState("db1", "d1", (("db2", "d2"),), synced=False)
+    assert not election.may_truncate_unacknowledged(unsynced, "db1", known=True)
+    assert election.may_truncate_unacknowledged(unsynced, "db2", known=True)
+    assert election.may_truncate_unacknowledged(SYNCED, "db1", known=True)
+    assert not election.may_truncate_unacknowledged(SYNCED, "db1", known=False)
+    assert not election.may_truncate_unacknowledged(None, "db1", known=True)
