@@ -5,7 +5,7 @@
 # Run as root: the test bed creates network namespaces.
 PY := .venv/bin/python
 
-.PHONY: setup test lint unit integration demo demo-down demo-status bench
+.PHONY: setup test lint unit integration chaos demo demo-down demo-status bench
 
 setup:
 	bash scripts/setup.sh
@@ -23,6 +23,10 @@ unit: setup
 
 integration: setup
 	.venv/bin/pytest -p no:cacheprovider tests/integration
+
+# The randomized nemesis with many faults (CI runs a short one): CHAOS_SEED=N replays a run.
+chaos: setup
+	CHAOS_FAULTS=$${CHAOS_FAULTS:-120} .venv/bin/pytest -p no:cacheprovider -s tests/integration/test_nemesis.py
 
 demo: setup
 	$(PY) -m tests.testbed.demo up

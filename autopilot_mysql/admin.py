@@ -2,6 +2,7 @@
 with its environment):
 
     autopilot-mysql failover --candidate NODE [--force] [--reason TEXT]
+    autopilot-mysql config show | set NAME=VALUE ...
 
 `failover` is for a cluster with no primary whose election is blocked: the nodes that may hold
 acknowledged commits are missing (election.I5). It prints what the election is waiting for;
@@ -18,9 +19,9 @@ import sys
 import time
 
 from . import election, gtid
-from .config import Settings
+from .config import CLUSTER_VARIABLES, Settings, cluster_settings
 from .dcs import Consul
-from .exceptions import DCSError
+from .exceptions import ConfigError, DCSError
 
 
 def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: float) -> int:
@@ -84,3 +85,44 @@ def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: flo
     sys.stderr.write(f"autopilot-mysql: no primary after {wait:.0f}s; see {candidate}'s log "
                      "and `autopilot-mysql status` on it\n")
     return 1
+
+
+def config(s: Settings, command: str, assignments: list[str]) -> int:
+    """`config show`: the cluster-wide settings in Consul (and where this environment differs);
+    `config set NAME=VALUE ...`: validated together by the environment's rules (LOOP_WAIT at
+    most SESSION_TTL / 4 ...), written with check-and-set; every node adopts them within a
+    cycle, and leases are carried in each heartbeat, so a change is safe while running."""
+    host, port = s.consul_endpoint
+    consul = Consul(host, port, s.service_name)
+    try:
+        keys = consul.cluster_state(consistent=True)
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}. Check CONSUL and that Consul is up.\n")
+        return 1
+    current = keys.config or s.cluster.doc()
+    if command == "show":
+        where = consul.keys.config if keys.config else "not in Consul yet: this environment's"
+        print(f"cluster-wide settings ({where}):")
+        for k in CLUSTER_VARIABLES:
+            mine = s.cluster.doc()[k]
+            note = "" if mine == current.get(k) else f"   (this environment says {mine})"
+            print(f"  {k}={current.get(k, '?')}{note}")
+        return 0
+    wanted = dict(current)
+    for a in assignments:
+        name, sep, value = a.partition("=")
+        if not sep:
+            sys.stderr.write(f"autopilot-mysql: {a!r} is not NAME=VALUE. Example: "
+                             "autopilot-mysql config set SEMI_SYNC_TIMEOUT=0\n")
+            return 2
+        wanted[name.strip().upper()] = value.strip()
+    try:
+        new = cluster_settings(wanted)
+    except ConfigError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return 2
+    if not consul.write_config(new.doc(), keys.config_index if keys.config else 0):
+        sys.stderr.write("autopilot-mysql: the settings changed meanwhile; run it again\n")
+        return 1
+    print("cluster-wide settings now: " + " ".join(f"{k}={v}" for k, v in new.doc().items()))
+    return 0

@@ -72,6 +72,9 @@ ROUTES: dict[str, Rule] = {
 
 def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
     doc = asdict(s)
+    # Writable only while the lease holds: past it the watchdog makes sure of read_only even
+    # while the loop is stuck (in a Consul call that times out, say) and has not said so yet.
+    doc["writable"] = s.writable and now < s.lock_valid_until
     doc["role"] = s.role.value
     doc["mysqld"] = s.mysqld.value
     doc["uptime_seconds"] = round(now - s.started_at, 1) if s.started_at else 0

@@ -5,6 +5,7 @@
     autopilot-mysql status         this node's status, read from its HTTP endpoint
     autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
     autopilot-mysql failover --candidate NODE [--force]   no primary, election blocked: force
+    autopilot-mysql config show | set NAME=VALUE ...     the cluster-wide settings in Consul
     autopilot-mysql backup now | list | restore SNAPSHOT --target DIR | verify SNAPSHOT
     autopilot-mysql version
 
@@ -49,7 +50,9 @@ def _supervise() -> int:
         return settings
     setup_logging(settings.log_level, settings.log_format)
     try:
-        return Daemon(settings).run()
+        from .config import CLUSTER_VARIABLES
+        given = frozenset(v for v in CLUSTER_VARIABLES if os.environ.get(v))
+        return Daemon(settings, env_given=given).run()
     except AutopilotError as exc:
         log.error("%s", exc)
         return exc.exit_code
@@ -166,6 +169,9 @@ def main(argv: list[str] | None = None) -> int:
     fo.add_argument("--force", action="store_true", help="accept the loss it prints")
     fo.add_argument("--reason", default="", help="recorded in Consul with the decision")
     fo.add_argument("--wait", type=float, default=30.0)
+    cf = sub.add_parser("config", help="the cluster-wide settings in Consul: show, set")
+    cf.add_argument("config_cmd", choices=("show", "set"))
+    cf.add_argument("assignments", nargs="*", help="NAME=VALUE (for set)")
     bk = sub.add_parser("backup", help="snapshots: now, list, restore, verify")
     bsub = bk.add_subparsers(dest="backup_cmd", required=True)
     bsub.add_parser("now", help="take a snapshot on this node now")
@@ -195,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
             return settings
         return failover(settings, args.candidate, force=args.force, reason=args.reason,
                         wait=args.wait)
+    if args.cmd == "config":
+        from .admin import config
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return config(settings, args.config_cmd, args.assignments)
     if args.cmd == "backup":
         from .backup_cli import run as backup_run
         settings = _settings()

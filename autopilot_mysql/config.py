@@ -48,6 +48,8 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
                  "member confirms over HTTP that it follows it (failsafe.py); false: it fences "
                  "once its lease runs out"),
     "REPLICA_MAX_LAG": ("10", "seconds of lag above which /replica answers 503"),
+    "DISK_MIN_FREE": ("256M", "free space of the data volume below which it counts as full: a "
+                      "primary hands over to a replica with room"),
     "MYSQLD_MAX_RESTARTS": ("5", "mysqld crashes tolerated within MYSQLD_RESTART_WINDOW"),
     "MYSQLD_RESTART_WINDOW": ("300", "seconds; more crashes than allowed in it: stay down"),
     "MYSQL_DATADIR": ("/var/lib/mysql", "data directory (the container's volume)"),
@@ -106,6 +108,57 @@ class SnapshotSettings:
     reprovision: bool
 
 
+# The settings every node must share, because the safety rules compare one node's timing with
+# another's (election.I1/I6: a lease and the grace that waits it out). They live once in Consul
+# (service/<SERVICE_NAME>/config); the environment seeds them at the cluster's first boot.
+CLUSTER_VARIABLES = ("LOOP_WAIT", "SESSION_TTL", "SEMI_SYNC_TIMEOUT", "FAILSAFE")
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    loop_wait: float
+    session_ttl: float
+    semi_sync_timeout: float
+    failsafe: bool
+
+    @property
+    def lease(self) -> float:
+        """election.I1: a primary fences when no heartbeat proved its lock for this long."""
+        return 2 * self.loop_wait + 1.0
+
+    def doc(self) -> dict[str, str]:
+        return {"LOOP_WAIT": f"{self.loop_wait:g}", "SESSION_TTL": f"{self.session_ttl:g}",
+                "SEMI_SYNC_TIMEOUT": f"{self.semi_sync_timeout:g}",
+                "FAILSAFE": "true" if self.failsafe else "false"}
+
+
+def _cluster(r: _Reader) -> ClusterSettings:
+    ttl = r.number("SESSION_TTL", 10, 60, "10")
+    loop_wait = r.number("LOOP_WAIT", 0.1, 10, "1")
+    if loop_wait * 4 > ttl:
+        r.problem("LOOP_WAIT", f"{loop_wait:g}s is too long for SESSION_TTL={ttl:g}s: a cycle "
+                  "must run at least 4 times per TTL so the session is renewed (and a lost "
+                  "lock fenced) in time", f"{ttl / 4:g}")
+    return ClusterSettings(loop_wait=loop_wait, session_ttl=ttl,
+                           semi_sync_timeout=r.number("SEMI_SYNC_TIMEOUT", 0, 86400, "10"),
+                           failsafe=r.boolean("FAILSAFE"))
+
+
+def cluster_settings(values: Mapping[str, str]) -> ClusterSettings:
+    """The shared settings from a mapping of their variable names (Consul's key, or
+    `autopilot-mysql config set`), validated by the same rules as the environment; unknown
+    names are refused. Raises ConfigError listing every problem."""
+    r = _Reader({k: str(v) for k, v in values.items()})
+    for k in values:
+        if k not in CLUSTER_VARIABLES:
+            r.problems.append(f"{k}: not a cluster-wide setting (those are "
+                              f"{', '.join(CLUSTER_VARIABLES)})")
+    cs = _cluster(r)
+    if r.problems:
+        raise ConfigError(r.problems)
+    return cs
+
+
 @dataclass(frozen=True)
 class Settings:
     root_password: str
@@ -131,11 +184,18 @@ class Settings:
     semi_sync_timeout: float
     failsafe: bool
     replica_max_lag: int
+    disk_min_free: int
     mysqld_max_restarts: int
     mysqld_restart_window: float
     datadir: Path
     rundir: Path
     snapshots: SnapshotSettings | None = None
+
+    @property
+    def cluster(self) -> ClusterSettings:
+        """This node's environment's values of the shared settings (the seed)."""
+        return ClusterSettings(self.loop_wait, self.session_ttl, self.semi_sync_timeout,
+                               self.failsafe)
 
     @property
     def socket(self) -> Path:
@@ -331,15 +391,16 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         except ValueError:
             r.problem("INNODB_BUFFER_POOL_SIZE", f"{pool_text!r} is not a size", "512M")
     stop_timeout = r.number("STOP_TIMEOUT", 1, 3600, "30")
-    ttl = r.number("SESSION_TTL", 10, 60, "10")
-    loop_wait = r.number("LOOP_WAIT", 0.1, 10, "1")
-    if loop_wait * 4 > ttl:
-        r.problem("LOOP_WAIT", f"{loop_wait:g}s is too long for SESSION_TTL={ttl:g}s: a cycle "
-                  "must run at least 4 times per TTL so the session is renewed (and a lost "
-                  "lock fenced) in time", f"{ttl / 4:g}")
-    semi_sync_timeout = r.number("SEMI_SYNC_TIMEOUT", 0, 86400, "10")
-    failsafe = r.boolean("FAILSAFE")
+    cs = _cluster(r)
+    ttl, loop_wait, semi_sync_timeout, failsafe = (cs.session_ttl, cs.loop_wait,
+                                                   cs.semi_sync_timeout, cs.failsafe)
     max_lag = r.integer("REPLICA_MAX_LAG", 0, 86400, "10")
+    disk_text = r.text("DISK_MIN_FREE").strip()
+    try:
+        disk_min_free = parse_size(disk_text)
+    except ValueError:
+        r.problem("DISK_MIN_FREE", f"{disk_text!r} is not a size", "256M")
+        disk_min_free = 256 << 20
     max_restarts = r.integer("MYSQLD_MAX_RESTARTS", 0, 1000, "5")
     window = r.number("MYSQLD_RESTART_WINDOW", 1, 86400, "300")
     datadir = Path(r.text("MYSQL_DATADIR"))
@@ -362,7 +423,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
         session_ttl=ttl, loop_wait=loop_wait, semi_sync_timeout=semi_sync_timeout,
         failsafe=failsafe,
-        replica_max_lag=max_lag, mysqld_max_restarts=max_restarts,
+        replica_max_lag=max_lag, disk_min_free=disk_min_free, mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots)
 
 

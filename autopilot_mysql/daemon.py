@@ -19,12 +19,12 @@ from dataclasses import replace
 from . import __version__, election, failsafe, startup
 from .api import HealthServer
 from .backup.provision import recover_interrupted_rebuild
-from .config import Settings
+from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul, Watcher, agent_config
-from .election import SyncState
 from .events import Code, Event, EventBus
-from .exceptions import DCSError, MySQLError
+from .exceptions import ConfigError, DCSError, MySQLError
 from .ha import decide
+from .keys import ClusterKeys
 from .model import Action, Decision, Member, NodeStatus, Observation, ProcState
 from .mysql import datadir as dd
 from .mysql.server import FenceResult, LocalServer
@@ -38,14 +38,17 @@ log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # mariadbd's words when a recovery was interrupted after it truncated the binary log
 HEURISTIC = "You have to start server with --tc-heuristic-recover"
+CONSUL_TIMEOUT = 1.0  # seconds one Consul call of the HA loop may take
 WATCHDOG_PERIOD = 0.05  # seconds between the fence watchdog's checks of the lease
 STALE_AFTER = 0.3  # the watchdog missed the lease's end by this much: it was frozen
 SUMMARY_EVERY = 60.0  # an unchanged decision is logged at INFO at most this often
 
 
 class Daemon:
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(self, settings: Settings, *, clock: Clock | None = None,
+                 env_given: frozenset[str] = frozenset()) -> None:
         self.s = settings
+        self.s_env_given = env_given  # the cluster-wide variables this environment sets
         self.clock = clock or SystemClock()
         self.bus = EventBus()
         self.stop_requested = threading.Event()
@@ -53,7 +56,10 @@ class Daemon:
         self.status = NodeStatus(node=settings.node_name, started_at=self.started_at)
         self.mysql = LocalServer(settings.socket)
         consul_host, consul_port = settings.consul_endpoint
-        self.consul = Consul(consul_host, consul_port, settings.service_name)
+        # Short: a Consul that takes longer counts as unreachable this cycle (the lease rules
+        # take over), instead of holding the loop (blocking watches add their wait to it).
+        self.consul = Consul(consul_host, consul_port, settings.service_name,
+                             timeout=CONSUL_TIMEOUT)
         self.address = startup.advertise_address(settings)
         self.peers = Peers(settings.health_port)
         self.agent: ManagedProcess | None = None
@@ -104,11 +110,13 @@ class Daemon:
         # may truncate commits it never durably committed, so that a crashed or crash-fenced
         # primary comes back without errant transactions, and never without an acknowledged
         # commit only it holds.
-        self.initial_sync = self._read_sync_before_start()
+        first = self._read_cluster_before_start()
+        self.initial_sync = (first.sync if first else None, first is not None)
+        self.cluster_cfg = self._cluster_settings(first)
         self.gen_at_start = 0  # the node's writable generation when mysqld last started
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={cnf}"], bus=self.bus,
-            extra_args=self._recovery_args,
+            extra_args=self._recovery_args, on_line=self._mysqld_line,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         self.mysqld.start()
@@ -116,7 +124,7 @@ class Daemon:
                               bus=self.bus, clock=self.clock, address=self.address,
                               server_id=self.server_id, data_id=dd.data_id(self.s.datadir),
                               peers=self.peers, hard_restart=self._crash_mysqld,
-                              promise=self.promise)
+                              promise=self.promise, cluster_settings=self.cluster_cfg)
         self._start_watchers()
         if self.snapshots is not None:
             self.snapshots.start_scheduler(lambda: self.status, lambda: self.members,
@@ -187,20 +195,58 @@ class Daemon:
             self.node.release_wanted = f"mysqld was crashed on purpose ({why})"
         self.bus.publish(Event(Code.LEADER_CHANGED, "fence"))
 
-    def _read_sync_before_start(self) -> tuple[SyncState | None, bool]:
-        """The acknowledgement set before mysqld's first start (election.I8); a local agent
-        may still be joining, so a few tries."""
+    def _mysqld_line(self, line: str) -> None:
+        """Every line mysqld writes (its output thread): a volume it filled by itself."""
+        if ("No space left on device" in line or "Disk is full" in line) and self.node:
+            self.node.disk_stall_at = self.clock.monotonic()
+
+    def _read_cluster_before_start(self) -> ClusterKeys | None:
+        """The cluster's keys before mysqld's first start: the acknowledgement set
+        (election.I8) and the shared settings. A local agent may still be joining: a few
+        tries, then without (None)."""
         deadline = self.clock.monotonic() + 5.0
         while True:
             try:
-                return self.consul.cluster_state(consistent=True).sync, True
+                return self.consul.cluster_state(consistent=True)
             except DCSError as exc:
                 if self.clock.monotonic() > deadline or self.stop_requested.is_set():
-                    log.warning("cannot read the acknowledgement set before starting mysqld "
-                                "(%s): if it did not shut down cleanly, its recovery keeps "
-                                "every commit it finds (election.I8)", exc)
-                    return None, False
+                    log.warning("cannot read the cluster's keys before starting mysqld (%s): "
+                                "if it did not shut down cleanly, its recovery keeps every "
+                                "commit it finds (election.I8), and this node uses its own "
+                                "LOOP_WAIT, SESSION_TTL, SEMI_SYNC_TIMEOUT and FAILSAFE until it "
+                                "reads the cluster's", exc)
+                    return None
                 self.stop_requested.wait(0.5)
+
+    def _cluster_settings(self, keys: ClusterKeys | None) -> ClusterSettings:
+        """The cluster-wide settings: Consul's when it has them (each difference from this
+        node's environment named once); else this environment's, written to Consul as the
+        cluster's (its first boot)."""
+        mine = self.s.cluster
+        if keys is None:
+            return mine
+        if keys.config is None:
+            try:
+                if self.consul.write_config(mine.doc(), 0):
+                    log.info("the cluster's shared settings are seeded from this node's "
+                             "environment: %s (Consul %s)", mine.doc(), self.consul.keys.config)
+            except DCSError as exc:
+                log.warning("could not seed the cluster's settings in Consul: %s", exc)
+            return mine
+        try:
+            theirs = cluster_settings(keys.config)
+        except ConfigError as exc:
+            log.error("the cluster's settings in Consul (%s) are refused, this node uses its "
+                      "environment's: %s. Fix them with autopilot-mysql config set",
+                      self.consul.keys.config, exc)
+            return mine
+        for k, v in theirs.doc().items():
+            if mine.doc()[k] != v and k in self.s_env_given:
+                log.warning("%s=%s in this node's environment differs from the cluster's %s "
+                            "(Consul %s): the cluster's value is used. To change it for every "
+                            "node: autopilot-mysql config set %s=%s", k, mine.doc()[k], v,
+                            self.consul.keys.config, k, mine.doc()[k])
+        return theirs
 
     def _recovery_args(self) -> list[str]:
         """election.I8, before every start of mysqld."""
@@ -277,7 +323,7 @@ class Daemon:
         node = self.node
         assert node is not None
         while not self.stop_requested.is_set():
-            for ev in self.bus.wait(self.s.loop_wait):
+            for ev in self.bus.wait(node.cfg.loop_wait):
                 self._on_event(ev)
             if self.stop_requested.is_set():
                 break
@@ -326,7 +372,8 @@ class Daemon:
         if isinstance(req, str):
             return 400, req
         st = self.status
-        fresh = self.clock.monotonic() - st.cycle_at < 3 * self.s.loop_wait + 1
+        loop_wait = self.node.cfg.loop_wait if self.node else self.s.loop_wait
+        fresh = self.clock.monotonic() - st.cycle_at < 3 * loop_wait + 1
         ok, why = failsafe.answer(req, me=self.s.node_name, consul_ok=st.consul_ok or not fresh,
                                   last_leader=st.leader)
         if not ok:
@@ -392,6 +439,8 @@ class Daemon:
             errant=obs.errant if obs else (),
             behind=obs.behind if obs else "",
             data_id=self.node.data_id if self.node else "",
+            disk_free=self.node.disk_free if self.node else None,
+            disk_full=obs.disk_full if obs else self.status.disk_full,
             ack_set=_ack_set_summary(obs) if obs else self.status.ack_set,
             gtid_current_pos=obs.gtid if obs else self.status.gtid_current_pos,
             server_id=self.server_id,

@@ -253,6 +253,13 @@ class Consul:
         self._call("history record", lambda: self.client.kv.put(
             key, json.dumps({"kind": kind, **doc})))
 
+    def write_config(self, doc: dict[str, str], index: int) -> bool:
+        """The shared settings (config.ClusterSettings), if unchanged since read at `index`
+        (0: only if there are none yet, the cluster's first boot seeding them)."""
+        return self._txn("cluster settings write", [
+            keys.txn_check_index(self.keys.config, index),
+            keys.txn_set(self.keys.config, doc)])
+
     def register_member(self, node: str, doc: dict[str, str]) -> None:
         """The durable membership: every node that ever joined, with its server_id and data id
         (the census after a full-cluster restart, and server_id uniqueness)."""

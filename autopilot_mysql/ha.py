@@ -178,7 +178,8 @@ def _election(o: Observation, writable: bool) -> Decision:
     if o.published != o.gtid:
         return Decision(Action.PUBLISH_POSITION, f"publishing our position "
                         f"{o.gtid or '(empty)'} for the election", healthy=True)
-    mine = election.Published(o.node, o.gtid, o.data_id, can_apply=not o.apply_stalled)
+    mine = election.Published(o.node, o.gtid, o.data_id,
+                              can_apply=not o.apply_stalled and not o.disk_full)
     positions = {p.node: p for p in o.positions if p.node != o.node}
     positions[o.node] = mine
     out = election.decide_election(
@@ -216,6 +217,14 @@ def _primary(o: Observation, writable: bool) -> Decision:
                             role=Role.PRIMARY, healthy=True)
         return Decision(Action.PROMOTE, "this node holds the leader lock: opening for writes",
                         role=Role.PRIMARY, healthy=True)
+    if o.disk_full and o.switchover_to is None:
+        if o.roomy_members:
+            return Decision(Action.HAND_OVER, f"{o.disk_full}: handing the primary role over "
+                            f"to a replica with room ({', '.join(o.roomy_members)})",
+                            role=Role.UNKNOWN, healthy=True)
+        return Decision(Action.STAY_PRIMARY, f"{o.disk_full}, and no healthy replica has room "
+                        "either: writes wait for space. Free space on a data volume (or grow "
+                        "it); nothing is lost meanwhile", role=Role.PRIMARY, healthy=True)
     if o.switchover_to is not None:
         target = o.switchover_to
         if target == o.node:

@@ -15,6 +15,7 @@ nobody fights over it.
     switchover        {from, to, session}          a pending switchover request
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
+    config            {LOOP_WAIT, SESSION_TTL, SEMI_SYNC_TIMEOUT, FAILSAFE}  shared settings
     history/<time>    {kind, ...}                  failovers and forced decisions, for people
 """
 
@@ -44,6 +45,7 @@ class Names:
         self.forced = self.prefix + "forced"
         self.members = self.prefix + "members/"
         self.history = self.prefix + "history/"
+        self.config = self.prefix + "config"
         self.server_id_counter = self.prefix + "server-id-counter"
         # Outside the prefix the HA loop reads and watches: snapshot progress never wakes it.
         self.snapshot_lock = f"service/{service}-snapshots/lock"
@@ -77,6 +79,8 @@ class ClusterKeys:
     switchover: dict[str, str] | None = None  # {"from", "to", "session"}
     forced: dict[str, str] | None = None  # {"candidate", "by", "at", "reason"}
     members: dict[str, dict[str, str]] = field(default_factory=dict)
+    config: dict[str, str] | None = None  # the shared settings (validated by the reader)
+    config_index: int = 0
     problems: tuple[str, ...] = ()
 
 
@@ -116,7 +120,8 @@ def _sync(doc: Any, index: int) -> SyncState | None:
 def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
     """One recursive read of the service's prefix (Consul's KV list, values base64 or raw)."""
     leader, unreadable, sync, hb, handover = None, False, None, None, None
-    switchover = forced = None
+    switchover = forced = config = None
+    config_index = 0
     positions: dict[str, Published] = {}
     members: dict[str, dict[str, str]] = {}
     problems: list[str] = []
@@ -188,6 +193,14 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
             forced = _str_fields(doc, ("candidate",), ("by", "at", "reason"))
             if forced is None:
                 bad(key, raw, "not a forced failover {candidate, by, at, reason}")
+        elif key == names.config:
+            if isinstance(doc, dict) and all(isinstance(v, (str, int, float, bool))
+                                             for v in doc.values()):
+                config = {str(k): (str(v).lower() if isinstance(v, bool) else str(v))
+                          for k, v in doc.items()}
+                config_index = index
+            else:
+                bad(key, raw, "not the cluster settings {LOOP_WAIT, SESSION_TTL, ...}")
         elif key.startswith(names.members):
             f = _str_fields(doc, ("address",), ("server_id", "data"))
             if f is None:
@@ -195,7 +208,7 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
             else:
                 members[key[len(names.members):]] = f
     return ClusterKeys(leader, unreadable, positions, sync, hb, handover, switchover, forced,
-                       members, tuple(problems))
+                       members, config, config_index, tuple(problems))
 
 
 def txn_set(key: str, doc: Mapping[str, Any] | str) -> dict[str, Any]:

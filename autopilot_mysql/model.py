@@ -136,6 +136,8 @@ class Observation:
     handover_age: float = 0.0  # seconds since we handed over
     handover_timeout: float = 10.0
     lease: float = 2.0  # a primary fences when its lease is not renewed for this long
+    disk_full: str = ""  # why our data volume counts as full ("" = it has room)
+    roomy_members: tuple[str, ...] = ()  # healthy members whose volume has room
 
 
 class Action(StrEnum):
@@ -191,6 +193,8 @@ class NodeStatus:
     gtid_current_pos: str = ""
     data_id: str = ""
     ack_set: dict[str, object] = field(default_factory=dict)
+    disk_free: int | None = None  # bytes free on the data volume
+    disk_full: str = ""  # why it counts as full ("" = it has room)
     server_id: int | None = None
     version: str = ""
     leader: str | None = None

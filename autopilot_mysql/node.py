@@ -7,21 +7,22 @@ while primary its AckSetKeeper keeps the acknowledgement set (ackset.py)."""
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 
 from . import __version__, election, failsafe, gtid
 from .ackset import AckSetKeeper
-from .config import Settings
+from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul
 from .election import GRACE_MARGIN
 from .events import Code, Event, EventBus
-from .exceptions import DCSError, MySQLError
+from .exceptions import ConfigError, DCSError, MySQLError
 from .keys import ClusterKeys, Heartbeat, LeaderInfo
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
 from .mysql.server import FenceResult, LocalServer
 from .peers import Peers
 from .process import ManagedProcess
-from .utils import Clock
+from .utils import Clock, format_size
 
 log = logging.getLogger(__name__)
 # Seconds to apply the relay log before publishing the position actually applied (shorter
@@ -30,13 +31,15 @@ DRAIN_TIMEOUT = 2.0
 # A lock holder whose relay log makes no progress for this long gives the lock up.
 APPLY_STALL = 15.0
 HANDOVER_TIMEOUT = 10.0  # seconds a switchover may take before the old primary takes part again
+DISK_STALL_MEMORY = 30.0  # seconds a "No space left on device" from mysqld counts
 
 
 class LocalNode:
     def __init__(self, settings: Settings, *, consul: Consul, mysql: LocalServer,
                  mysqld: ManagedProcess, bus: EventBus, clock: Clock, address: str,
                  server_id: int, data_id: str, peers: Peers,
-                 hard_restart: Callable[[str], None], promise: failsafe.Promise) -> None:
+                 hard_restart: Callable[[str], None], promise: failsafe.Promise,
+                 cluster_settings: ClusterSettings | None = None) -> None:
         self.s = settings
         self.consul = consul
         self.mysql = mysql
@@ -47,14 +50,11 @@ class LocalNode:
         self.server_id = server_id
         self.data_id = data_id
         self.hard_restart = hard_restart
-        # The lease (election.I1): a primary fences when no heartbeat proved its lock for this
-        # long. Every heartbeat carries it, so others time the grace with the writer's value.
-        self.lease = 2 * settings.loop_wait + 1.0
-        self.voter_timeout = DRAIN_TIMEOUT + 2 * settings.loop_wait + 2.0
         self.keeper = AckSetKeeper(node=settings.node_name, consul=consul, mysql=mysql,
                                    peers=peers, clock=clock, repl_user=settings.repl_user,
                                    semi_sync_timeout=settings.semi_sync_timeout,
                                    status_max_age=3.0)
+        self.apply_settings(cluster_settings or settings.cluster)
         self.version = ""
         self.gtid = ""
         self.applied = ""
@@ -89,6 +89,9 @@ class LocalNode:
         self.silent_since: float | None = None  # when we began asking a silent leader
         self.promise = promise  # failsafe: what we promised a primary cut off with us
         self.failsafe_note = ""
+        self.refused_config: dict[str, str] | None = None
+        self.disk_stall_at = 0.0  # when mysqld last said it waits for disk space
+        self.disk_free: int | None = None
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -130,6 +133,7 @@ class LocalNode:
             # name members that are no longer the ones that matter).
             keys = self.consul.cluster_state(consistent=self.leader is None)
             self.cluster = keys
+            self._adopt_settings(keys)
             if keys.problems != self.last_problems:
                 for p in keys.problems:
                     log.warning("%s", p)
@@ -152,6 +156,7 @@ class LocalNode:
             self.failsafe_note = ""
         holding = self._holding(keys)
         silent_for, says = self._leader_silence(now, keys, holding)
+        disk_full = self._disk_full(now)
         healthy = tuple(sorted(m.node for m in self.members if m.passing
                                and m.node != self.s.node_name))
         leader = keys.leader
@@ -190,12 +195,38 @@ class LocalNode:
             switchover_to=self._switchover_to(keys),
             handover=handover, handing_over=self.handed_over_at is not None,
             handover_age=(now - self.handed_over_at) if self.handed_over_at else 0.0,
-            handover_timeout=HANDOVER_TIMEOUT, lease=self.lease)
+            handover_timeout=HANDOVER_TIMEOUT, lease=self.lease, disk_full=disk_full,
+            roomy_members=self._roomy(healthy) if holding else ())
+
+    def apply_settings(self, cfg: ClusterSettings) -> None:
+        """The cluster-wide settings (config.ClusterSettings), from Consul when it has them."""
+        self.cfg = cfg
+        # The lease (election.I1): a primary fences when no heartbeat proved its lock for this
+        # long. Every heartbeat carries it, so others time the grace with the writer's value.
+        self.lease = cfg.lease
+        self.voter_timeout = DRAIN_TIMEOUT + 2 * cfg.loop_wait + 2.0
+        self.keeper.semi_sync_timeout = cfg.semi_sync_timeout
+
+    def _adopt_settings(self, keys: ClusterKeys) -> None:
+        if keys.config is None or keys.config == self.cfg.doc():
+            return
+        try:
+            new = cluster_settings(keys.config)
+        except ConfigError as exc:
+            if keys.config != self.refused_config:
+                log.error("the cluster settings in Consul (%s) are refused, this node keeps "
+                          "%s: %s", self.consul.keys.config, self.cfg.doc(), exc)
+                self.refused_config = keys.config
+            return
+        changes = ", ".join(f"{k} {self.cfg.doc()[k]} -> {v}" for k, v in new.doc().items()
+                            if self.cfg.doc()[k] != v)
+        log.warning("cluster settings changed in Consul: %s", changes)
+        self.apply_settings(new)
 
     def _failsafe_round(self, keys: ClusterKeys) -> None:
         """Consul is unreachable: while we hold the lock and our lease still runs, every member
         of the last known membership must confirm (failsafe.py) for the lease to run on."""
-        if not self.s.failsafe or not self._holding(keys) or self.session is None:
+        if not self.cfg.failsafe or not self._holding(keys) or self.session is None:
             return
         started = self.clock.monotonic()
         if started >= self.lease_from + self.lease:
@@ -218,6 +249,30 @@ class LocalNode:
         if note != self.failsafe_note:
             (log.info if ok else log.warning)("Consul is unreachable; %s", note)
             self.failsafe_note = note
+
+    def _disk_full(self, now: float) -> str:
+        """Why our data volume counts as full ("" = it has room): less than DISK_MIN_FREE free,
+        or mysqld said lately that it waits for space (a volume it filled by itself)."""
+        try:
+            st = os.statvfs(self.s.datadir)
+            self.disk_free = st.f_bavail * st.f_frsize
+        except OSError:
+            self.disk_free = None
+        if self.disk_free is not None and self.disk_free < self.s.disk_min_free:
+            return (f"the data volume has {format_size(self.disk_free)} free "
+                    f"(DISK_MIN_FREE {format_size(self.s.disk_min_free)})")
+        if now - self.disk_stall_at < DISK_STALL_MEMORY:
+            return "mysqld waits for space on the data volume (No space left on device)"
+        return ""
+
+    def _roomy(self, healthy: tuple[str, ...]) -> tuple[str, ...]:
+        """Healthy members whose own status says their volume has room."""
+        out = []
+        for n in healthy:
+            doc = self.peers.status(n, max_age=3.0)
+            if doc is not None and not doc.get("disk_full"):
+                out.append(n)
+        return tuple(out)
 
     def _holding(self, keys: ClusterKeys) -> bool:
         return bool(self.session and keys.leader and keys.leader.node == self.s.node_name
@@ -364,9 +419,9 @@ class LocalNode:
             self.register(d.role)
         elif a == Action.CREATE_SESSION:
             self.session = self.consul.create_session(
-                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.s.session_ttl,
+                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
                 service_id=self.s.service_id)
-            log.info("created Consul session %s (TTL %.0fs)", self.session, self.s.session_ttl)
+            log.info("created Consul session %s (TTL %.0fs)", self.session, self.cfg.session_ttl)
             self._wake()
         elif a == Action.DRAIN:
             target = o.handover.gtid if o.handover is not None else None
@@ -378,7 +433,8 @@ class LocalNode:
             self._wake()
         elif a == Action.PUBLISH_POSITION:
             assert self.session is not None
-            self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id)
+            self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
+                                         can_apply=not o.apply_stalled and not o.disk_full)
             self.published = o.gtid
             self._wake()
         elif a == Action.ACQUIRE_LOCK:

@@ -72,10 +72,12 @@ class ManagedProcess:
                  env: Mapping[str, str] | None = None, cwd: str | None = None,
                  policy: RestartPolicy | None = None, clock: Clock | None = None,
                  preexec: Callable[[], None] | None = None,
-                 extra_args: Callable[[], Sequence[str]] | None = None) -> None:
+                 extra_args: Callable[[], Sequence[str]] | None = None,
+                 on_line: Callable[[str], None] | None = None) -> None:
         self.name = name
         self.argv = list(argv)
         self.extra_args = extra_args  # decided again before every start
+        self.on_line = on_line  # sees every line of its output (from the output thread)
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
         self.bus = bus
@@ -204,6 +206,8 @@ class ManagedProcess:
             if line:
                 self.tail.append(line)
                 self.log.log(_level_of(line), "%s", line)
+                if self.on_line is not None:
+                    self.on_line(line)
         code = proc.wait()
         with self._lock:
             if proc is not self._proc:

@@ -1,20 +1,22 @@
 """Failover timings of autopilot-mysql on the namespace test bed, one table, one run.
 
-Each round boots a fresh three-node cluster (docker-compose.yml's environment) and measures:
-- bootstrap: from starting Consul and three empty nodes to one primary and two replicating
-  replicas;
-- switchover: the write pause (no node writable) of `autopilot-mysql switchover`, sampled from
-  every node's read_only every few ms;
+Each round boots a fresh three-node cluster (docker-compose.yml's environment) with HAProxy in
+front (etc/haproxy.cfg) and a client writing through it every 5 ms, then measures:
+- bootstrap: from starting Consul and three empty nodes to one primary and two replicas;
+- switchover: the pause with no writable node (every node's read_only sampled every few ms),
+  and the longest gap between acknowledged writes as the client through HAProxy sees it;
 - mysqld crash: kill -9 of mysqld alone on the primary, to the first write acknowledged by a
-  primary (the same node restarted, or a new one);
-- node loss: SIGKILL of the primary's whole host, to the first write acknowledged by a new
-  primary.
-Writes are tried every 10 ms on every node directly (as the application user), so HAProxy's
-check interval is not part of the figure. Ratios are to the targets of issue 4 and to
-Patroni's tuned figures measured on this machine (10.1 s node loss, 3.1 s crash, 1.3 s
-switchover). Never fails on a number.
+  primary (tried on every node directly), and the client's gap through HAProxy;
+- cut from Consul: the primary cut off from the Consul server only (it still reaches its
+  replicas and HAProxy): the client's gap through HAProxy;
+- Consul outage: the Consul server down for 30 s: writes the client had acknowledged meanwhile
+  (FAILSAFE on, the default), and the longest gap;
+- node loss: SIGKILL of the primary's whole host, to the first write on a new primary (tried on
+  every node directly), and the client's gap through HAProxy.
+Ratios are to the safety issue's targets and to Patroni's tuned figures measured on this
+machine (10.1 s node loss, 3.1 s crash, 1.4 s switchover). Never fails on a number.
 
-    .venv/bin/python bench/failover.py [--rounds 5]
+    .venv/bin/python bench/failover.py [--rounds 5] [--outage 30]
 """
 
 from __future__ import annotations
@@ -33,20 +35,27 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.integration.test_replication import ReadOnlyWatch, switchover  # noqa: E402
 from tests.testbed.bed import TestBed  # noqa: E402
-from tests.testbed.cluster import Node, boot_cluster, healthy_cluster  # noqa: E402
+from tests.testbed.cluster import (  # noqa: E402
+    Node,
+    boot_cluster,
+    healthy_cluster,
+    start_router,
+    synced,
+)
+from tests.testbed.components import start_consul  # noqa: E402
 from tests.testbed.util import wait_until  # noqa: E402
+from tests.testbed.workload import Writer, create_table  # noqa: E402
 
-TARGETS = {"node loss": 5.0, "mysqld crash": 2.0, "switchover pause": 0.5}
-PATRONI = {"node loss": 10.1, "mysqld crash": 3.1, "switchover pause": 1.3}
+TARGETS = {"node loss": 5.0, "node loss (client)": 5.0, "mysqld crash": 2.0,
+           "switchover pause": 0.5, "switchover (client)": 0.5, "cut from Consul (client)": 5.0}
+PATRONI = {"node loss": 10.1, "mysqld crash": 3.1, "switchover pause": 1.4}
 
 
 def first_write(nodes: list[Node], t0: float, timeout: float = 60) -> float:
     """Seconds from t0 until any node acknowledges an INSERT."""
     deadline = time.monotonic() + timeout
-    n = 0
     while time.monotonic() < deadline:
         for node in nodes:
-            n += 1
             try:
                 with pymysql.connect(host=node.host.ip, port=3306, user="app",
                                      password="app-secret", database="app", connect_timeout=0.2,
@@ -59,23 +68,47 @@ def first_write(nodes: list[Node], t0: float, timeout: float = 60) -> float:
     raise TimeoutError("no write accepted")
 
 
-def one_round() -> dict[str, float]:
+def settle(bed: TestBed, nodes: list[Node], writer: Writer) -> None:
+    wait_until(lambda: healthy_cluster(nodes) and synced(bed), timeout=120,
+               what="one primary, replicas, a synced acknowledgement set")
+    n = len(writer.acked)
+    wait_until(lambda: len(writer.acked) > n + 20, timeout=60, what="the client to write")
+
+
+def client_gap(writer: Writer, t0: float, resumed_on: str | None = None,
+               timeout: float = 60) -> float:
+    """The client's longest gap from t0 until its writes flow again (on `resumed_on`)."""
+    def flowing() -> bool:
+        after = [a for a in writer.acked.values() if a.at > t0
+                 and (resumed_on is None or a.server == resumed_on)]
+        return len(after) > 10
+    wait_until(flowing, timeout=timeout, what="the client's writes to flow again")
+    return writer.longest_gap(t0, time.monotonic())
+
+
+def one_round(outage: float) -> dict[str, float]:
     out: dict[str, float] = {}
     with TestBed() as bed:
         t0 = time.monotonic()
         nodes = boot_cluster(bed, 3, timeout=120)  # includes the Consul server's start
         out["bootstrap (3 nodes)"] = time.monotonic() - t0
+        lb = start_router(bed)
         p = next(n for n in nodes if n.http("/primary") == 200)
+        create_table(p)
         with p.app() as c, c.cursor() as cur:
             cur.execute("CREATE TABLE bench (id INT AUTO_INCREMENT PRIMARY KEY, node TEXT)")
-        wait_until(lambda: healthy_cluster(nodes), timeout=60, what="replicas with the table")
+        writer = Writer(lb.host.ip)
+        writer.start()
+        settle(bed, nodes, writer)
 
         target = next(n for n in nodes if n is not p)
+        t0 = time.monotonic()
         with ReadOnlyWatch(nodes) as watch:
             switchover(p, target.name)
             wait_until(lambda: target.http("/primary") == 200, timeout=30, what="switchover")
         out["switchover pause"] = watch.longest_gap()
-        wait_until(lambda: healthy_cluster(nodes), timeout=60, what="healthy after switchover")
+        out["switchover (client)"] = client_gap(writer, t0, target.name)
+        settle(bed, nodes, writer)
 
         p = next(n for n in nodes if n.http("/primary") == 200)
         pid = p.mysqld_pid()
@@ -83,39 +116,68 @@ def one_round() -> dict[str, float]:
         t0 = time.monotonic()
         os.kill(pid, signal.SIGKILL)
         out["mysqld crash"] = first_write(nodes, t0)
-        wait_until(lambda: healthy_cluster(nodes) or any(n.status()["errant"] for n in nodes),
-                   timeout=90, what="settled after the crash")
+        out["mysqld crash (client)"] = client_gap(writer, t0)
+        settle(bed, nodes, writer)
+
+        p = next(n for n in nodes if n.http("/primary") == 200)
+        t0 = time.monotonic()
+        rules = bed.partition([p.host], [bed.hosts["consul"]])
+        new = wait_until(lambda: next((n for n in nodes if n is not p
+                                       and n.http("/primary") == 200), None),
+                         timeout=60, what="a new primary")
+        out["cut from Consul (client)"] = client_gap(writer, t0, new.name)
+        bed.heal(rules)
+        settle(bed, nodes, writer)
+
+        chost = bed.hosts["consul"]
+        for proc in chost._spawned:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        t0 = time.monotonic()
+        time.sleep(outage)
+        t1 = time.monotonic()
+        out[f"writes in a {outage:.0f}s Consul outage"] = float(
+            sum(1 for a in writer.acked.values() if t0 <= a.at <= t1))
+        out["Consul outage gap (client)"] = writer.longest_gap(t0, t1)
+        start_consul(chost)
+        settle(bed, nodes, writer)
 
         p = next(n for n in nodes if n.http("/primary") == 200)
         rest = [n for n in nodes if n is not p]
         t0 = time.monotonic()
         p.host.kill()
         out["node loss"] = first_write(rest, t0)
+        new = wait_until(lambda: next((n for n in rest if n.http("/primary") == 200), None),
+                         timeout=60, what="a new primary")
+        out["node loss (client)"] = client_gap(writer, t0, new.name)
+        writer.halt()
     return out
 
 
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--outage", type=float, default=30.0)
     args = ap.parse_args()
     results: dict[str, list[float]] = {}
     for i in range(args.rounds):
-        r = one_round()
-        print(f"round {i + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.2f}s" for k, v in r.items()),
+        r = one_round(args.outage)
+        print(f"round {i + 1}/{args.rounds}: " + ", ".join(f"{k} {v:.2f}" for k, v in r.items()),
               flush=True)
         for k, v in r.items():
             results.setdefault(k, []).append(v)
-    print(f"\nautopilot-mysql failover, {args.rounds} rounds, three nodes on the namespace "
-          "test bed (2 cores)\n")
-    print(f"{'measure':<22} {'median s':>9} {'min s':>7} {'max s':>7} {'target s':>9} "
-          f"{'median/target':>14} {'Patroni tuned s':>16} {'median/Patroni':>15}")
+    print(f"\nautopilot-mysql failover, {args.rounds} rounds, three nodes and HAProxy on the "
+          "namespace test bed (2 cores); seconds unless it says writes\n")
+    print(f"{'measure':<30} {'median':>8} {'min':>8} {'max':>8} {'target':>7} "
+          f"{'median/target':>14} {'Patroni':>8} {'median/Patroni':>15}")
     for k, vals in results.items():
         med = statistics.median(vals)
         tgt, pat = TARGETS.get(k), PATRONI.get(k)
-        print(f"{k:<22} {med:9.2f} {min(vals):7.2f} {max(vals):7.2f} "
-              f"{(f'{tgt:9.1f}' if tgt else f'{chr(45):>9}')} "
+        print(f"{k:<30} {med:8.2f} {min(vals):8.2f} {max(vals):8.2f} "
+              f"{(f'{tgt:7.1f}' if tgt else f'{chr(45):>7}')} "
               f"{(f'{med / tgt:14.2f}' if tgt else f'{chr(45):>14}')} "
-              f"{(f'{pat:16.1f}' if pat else f'{chr(45):>16}')} "
+              f"{(f'{pat:8.1f}' if pat else f'{chr(45):>8}')} "
               f"{(f'{med / pat:15.2f}' if pat else f'{chr(45):>15}')}")
     return 0
 

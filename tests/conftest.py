@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -31,12 +35,36 @@ def bed(request: pytest.FixtureRequest) -> Iterator[TestBed]:
     with TestBed() as b:
         yield b
         if request.node.stash.get(FAILED, False):
+            keep = Path(os.environ.get("APM_FAILED_LOGS", "/tmp/apm-failed-logs")) / b.id
+            keep.mkdir(parents=True, exist_ok=True)
+            for host in b.hosts.values():
+                for f in host.dir.glob("*.log"):
+                    shutil.copy(f, keep / f"{host.name}-{f.name}")
+            dump_stacks(b, keep)
+            print(f"\n===== every host's logs are kept in {keep} =====")
             for host in b.hosts.values():
                 log = host.dir / "pid1.log"
                 if log.exists():
                     lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
                     print(f"\n===== {host.name}: last {len(lines)} lines of {log} =====")
                     print("\n".join(lines))
+
+
+def dump_stacks(bed: TestBed, keep: Path) -> None:
+    """The Python stacks of every supervisor still running (py-spy), beside the logs: a stuck
+    loop shows where it is stuck."""
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return
+    for host in bed.hosts.values():
+        for pid in host.processes():
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if b"supervise" in cmd:
+                out = run([spy, "dump", "--pid", str(pid)], check=False, timeout=30)
+                (keep / f"{host.name}-stacks-{pid}.txt").write_text(out.stdout + out.stderr)
 
 
 @pytest.fixture(scope="session", autouse=True)

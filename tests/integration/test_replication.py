@@ -157,23 +157,41 @@ class ReadOnlyWatch:
     def _run(self) -> None:
         conns: dict[str, pymysql.Connection | None] = {n.name: None for n in self.nodes}
         sockets = {n.name: str(n.socket) for n in self.nodes}
+        retry_at = {n.name: 0.0 for n in self.nodes}
         while not self.stop.is_set():
             writable = []
             for name in conns:
+                if time.monotonic() < retry_at[name]:
+                    continue  # frozen or gone a moment ago: do not stall the others on it
                 try:
                     c = conns[name]
                     if c is None:  # short timeouts: a paused node must not stall the others
                         c = conns[name] = pymysql.connect(
-                            unix_socket=sockets[name], user="root", connect_timeout=0.5,
-                            read_timeout=0.5, autocommit=True)
+                            unix_socket=sockets[name], user="root", connect_timeout=0.1,
+                            read_timeout=0.1, autocommit=True)
                     with c.cursor() as cur:
                         cur.execute("SELECT @@read_only")
                         if cur.fetchone()[0] == 0:
                             writable.append(name)
                 except (pymysql.MySQLError, OSError):
                     conns[name] = None
+                    retry_at[name] = time.monotonic() + 0.05
             self.samples.append((time.monotonic(), tuple(writable)))
             time.sleep(0.005)
+
+    def two_writable(self, excused: list[tuple[str, float, float]]) -> tuple[int, int]:
+        """(samples with two writable nodes, samples where that is only because a node was
+        inside an excused window (name, start, end): just resumed from SIGSTOP)."""
+        strict = soft = 0
+        for t, w in self.samples:
+            if len(w) < 2:
+                continue
+            firm = [n for n in w if not any(n == e and a <= t <= b for e, a, b in excused)]
+            if len(firm) > 1:
+                strict += 1
+            else:
+                soft += 1
+        return strict, soft
 
     def __enter__(self) -> ReadOnlyWatch:
         self.thread.start()

@@ -200,3 +200,78 @@ def test_the_fence_drops_clients_but_spares_the_supervisor(
     bed.heal()
     wait_until(lambda: roles(nodes).count("primary") == 1, timeout=60, what="one primary")
 
+
+
+def cli(node: Node, *args: str) -> tuple[int, str]:
+    """`autopilot-mysql ...` inside the node's host with its environment, as `docker exec`."""
+    from tests.testbed.cluster import VENV_BIN
+    out = node.host.exec(["env", *[f"{k}={v}" for k, v in node.env.items()],
+                          str(VENV_BIN / "autopilot-mysql"), *args], check=False)
+    return out.returncode, out.stdout + out.stderr
+
+
+def heartbeat_lease(bed: TestBed) -> float | None:
+    import base64
+    import json
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/heartbeat",
+                     timeout=2)
+    return float(json.loads(base64.b64decode(r.json()[0]["Value"]))["lease"]) if r.ok else None
+
+
+def test_cluster_settings_live_in_consul_and_every_node_adopts_a_change(
+        bed: TestBed, cluster: tuple[list[Node], HAProxy]) -> None:
+    """Behaviour 6 (and defect 16): LOOP_WAIT, SESSION_TTL, SEMI_SYNC_TIMEOUT and FAILSAFE are
+    kept once in Consul, seeded by the first boot; a change reaches every node while it runs
+    (the lease each heartbeat carries follows), an unsafe one is refused, and a node whose
+    environment says otherwise uses the cluster's value and says so."""
+    from tests.testbed.cluster import make_node
+    nodes, _ = cluster
+    code, out = cli(nodes[0], "config", "show")
+    assert code == 0 and "LOOP_WAIT=0.5" in out, out
+    assert heartbeat_lease(bed) == 2.0
+    code, out = cli(nodes[1], "config", "set", "LOOP_WAIT=1")
+    assert code == 0, out
+    wait_until(lambda: heartbeat_lease(bed) == 3.0, timeout=30,
+               what="the primary's heartbeats to carry the new lease")
+    for n in nodes:
+        wait_until(lambda n=n: "LOOP_WAIT 0.5 -> 1" in n.log.read_text(), timeout=30,
+                   what=f"{n.name} to adopt LOOP_WAIT=1")
+    code, out = cli(nodes[2], "config", "set", "LOOP_WAIT=5")
+    assert code == 2 and "too long for SESSION_TTL" in out, out
+    db4 = make_node(bed.add_host("db4"), LOOP_WAIT="2")
+    db4.boot()
+    db4.wait_http("/replica", 200, timeout=90)
+    assert "LOOP_WAIT=2 in this node's environment differs from the cluster's 1" in \
+        db4.log.read_text()
+    assert roles([*nodes, db4]).count("primary") == 1
+
+
+def test_a_primary_whose_volume_fills_up_hands_over_to_a_replica_with_room(
+        bed: TestBed) -> None:
+    """Behaviour 7: db1's data volume fills up during writes (the others have room). It used
+    to hang every write for as long as anyone watched while answering /primary with 200."""
+    from tests.integration.test_replication import switchover
+    nodes = boot_cluster(bed, 3, volumes={"db1": 600}, DISK_MIN_FREE="64M")
+    lb = start_router(bed)
+    db1 = nodes[0]
+    if primary(nodes) is not db1:
+        switchover(primary(nodes), "db1")
+    wait_until(lambda: db1.http("/primary") == 200, timeout=30, what="db1 to be the primary")
+    create_table(db1)
+    writer = Writer(lb.host.ip)
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes through HAProxy")
+    ballast = db1.host.fill(db1.datadir, leave_mb=40)  # below DISK_MIN_FREE
+    t0 = time.monotonic()
+    new = primary([n for n in nodes if n is not db1])
+    wait_until(lambda: any(a.at > t0 and a.server == new.name for a in writer.acked.values()),
+               timeout=30, what=f"writes through HAProxy on {new.name}")
+    st = db1.status()
+    assert "free" in st["disk_full"] and db1.http("/primary") != 200, st
+    print(f"db1's volume filled: {new.name} took over, longest write gap "
+          f"{writer.longest_gap(t0, time.monotonic()):.1f}s; db1 says: {st['disk_full']}")
+    ballast.unlink()
+    wait_until(lambda: db1.http("/replica") == 200, timeout=90,
+               what="db1 to replicate once it has room again")
+    writer.halt()
+    every_row_everywhere(nodes, set(writer.acked))

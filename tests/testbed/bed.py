@@ -113,33 +113,41 @@ class TestBed:
     # --- network faults ------------------------------------------------------------------------
 
     def partition(self, side_a: list[Host], side_b: list[Host] | None = None, *,
-                  one_way: bool = False) -> None:
-        """Cut side_a off from side_b (default: every other host).
+                  one_way: bool = False) -> list[tuple[Host, list[str]]]:
+        """Cut side_a off from side_b (default: every other host). Returns the rules made, for
+        `heal(rules)` to lift just this partition.
 
         one_way=True drops only traffic from side_a to side_b; side_b to side_a still passes
         (TCP between them then fails both ways, since replies are lost; UDP shows the direction).
         """
         if side_b is None:
             side_b = [h for h in self.hosts.values() if h not in side_a]
+        made = []
         for receiver, senders in ([(b, side_a) for b in side_b]
                                   + ([] if one_way else [(a, side_b) for a in side_a])):
             for sender in senders:
                 rule = ["INPUT", "-s", f"{sender.ip}/32", "-j", "DROP"]
                 run(["ip", "netns", "exec", receiver.netns, "iptables", "-w", "-I", *rule])
                 self._rules.append((receiver, rule))
+                made.append((receiver, rule))
+        return made
 
     def isolate(self, host: Host) -> None:
         """Take the host's link down: it loses every peer, the harness included."""
         run(["ip", "link", "set", host.veth, "down"])
 
-    def heal(self) -> None:
-        """Remove every partition and bring every link back up."""
-        for receiver, rule in reversed(self._rules):
+    def heal(self, rules: list[tuple[Host, list[str]]] | None = None) -> None:
+        """Remove every partition and bring every link back up; with `rules` (what one
+        `partition` call returned), lift just that partition."""
+        chosen = list(self._rules) if rules is None else list(rules)
+        for receiver, rule in reversed(chosen):
             run(["ip", "netns", "exec", receiver.netns, "iptables", "-w", "-D", *rule],
                 check=False)
-        self._rules.clear()
-        for h in self.hosts.values():
-            run(["ip", "link", "set", h.veth, "up"], check=False)
+            if (receiver, rule) in self._rules:
+                self._rules.remove((receiver, rule))
+        if rules is None:
+            for h in self.hosts.values():
+                run(["ip", "link", "set", h.veth, "up"], check=False)
 
     # --- teardown -------------------------------------------------------------------------------
 
@@ -294,7 +302,19 @@ def _remove(run_id: str, netns: list[str], bridge: str | None, root: Path | None
     if bridge:
         run(["ip", "link", "del", bridge], check=False)
     if root is not None and root.name.startswith(f"{PREFIX}-{run_id}"):
+        for mount in mounts_under(root):  # small data volumes (Host.small_volume)
+            run(["umount", "-l", mount], check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def mounts_under(root: Path) -> list[str]:
+    """Mount points below `root`, deepest first."""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    points = [line.split()[1] for line in lines if len(line.split()) > 1]
+    return sorted((p for p in points if p.startswith(f"{root}/")), key=len, reverse=True)
 
 
 def _wait_gone(pid: int, timeout: float = 5.0) -> None:

@@ -166,15 +166,20 @@ def s3_env(s3: Any, bucket: str = "snapshots", **overrides: str) -> dict[str, st
 
 
 def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
-                 **overrides: str) -> list[Node]:
+                 volumes: dict[str, int] | None = None, **overrides: str) -> list[Node]:
     """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
-    docker-compose.yml's environment; returns once one is primary and the rest replicate."""
+    docker-compose.yml's environment; returns once one is primary and the rest replicate.
+    `volumes`: node name -> MiB of a data volume of its own (one that can fill up)."""
     from .components import start_consul
 
     chost = bed.add_host("consul")
     chost.boot()
     start_consul(chost)
-    nodes = [make_node(bed.add_host(f"db{i}"), **overrides) for i in range(1, count + 1)]
+    hosts = [bed.add_host(f"db{i}") for i in range(1, count + 1)]
+    for h in hosts:
+        if volumes and h.name in volumes:
+            h.small_volume(volumes[h.name])
+    nodes = [make_node(h, **overrides) for h in hosts]
     for n in nodes:
         n.boot()
     wait_until(lambda: healthy_cluster(nodes), timeout=timeout,

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
 
-from .util import TestBedError, run, wait_until
+from .util import TestBedError, proc_start_time, run, wait_until
 
 HOSTINIT = Path(__file__).with_name("hostinit.py")
 
@@ -48,6 +48,7 @@ class Host:
         self.launcher: subprocess.Popen[bytes] | None = None
         self.pid1: int | None = None  # real (root namespace) pid of the host's PID 1
         self._pidns: str | None = None
+        self._pid1_start: int | None = None  # tells our PID 1 from a later one on its pid
         self._boot_args: tuple[list[str], dict[str, str], str] | None = None
         self._spawned: list[subprocess.Popen[bytes]] = []
         self._logs: list[IO[bytes]] = []
@@ -87,6 +88,7 @@ class Host:
         self._pidns = None
         if self.pid1 is not None:
             try:
+                self._pid1_start = proc_start_time(self.pid1)
                 self._pidns = os.readlink(f"/proc/{self.pid1}/ns/pid")
             except FileNotFoundError:
                 self.pid1 = None  # already gone
@@ -132,18 +134,58 @@ class Host:
         return run([*prefix, *argv], timeout=timeout, check=check)
 
     def processes(self) -> list[int]:
-        """Real pids of every process in the host's PID namespace."""
+        """Real pids of every process in the host's PID namespace.
+
+        The kernel reuses a namespace's inode number once the namespace is gone, so a later
+        host's namespace can carry the number this one recorded: it is ours only if its PID 1
+        is the process this host booted (same pid, same start time). While our namespace is
+        being torn down after its PID 1 died, what is left in it is still ours."""
         if not self._pidns:
             return []
         pids = []
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 try:
-                    if os.readlink(f"/proc/{entry}/ns/pid") == self._pidns:
-                        pids.append(int(entry))
+                    if os.readlink(f"/proc/{entry}/ns/pid") != self._pidns:
+                        continue
+                    if _ns_pid(int(entry)) == 1 and (int(entry) != self.pid1 or proc_start_time(
+                            int(entry)) != self._pid1_start):
+                        return []  # a newer namespace with our old inode number: not ours
+                    pids.append(int(entry))
                 except OSError:
                     continue
         return pids
+
+    def small_volume(self, size_mb: int, name: str = "data") -> Path:
+        """A volume of its own for this host's data directory: an ext4 file system of
+        `size_mb` in an image file, loop-mounted at <host dir>/<name> (a disk that can fill
+        up while the others have room). The bed unmounts it when it closes, or its sweep
+        does after a crash."""
+        image, mount = self.dir / f"{name}.img", self.dir / name
+        with open(image, "wb") as f:
+            f.truncate(size_mb << 20)
+        run(["mkfs.ext4", "-q", "-F", "-m", "0", str(image)], timeout=60)
+        mount.mkdir(exist_ok=True)
+        run(["mount", "-o", "loop", str(image), str(mount)], timeout=30)
+        return mount
+
+    def fill(self, path: Path, leave_mb: int = 0) -> Path:
+        """Fill the file system holding `path` up to `leave_mb` of free space with a ballast
+        file; delete the returned file to free it again."""
+        ballast = path / "ballast.fill"
+        st = os.statvfs(path)
+        free = st.f_bavail * st.f_frsize - (leave_mb << 20)
+        with open(ballast, "ab") as f:
+            chunk = b"\0" * (1 << 20)
+            while free > 0:
+                n = min(free, len(chunk))
+                try:
+                    f.write(chunk[:n])
+                    f.flush()
+                except OSError:
+                    break
+                free -= n
+        return ballast
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -291,6 +333,14 @@ class Host:
                 self._reap_launcher(timeout=15)
         except Exception:
             pass
+
+
+def _ns_pid(pid: int) -> int | None:
+    """The pid of `pid` inside its own (innermost) PID namespace."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return None
 
 
 def _first_child(pid: int) -> int | None:

@@ -86,3 +86,18 @@ def test_redacted_settings_hide_secrets() -> None:
     doc = load_settings({**GOOD, "MARIADB_USER": "app", "MARIADB_PASSWORD": "apppw"}).redacted()
     text = repr(doc)
     assert "apppw" not in text and doc["root_password"] == "<set>"
+
+
+def test_cluster_settings_follow_the_same_rules_as_the_environment() -> None:
+    """Behaviour 6: the shared settings in Consul are validated like the environment, so the
+    fence rule (LOOP_WAIT <= SESSION_TTL / 4) holds there too; unknown names are refused."""
+    from autopilot_mysql.config import cluster_settings
+
+    cs = cluster_settings({"LOOP_WAIT": "1", "SESSION_TTL": "10", "SEMI_SYNC_TIMEOUT": "0",
+                           "FAILSAFE": "false"})
+    assert (cs.loop_wait, cs.lease, cs.semi_sync_timeout, cs.failsafe) == (1.0, 3.0, 0.0, False)
+    assert cluster_settings(cs.doc()) == cs
+    with pytest.raises(ConfigError, match="LOOP_WAIT.*too long"):
+        cluster_settings({"LOOP_WAIT": "5", "SESSION_TTL": "10"})
+    with pytest.raises(ConfigError, match="STOP_TIMEOUT: not a cluster-wide setting"):
+        cluster_settings({"STOP_TIMEOUT": "3"})

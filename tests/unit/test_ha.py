@@ -255,3 +255,14 @@ def test_an_unreadable_leader_key_is_taken_by_nobody() -> None:
     """Defect 11: a held leader key with a malformed value: wait (fence first if writable)."""
     assert d(leader_unreadable=True) == Action.WAIT
     assert d(leader_unreadable=True, read_only=False) == Action.FENCE
+
+
+def test_a_primary_whose_volume_is_full_hands_over_to_a_replica_with_room() -> None:
+    """Behaviour 7: a full data volume is a fault like any other."""
+    full = dict(leader="db1", read_only=False, healthy_members=("db2", "db3"),
+                disk_full="the data volume has 10M free (DISK_MIN_FREE 256M)")
+    assert d(**full, roomy_members=("db3",)) == Action.HAND_OVER
+    stay = decide(replace(BASE, **full, roomy_members=()))  # type: ignore[arg-type]
+    assert stay.action == Action.STAY_PRIMARY and "no healthy replica has room" in stay.reason
+    # a node with a full volume takes part in an election but is no candidate
+    assert d(gtid="0-1-9", published="0-1-9", disk_full="full", voters=()) == Action.WAIT
