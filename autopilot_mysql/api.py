@@ -44,6 +44,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from . import failsafe
+from .backup.clone import HEADER as CLONE_HEADER
 from .model import NodeStatus, Role
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,9 @@ MAX_REQUESTS = 32  # requests answered at once; more are refused with 503 at onc
 Rule = Callable[[NodeStatus, bool, float, float], bool]  # (status, loop alive, max lag, now)
 Control = Callable[[str, dict[str, str]], tuple[int, str]]  # (action, params) -> (code, text)
 Failsafe = Callable[[bytes, str], tuple[int, str]]  # (body, signature) -> (code, text)
+# GET /clone: the stream writes through the callable it is given, then says if it completed
+CloneStream = Callable[[Callable[[bytes], None]], tuple[bool, str]]
+Clone = Callable[[str], tuple[int, str, CloneStream | None]]  # (signature) -> (code, text, stream)
 
 ROUTES: dict[str, Rule] = {
     "/health": lambda s, alive, lag, now: alive and s.healthy,
@@ -164,10 +168,12 @@ class HealthServer:
     def __init__(self, port: int, get_status: Callable[[], NodeStatus], *,
                  stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
                  clock: Callable[[], float] = time.monotonic, control: Control | None = None,
-                 token: str = "", confirm: Failsafe | None = None) -> None:
+                 token: str = "", confirm: Failsafe | None = None,
+                 clone: Clone | None = None) -> None:
         self.get_status = get_status
         self.control = control
         self.confirm = confirm
+        self.clone = clone
         self.token = token
         self.stale_after = stale_after
         self.max_lag = max_lag
@@ -255,9 +261,40 @@ class HealthServer:
         req.end_headers()
         req.wfile.write(data)
 
+    def _clone(self, req: BaseHTTPRequestHandler) -> None:
+        """A copy of this node as a chunked body, ended by the last chunk only when it
+        completed (backup/clone.py): a cut or a failure never looks whole to the receiver."""
+        assert self.clone is not None
+        code, text, stream = self.clone(req.headers.get(CLONE_HEADER, ""))
+        if stream is None:
+            self._send(req, code, text)
+            return
+        req.connection.settimeout(120)  # the receiver writes into mbstream at its own pace
+        req.protocol_version = "HTTP/1.1"
+        req.send_response(200)
+        req.send_header("Content-Type", "application/octet-stream")
+        req.send_header("Transfer-Encoding", "chunked")
+        req.send_header("Connection", "close")
+        req.end_headers()
+
+        def write(block: bytes) -> None:
+            req.wfile.write(b"%x\r\n%s\r\n" % (len(block), block))
+
+        ok, why = stream(write)
+        if ok:
+            req.wfile.write(b"0\r\n\r\n")
+            log.info("the copy of this node was sent in full")
+        else:
+            log.error("the copy of this node was not completed (the receiver sees a cut "
+                      "stream): %s", why)
+        req.close_connection = True
+
     def _answer(self, req: BaseHTTPRequestHandler, *, body: bool) -> None:
         path, _, query = req.path.partition("?")
         path = path.rstrip("/") or "/"
+        if path == "/clone" and self.clone is not None and body:
+            self._clone(req)
+            return
         try:
             max_lag = float(urllib.parse.parse_qs(query).get("lag", [self.max_lag])[0])
         except ValueError:

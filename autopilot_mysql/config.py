@@ -73,8 +73,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "SNAPSHOT_COMPRESSION_LEVEL": ("3", "zstd level, 1 (fast) to 19 (small)"),
     "SNAPSHOT_VERIFY": ("false", "after each snapshot, restore it into a scratch directory "
                         "and start a throwaway mysqld on it"),
-    "SNAPSHOT_REPROVISION": ("true", "rebuild a node refused for errant transactions from "
-                             "the latest snapshot (its old data kept aside until it works)"),
+    "REPROVISION": ("true", "rebuild a node the primary refuses (errant transactions, or behind "
+                    "its purged binary logs) from the latest snapshot, else a copy of a live "
+                    "node; its old data kept aside until it works (alias SNAPSHOT_REPROVISION)"),
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -105,7 +106,6 @@ class SnapshotSettings:
     keep_days: float
     compression_level: int
     verify: bool
-    reprovision: bool
 
 
 # The settings every node must share, because the safety rules compare one node's timing with
@@ -185,6 +185,7 @@ class Settings:
     failsafe: bool
     replica_max_lag: int
     disk_min_free: int
+    reprovision: bool
     mysqld_max_restarts: int
     mysqld_restart_window: float
     datadir: Path
@@ -395,6 +396,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     ttl, loop_wait, semi_sync_timeout, failsafe = (cs.session_ttl, cs.loop_wait,
                                                    cs.semi_sync_timeout, cs.failsafe)
     max_lag = r.integer("REPLICA_MAX_LAG", 0, 86400, "10")
+    reprovision_text = r.text("REPROVISION", "SNAPSHOT_REPROVISION").strip().lower()
+    if reprovision_text not in _TRUE + _FALSE:
+        r.problem("REPROVISION", f"{reprovision_text!r} is not true or false", "true")
+    reprovision = reprovision_text in _TRUE or reprovision_text == ""
     disk_text = r.text("DISK_MIN_FREE").strip()
     try:
         disk_min_free = parse_size(disk_text)
@@ -423,7 +428,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,
         session_ttl=ttl, loop_wait=loop_wait, semi_sync_timeout=semi_sync_timeout,
         failsafe=failsafe,
-        replica_max_lag=max_lag, disk_min_free=disk_min_free, mysqld_max_restarts=max_restarts,
+        replica_max_lag=max_lag, disk_min_free=disk_min_free, reprovision=reprovision,
+        mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots)
 
 
@@ -474,4 +480,4 @@ def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
         binlog_rotations=r.integer("SNAPSHOT_BINLOG_ROTATIONS", 0, 100000, "4"),
         keep=r.integer("SNAPSHOT_KEEP", 1, 10000, "3"), keep_days=keep_days,
         compression_level=r.integer("SNAPSHOT_COMPRESSION_LEVEL", 1, 19, "3"),
-        verify=r.boolean("SNAPSHOT_VERIFY"), reprovision=r.boolean("SNAPSHOT_REPROVISION"))
+        verify=r.boolean("SNAPSHOT_VERIFY"))

@@ -14,10 +14,12 @@ import shutil
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from . import __version__, election, failsafe, startup
-from .api import HealthServer
+from .api import CloneStream, HealthServer
+from .backup import clone
 from .backup.provision import recover_interrupted_rebuild
 from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul, Watcher, agent_config
@@ -31,6 +33,7 @@ from .mysql.server import FenceResult, LocalServer
 from .node import LocalNode
 from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
+from .reprovision import Reprovisioner
 from .snapshots import Snapshots
 from .utils import Clock, SystemClock
 
@@ -73,7 +76,8 @@ class Daemon:
         self.api = HealthServer(settings.health_port, lambda: self.status,
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
-                                token=settings.api_token, confirm=self._confirm_failsafe)
+                                token=settings.api_token, confirm=self._confirm_failsafe,
+                                clone=self._serve_clone)
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -104,6 +108,7 @@ class Daemon:
                 self.snapshots.provision_empty(self._publish_state, self.stop_requested)
                 if self.stop_requested.is_set():
                     return self._shutdown("stopped while provisioning from a snapshot")
+        self.reprovisioner = Reprovisioner(self.s, self.snapshots)
         startup.init_datadir_if_needed(self.s, cnf)
         # Every start of mysqld happens without the leader lock (a node gives the lock up when
         # its mysqld exits); election.I8 decides before each start whether its crash recovery
@@ -196,9 +201,32 @@ class Daemon:
         self.bus.publish(Event(Code.LEADER_CHANGED, "fence"))
 
     def _mysqld_line(self, line: str) -> None:
-        """Every line mysqld writes (its output thread): a volume it filled by itself."""
+        """Every line mysqld writes (its output thread): a volume it filled by itself, and a
+        recovery that truncated our binary log (election.I8)."""
         if ("No space left on device" in line or "Disk is full" in line) and self.node:
             self.node.disk_stall_at = self.clock.monotonic()
+        if "Successfully truncated binlog file" in line and self.node:
+            self.node.identity_pending = ("mysqld's recovery truncated this node's binary log "
+                                          "(what a replica acknowledged comes back from the "
+                                          "primary)")
+
+    def _renew_identity(self) -> None:
+        """Before replicating again: a new server_id (startup.renew_server_id), live (SET
+        GLOBAL server_id) and in my.cnf for the next start. Retried every cycle until Consul
+        and mysqld both answer."""
+        node = self.node
+        assert node is not None
+        try:
+            sid = startup.renew_server_id(self.s, self.consul, node.identity_pending)
+            kept = self.mysql.change_server_id(sid)
+        except (DCSError, MySQLError) as exc:
+            log.warning("cannot take a new server_id yet (%s): not replicating meanwhile", exc)
+            return
+        log.info("now server_id %d, at GTID position %s", sid, kept or "(empty)")
+        startup.write_cnf(self.s, sid)
+        self.server_id = node.server_id = sid
+        node.identity_pending = ""
+        node.registered_role = None  # re-register: Consul's meta and member record name it
 
     def _read_cluster_before_start(self) -> ClusterKeys | None:
         """The cluster's keys before mysqld's first start: the acknowledgement set
@@ -329,6 +357,9 @@ class Daemon:
                 break
             if self.agent is not None and self.agent.restart_due():
                 self.agent.start()
+            if node.identity_pending and self.mysqld is not None \
+                    and self.mysqld.state == ProcState.RUNNING:
+                self._renew_identity()
             obs = node.observe(stopping=self.stop_requested.is_set())
             decision = decide(obs)
             self._log_decision(decision)
@@ -339,14 +370,41 @@ class Daemon:
                 self._publish(decision=decision, obs=obs, error=str(exc))
                 continue
             self._publish(decision=decision, obs=obs)
-            if (self.snapshots is not None and self.s.snapshots is not None
-                    and self.s.snapshots.reprovision and (obs.errant or obs.behind)
-                    and obs.leader not in (None, obs.node) and self.mysqld is not None
-                    and self.snapshots.rebuild(self.mysqld, obs.errant or (obs.behind,),
-                                               self._publish_state,
-                                               newer_than=obs.gtid if obs.behind else None)):
+            if (obs.errant or obs.behind) and self.s.reprovision \
+                    and obs.leader not in (None, obs.node) and self.mysqld is not None \
+                    and self.reprovisioner.rebuild(
+                        self.mysqld, obs.errant or (obs.behind,), self._publish_state,
+                        newer_than=obs.gtid if obs.behind else None,
+                        donors=self._donors(obs.leader)):
                 node.errant, node.behind = (), ""
                 node.data_id = dd.data_id(self.s.datadir)  # the rebuild minted a new one
+                # The copy may lack our own past transactions: they come back only under a
+                # server_id that is not ours any more.
+                node.identity_pending = "this node was re-provisioned"
+
+    def _donors(self, leader: str | None) -> list[tuple[str, str]]:
+        """Nodes to copy from, best first: healthy replicas, then the primary."""
+        me = self.s.node_name
+        replicas = [(m.node, m.address) for m in self.members
+                    if m.passing and m.node not in (me, leader) and m.role.value == "replica"]
+        primary = [(m.node, m.address) for m in self.members if m.node == leader and m.passing]
+        return replicas + primary
+
+    def _serve_clone(self, header: str) -> tuple[int, str, CloneStream | None]:
+        """GET /clone, from the HTTP thread (backup/clone.py): a copy of this node."""
+        asker = clone.check(self.s.repl_password, header)
+        if asker is None:
+            return 403, "bad or stale signature (the nodes must share MYSQL_REPL_PASSWORD)", None
+        st = self.status
+        if not st.healthy or st.errant or self.mysqld is None \
+                or self.mysqld.state != ProcState.RUNNING:
+            return 503, f"{self.s.node_name} is not healthy: it cannot be copied now", None
+        cnf = self.s.rundir / "my.cnf"
+        log.info("serving a copy of this node to %s", asker)
+
+        def stream(write: Callable[[bytes], None]) -> tuple[bool, str]:
+            return clone.serve(cnf, self.s.socket, write)
+        return 200, "", stream
 
     def _publish_state(self, state: str, error: str) -> None:
         self._publish(state=state, error=error)

@@ -116,14 +116,12 @@ def _replica(o: Observation, writable: bool) -> Decision:
         return Decision(Action.MARK_BEHIND, f"{leader} no longer has the binary logs that "
                         f"follow our position {o.gtid or '(empty)'} (purged)", role=Role.REPLICA)
     r = o.replica
-    if o.last_writer and not o.in_ack_set and (r is None or r.master_host != o.leader_address):
-        # A replica outside the set skips events with its own server_id; ours may come back
-        # (our recovery truncated commits a member had acknowledged). Inside the set, with
-        # semi-sync on from the first connection, MariaDB accepts them (MDEV-21117).
-        return Decision(Action.WAIT, f"this node wrote the last transactions it holds (it was "
-                        f"the primary): it replicates from {leader} once admitted to its "
-                        "acknowledgement set, so that its own transactions come back to it",
-                        role=Role.REPLICA, healthy=True)
+    if o.identity_pending:
+        # Replicas skip events that carry their own server_id: ours, which our recovery
+        # truncated or our rebuild lacks, would never come back under the old one.
+        return Decision(Action.WAIT, f"{o.identity_pending}: this node takes a new server_id "
+                        f"from Consul before it replicates from {leader}", role=Role.REPLICA,
+                        healthy=True)
     if r is None or r.master_host != o.leader_address:
         return Decision(Action.FOLLOW, f"{leader} is the primary: replicating from it by GTID "
                         f"from {o.gtid or 'the beginning'}", role=Role.REPLICA, healthy=True)

@@ -112,7 +112,7 @@ class Observation:
     replica: Replication | None = None  # None: no replication configured
     semi_sync_replica: bool = False  # our IO thread acknowledges (Rpl_semi_sync_slave_status)
     in_ack_set: bool = False  # we are in the current primary's acknowledgement set
-    last_writer: bool = False  # our position ends in our own transactions (we were primary)
+    identity_pending: str = ""  # we need a fresh server_id before replicating (and why)
     errant: tuple[str, ...] = ()  # transactions the primary never had (found earlier)
     behind: str = ""  # the primary purged binary logs we still need (found earlier)
     refused: str = ""  # this cycle: the primary refuses our position: "errant" or "behind"

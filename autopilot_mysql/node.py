@@ -91,6 +91,9 @@ class LocalNode:
         self.failsafe_note = ""
         self.refused_config: dict[str, str] | None = None
         self.disk_stall_at = 0.0  # when mysqld last said it waits for disk space
+        # Set when mysqld's recovery truncated our binary log: a new server_id is needed
+        # before replicating (the daemon renews it).
+        self.identity_pending = ""
         self.disk_free: int | None = None
 
     # --- observe --------------------------------------------------------------------------------
@@ -107,9 +110,9 @@ class LocalNode:
                 # A semi-sync replica acknowledges what it has *received*: an acknowledged
                 # commit may sit in its relay log, unapplied. Its claim in an election is
                 # therefore applied + received, and it opens only once all is applied.
-                applied = gtid.parse(v.gtid_current_pos)
+                applied = gtid.parse(v.position)
                 received = gtid.parse(self.replica.gtid_io_pos) if self.replica else {}
-                self.applied = v.gtid_current_pos
+                self.applied = v.position
                 self.gtid = gtid.render(gtid.merge(applied, received))
                 self.relay_pending = not gtid.covers(applied, received)
                 if self.mysqld.policy.failures and now - self.mysqld.policy.failures[-1] > 60:
@@ -179,7 +182,7 @@ class LocalNode:
             apply_stalled=self._apply_stalled(now, holding, alive),
             replica=self.replica if alive else None,
             semi_sync_replica=self.semi_sync_replica and alive,
-            in_ack_set=self._in_ack_set(keys), last_writer=self._last_writer(),
+            in_ack_set=self._in_ack_set(keys), identity_pending=self.identity_pending,
             errant=self.errant, behind=self.behind,
             refused=self._refused() if alive else "",
             drained=self.drained, published=self.published,
@@ -361,12 +364,6 @@ class LocalNode:
         data = sync.data_of(self.s.node_name)
         return data is not None and (not data or data == self.data_id)
 
-    def _last_writer(self) -> bool:
-        try:
-            return any(g.server_id == self.server_id for g in gtid.parse(self.gtid).values())
-        except ValueError:
-            return False
-
     def _refused(self) -> str:
         """The primary refuses our position (IO error 1236): errant, or behind its purged
         binary logs (a different problem: nothing of ours is lost, we need newer data)."""
@@ -458,7 +455,7 @@ class LocalNode:
             self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password,
                                       semi_sync=o.in_ack_set)
             self._clear_position()
-            log.info("replication pointed at %s (%s) with GTID current_pos %s, semi-sync "
+            log.info("replication pointed at %s (%s) from GTID position %s, semi-sync "
                      "acknowledgements %s", o.leader, o.leader_address, o.gtid or "(empty)",
                      "on (in its acknowledgement set)" if o.in_ack_set else "off")
         elif a == Action.STAY_REPLICA:
@@ -475,7 +472,7 @@ class LocalNode:
             assert self.session is not None
             if not self.fence():
                 return
-            position = self.mysql.vars().gtid_current_pos
+            position = self.mysql.vars().position
             self.consul.hand_over(self.session, self.s.node_name, position,
                                   o.switchover_to or "")
             self.handed_over_at = self.clock.monotonic()

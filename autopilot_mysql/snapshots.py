@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import gtid
 from .backup import snapshot
-from .backup.provision import rebuild_datadir, restore_datadir
+from .backup.provision import from_snapshot, restore_datadir
 from .backup.scheduler import SnapshotScheduler
 from .backup.store import Manifest, Progress, SnapshotStore
 from .config import Settings, SnapshotSettings
@@ -23,11 +23,9 @@ from .exceptions import DCSError, MySQLError, SnapshotError
 from .model import Member, NodeStatus, Role
 from .mysql import datadir as dd
 from .mysql.server import LocalServer
-from .process import ManagedProcess
 
 log = logging.getLogger(__name__)
 RESTORE_RETRY = 30.0  # seconds between attempts to provision an empty node
-REBUILD_RETRY = 300.0
 
 
 class Snapshots:
@@ -41,7 +39,6 @@ class Snapshots:
         self.store = store or SnapshotStore(self.cfg)
         self.server = LocalServer(settings.socket)
         self.scheduler: SnapshotScheduler | None = None
-        self.rebuild_after = 0.0
 
     # --- the schedule (daemon) --------------------------------------------------------------
 
@@ -120,7 +117,8 @@ class Snapshots:
                 log.info("first boot: restoring snapshot %s (GTID %s, %d MiB, taken on %s) "
                          "from %s", m.id, m.gtid, m.stored_bytes >> 20, m.node, self.store.where)
                 publish(f"restoring snapshot {m.id}", "")
-                restore_datadir(self.store, m, datadir, self._publisher(publish, m))
+                restore_datadir(*from_snapshot(self.store, m), datadir,
+                                self._publisher(publish, m))
                 return True
             except (SnapshotError, DCSError) as exc:
                 log.error("cannot provision this node from a snapshot (retrying in %.0fs; the "
@@ -129,48 +127,21 @@ class Snapshots:
                 stop.wait(RESTORE_RETRY)
         return True
 
-    def rebuild(self, mysqld: ManagedProcess, errant: tuple[str, ...],
-                publish: Callable[[str, str], None], newer_than: str | None = None) -> bool:
-        """Rebuild this errant node (or, with `newer_than`, a node behind the primary's purged
-        binary logs) from the latest snapshot; mysqld is stopped meanwhile and the old data
-        kept aside until the restore succeeded. True when rebuilt."""
-        if time.monotonic() < self.rebuild_after:
-            return False
-        self.rebuild_after = time.monotonic() + REBUILD_RETRY
+    def for_rebuild(self, newer_than: str | None) -> tuple[Manifest | None, str]:
+        """The snapshot a rebuild can use, or None and why not. `newer_than`: a node behind
+        the primary's purged binary logs needs one newer than its own position."""
         try:
             m = self.latest()
         except (SnapshotError, DCSError) as exc:
-            log.error("cannot rebuild this errant node yet: %s", exc)
-            return False
+            return None, f"the snapshots cannot be read ({exc})"
         if m is None:
-            log.error("this node needs re-provisioning (%s) but the cluster has no snapshot to "
-                      "rebuild it from: re-provision it by hand", ", ".join(errant))
-            return False
+            return None, "the cluster has no snapshot"
         if newer_than is not None:
             mine, theirs = gtid.parse(newer_than), gtid.parse(m.gtid)
             if not gtid.covers(theirs, mine) or theirs == mine:
-                log.error("this node is behind the primary's purged binary logs, and the "
-                          "latest snapshot %s (GTID %s) is no newer than its own position %s: "
-                          "restoring it would not help. Take a new snapshot (autopilot-mysql "
-                          "backup now, on a replica) and it is used at the next attempt",
-                          m.id, m.gtid, newer_than)
-                return False
-        log.warning("REBUILDING this node from snapshot %s: it holds transactions the primary "
-                    "never had (%s), which are discarded; its old data is kept aside in %s "
-                    "until the rebuild succeeds", m.id, ", ".join(errant), self.s.datadir)
-        publish(f"rebuilding from snapshot {m.id}", "")
-        mysqld.stop(self.s.stop_timeout)
-        try:
-            rebuild_datadir(self.store, m, self.s.datadir, self._publisher(publish, m))
-        except SnapshotError as exc:
-            log.error("rebuild failed, the old data is back in place (retrying in %.0fs): %s",
-                      REBUILD_RETRY, exc)
-            publish("rebuild failed", f"rebuild failed: {exc}")
-            return False
-        finally:
-            mysqld.start()
-        log.info("rebuilt from snapshot %s: rejoining as a replica", m.id)
-        return True
+                return None, (f"the latest snapshot {m.id} (GTID {m.gtid}) is no newer than "
+                              f"this node's position {newer_than}")
+        return m, ""
 
     def _publisher(self, publish: Callable[[str, str], None], m: Manifest) -> Progress:
         last = [0.0]

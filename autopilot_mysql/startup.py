@@ -76,6 +76,19 @@ def ensure_server_id(settings: Settings, consul: Consul, *, retry_every: float,
     return sid
 
 
+def renew_server_id(settings: Settings, consul: Consul, why: str) -> int:
+    """A fresh cluster-unique server_id for this node (one try; raises DCSError). A replica
+    skips events that carry its own server_id, so a node whose own past transactions must
+    come back to it (its recovery truncated them, or it was rebuilt) takes a new one."""
+    old = dd.read_node_state(settings.datadir)
+    sid = consul.next_server_id()
+    dd.write_node_state(settings.datadir, {**old, "server_id": sid,
+                                           "node": settings.node_name})
+    log.warning("server_id %s -> %d (kept in %s): %s", old.get("server_id"), sid,
+                settings.datadir / dd.STATE, why)
+    return sid
+
+
 def write_cnf(settings: Settings, server_id: int) -> Path:
     pool, reason = buffer_pool_size(settings.buffer_pool_size, cgroup_memory_limit())
     cnf = settings.rundir / "my.cnf"

@@ -1,8 +1,10 @@
-"""A node's data directory from a snapshot: first boot of a new node, and the rebuild of a node
-refused for errant transactions. Both are all-or-nothing:
+"""A node's data directory from a snapshot or a copy of a live node (clone.py): first boot of
+a new node, and the rebuild of a node refused for errant transactions (or behind the primary's
+purged binary logs). A `Fetch` unpacks and prepares a backup into a directory and says its GTID
+position; both sources share everything after it. Both operations are all-or-nothing:
 
-    restore:  mark pending -> extract + prepare into #autopilot-restore -> move up -> set the
-              GTID position in a throwaway server -> mark done
+    restore:  mark pending -> fetch (unpack + prepare) into #autopilot-restore -> move up ->
+              set the GTID position in a throwaway server -> mark done (a new data id)
     rebuild:  move everything into #autopilot-aside -> restore -> delete the aside copy
               (any failure: empty again and move the old data back)
 
@@ -17,13 +19,18 @@ from __future__ import annotations
 import logging
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..exceptions import MySQLError, SnapshotError
 from ..mysql import datadir as dd
 from ..mysql.server import LocalServer
-from .snapshot import chown_tree, extract, throwaway_server
+from . import clone
+from .snapshot import chown_tree, extract, prepare, read_backup_gtid, throwaway_server, unpack
 from .store import Manifest, Progress, SnapshotStore
+
+# Unpack and prepare a backup into the (empty) directory; return its GTID position.
+Fetch = Callable[[Path, Progress | None], str]
 
 log = logging.getLogger(__name__)
 STAGING = "#autopilot-restore"
@@ -31,30 +38,49 @@ ASIDE = "#autopilot-aside"
 DISCARD = "#autopilot-discard"
 
 
-def restore_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
-                    progress: Progress | None = None) -> None:
-    """Restore snapshot `m` into the (empty) data directory. Raises SnapshotError with the
-    directory emptied again (our state file, the server_id, is kept)."""
+def from_snapshot(store: SnapshotStore, m: Manifest) -> tuple[Fetch, str]:
+    """A Fetch of snapshot `m`, and its name for messages."""
+    def fetch(target: Path, progress: Progress | None) -> str:
+        extract(store, m, target, progress)
+        return m.gtid
+    return fetch, f"snapshot {m.id}"
+
+
+def from_node(url: str, secret: str, me: str, donor: str) -> tuple[Fetch, str]:
+    """A Fetch of a copy of the live node at `url` (clone.py), and its name for messages."""
+    def fetch(target: Path, progress: Progress | None) -> str:
+        unpack(lambda sink: clone.fetch(url, secret, me, sink, progress), target,
+               f"the copy of {donor}")
+        prepare(target)
+        return read_backup_gtid(target)
+    return fetch, f"a copy of {donor}"
+
+
+def restore_datadir(fetch: Fetch, what: str, datadir: Path,
+                    progress: Progress | None = None) -> str:
+    """Restore `what` into the (empty) data directory; return its GTID position. Raises
+    SnapshotError with the directory emptied again (our state file, the server_id, is kept)."""
     t0 = time.monotonic()
     keep = frozenset({dd.STATE, ASIDE, DISCARD})
-    dd.mark_pending(datadir, f"restore of snapshot {m.id}")
+    dd.mark_pending(datadir, f"restore of {what}")
     try:
         staging = datadir / STAGING
-        extract(store, m, staging, progress)
+        position = fetch(staging, progress)
         for p in staging.iterdir():
             p.rename(datadir / p.name)
         staging.rmdir()
         chown_tree(datadir)
-        throwaway_server(datadir, lambda sock: _set_position(sock, m.gtid))
-        dd.mark_done(datadir, f"restored from snapshot {m.id} (GTID {m.gtid})")
+        throwaway_server(datadir, lambda sock: _set_position(sock, position))
+        dd.mark_done(datadir, f"restored from {what} (GTID {position})")
     except BaseException as exc:
         dd.empty_dir(datadir, keep)
         if isinstance(exc, (SnapshotError, OSError, MySQLError)):
-            raise SnapshotError(f"restore of snapshot {m.id} failed, the data directory is "
+            raise SnapshotError(f"restore of {what} failed, the data directory is "
                                 f"empty again: {exc}") from exc
         raise
-    log.info("restored snapshot %s (%d MiB stored, GTID %s, taken on %s) in %.1fs", m.id,
-             m.stored_bytes >> 20, m.gtid or "(empty)", m.node, time.monotonic() - t0)
+    log.info("restored %s (GTID %s) in %.1fs", what, position or "(empty)",
+             time.monotonic() - t0)
+    return position
 
 
 def _set_position(sock: Path, gtid: str, timeout: float = 60) -> None:
@@ -73,9 +99,9 @@ def _set_position(sock: Path, gtid: str, timeout: float = 60) -> None:
     server.close()
 
 
-def rebuild_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
+def rebuild_datadir(fetch: Fetch, what: str, datadir: Path,
                     progress: Progress | None = None) -> None:
-    """Replace the data directory (mysqld stopped) by snapshot `m`, keeping the old data aside
+    """Replace the data directory (mysqld stopped) by `what`, keeping the old data aside
     until the restore succeeded; on failure the old data is put back as it was."""
     aside = datadir / ASIDE
     aside.mkdir(exist_ok=True)
@@ -83,7 +109,7 @@ def rebuild_datadir(store: SnapshotStore, m: Manifest, datadir: Path,
         if p.name not in (dd.STATE, ASIDE):
             p.rename(aside / p.name)
     try:
-        restore_datadir(store, m, datadir, progress)
+        restore_datadir(fetch, what, datadir, progress)
     except BaseException:
         _put_back(datadir, aside)
         raise

@@ -155,9 +155,22 @@ def extract(store: SnapshotStore, m: Manifest, target: Path,
     """Download, check, decompress and unpack snapshot `m` into the empty directory `target`,
     then prepare it (apply the redo log) so a server can start on it. On failure the target
     holds partial files: the caller empties it."""
+    unpack(lambda sink: store.download(m, sink, progress), target, f"snapshot {m.id}")
+    prepare(target)
+    have = read_backup_gtid(target)
+    if have != m.gtid:
+        raise SnapshotError(f"snapshot {m.id} holds GTID position {have!r} but its manifest "
+                            f"says {m.gtid!r}: the object and its manifest do not belong "
+                            "together")
+
+
+def unpack(source: Callable[[IO[bytes]], None], target: Path, what: str) -> None:
+    """`source` writes a zstd-compressed xbstream into the sink it is given (a download, a
+    copy of a live node); it is decompressed and unpacked into the empty directory `target`.
+    Every process's exit status is checked."""
     target.mkdir(parents=True, exist_ok=True)
     if any(target.iterdir()):
-        raise SnapshotError(f"{target} is not empty: a snapshot is only restored into an empty "
+        raise SnapshotError(f"{target} is not empty: a backup is only restored into an empty "
                             "directory")
     with tempfile.TemporaryDirectory(prefix="apm-restore-") as tmp:
         err = Path(tmp) / "extract.err"
@@ -173,7 +186,7 @@ def extract(store: SnapshotStore, m: Manifest, target: Path,
             mx.stdin.close()  # zstd holds the pipe now
             assert zs.stdin is not None
             try:
-                store.download(m, zs.stdin, progress)
+                source(zs.stdin)
             finally:
                 try:
                     zs.stdin.close()
@@ -181,17 +194,11 @@ def extract(store: SnapshotStore, m: Manifest, target: Path,
                     pass
             zs_rc, mx_rc = zs.wait(), mx.wait()
             if zs_rc != 0 or mx_rc != 0:
-                raise SnapshotError(f"snapshot {m.id} could not be unpacked (zstd exit {zs_rc}, "
+                raise SnapshotError(f"{what} could not be unpacked (zstd exit {zs_rc}, "
                                     f"mbstream exit {mx_rc}): {_stderr_tail(err)}")
         except BaseException:
             _kill(zs, mx)
             raise
-    prepare(target)
-    have = read_backup_gtid(target)
-    if have != m.gtid:
-        raise SnapshotError(f"snapshot {m.id} holds GTID position {have!r} but its manifest "
-                            f"says {m.gtid!r}: the object and its manifest do not belong "
-                            "together")
 
 
 def prepare(target: Path) -> None:

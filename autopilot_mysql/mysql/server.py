@@ -25,9 +25,17 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ServerVars:
     read_only: bool
-    gtid_current_pos: str
+    position: str  # every transaction this server holds (see `held`)
     version: str
     semi_sync_replica: bool = False  # the IO thread acknowledges (Rpl_semi_sync_slave_status)
+
+
+def held(binlog_pos: str, slave_pos: str) -> str:
+    """What a server holds, per domain the further of its binary log and its applied
+    replication position. Not gtid_current_pos: that takes a domain's GTID from the binary log
+    only while its server_id is the server's own, so a node whose server_id changed (or a
+    replica whose binlog lags its slave position) would under-report what it holds."""
+    return gtid.render(gtid.merge(gtid.parse(binlog_pos), gtid.parse(slave_pos)))
 
 
 @dataclass(frozen=True)
@@ -97,10 +105,12 @@ class LocalServer:
     # --- observations ---------------------------------------------------------------------------
 
     def vars(self) -> ServerVars:
-        row = self.execute("SELECT @@global.read_only, @@global.gtid_current_pos, @@version, "
+        row = self.execute("SELECT @@global.read_only, @@global.gtid_binlog_pos, "
+                           "@@global.gtid_slave_pos, @@version, "
                            + _STATUS.format("RPL_SEMI_SYNC_SLAVE_STATUS"))[0]
-        return ServerVars(read_only=bool(row[0]), gtid_current_pos=str(row[1] or ""),
-                          version=str(row[2]), semi_sync_replica=row[3] == "ON")
+        return ServerVars(read_only=bool(row[0]), position=held(str(row[1] or ""),
+                                                                 str(row[2] or "")),
+                          version=str(row[3]), semi_sync_replica=row[4] == "ON")
 
     def replica_status(self) -> Replication | None:
         """None when this server has no replication configured."""
@@ -232,17 +242,17 @@ class LocalServer:
 
     def replicate_from(self, host: str, user: str, password: str, *, semi_sync: bool) -> None:
         """Point replication at `host` by GTID and start it, acknowledging commits (semi-sync)
-        only when `semi_sync` (we are in the primary's acknowledgement set: election.I2).
-        current_pos: a former primary's history is in its binary log, not in gtid_slave_pos;
-        a replica's is in both."""
+        only when `semi_sync` (we are in the primary's acknowledgement set: election.I2)."""
         self.execute("STOP SLAVE")
         # A former primary keeps master-side semi-sync on otherwise, and with log_slave_updates
         # its SQL thread would wait for an acknowledgement (from replicas it does not have)
         # after every applied transaction.
         self.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
         self.execute(f"SET GLOBAL rpl_semi_sync_slave_enabled = {'ON' if semi_sync else 'OFF'}")
+        # Start after everything we hold (`held`), whatever server_id wrote it.
+        self.execute("SET GLOBAL gtid_slave_pos = %s", (self.vars().position,))
         self.execute("CHANGE MASTER TO MASTER_HOST = %s, MASTER_PORT = 3306, MASTER_USER = %s, "
-                     "MASTER_PASSWORD = %s, MASTER_USE_GTID = current_pos, "
+                     "MASTER_PASSWORD = %s, MASTER_USE_GTID = slave_pos, "
                      "MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
                      (host, user, password))
         self.execute("START SLAVE")
@@ -261,7 +271,7 @@ class LocalServer:
             while time.monotonic() < deadline:
                 st = self.replica_status()
                 if st is None or gtid.covers(gtid.parse(st.gtid_io_pos or ""), want) or \
-                        gtid.covers(gtid.parse(self.vars().gtid_current_pos), want):
+                        gtid.covers(gtid.parse(self.vars().position), want):
                     break
                 time.sleep(0.01)
         self.execute("STOP SLAVE IO_THREAD")
@@ -273,6 +283,13 @@ class LocalServer:
         wait = min(timeout, self.read_timeout - 0.5)
         row = self.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (st.gtid_io_pos, wait))
         return bool(row and row[0][0] == 0)
+
+    def change_server_id(self, server_id: int) -> str:
+        """A new server_id (replication stopped: it restarts from what we hold, `held`, at
+        the next replicate_from). Returns that position."""
+        self.execute("STOP SLAVE")
+        self.execute("SET GLOBAL server_id = %s", (server_id,))
+        return self.vars().position
 
     def stop_replication(self) -> None:
         self.execute("STOP SLAVE")

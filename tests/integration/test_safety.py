@@ -179,6 +179,11 @@ def test_a_primary_crashed_under_load_rejoins_without_errant_transactions(
         st = old.status()
         assert not st["errant"], f"round {round_}: {old.name} came back errant: {st['errant']}"
         every_row_everywhere(nodes, acked)
+        log = old.log.read_text()
+        if "Successfully truncated binlog" in log.rsplit("starting as", 1)[-1]:
+            # what its recovery dropped came back only under a new server_id
+            assert "server_id" in log.rsplit("starting as", 1)[-1].split(
+                "truncated binlog", 1)[1], "truncated, but no new server_id"
         print(f"round {round_ + 1}: {old.name} crashed under 8 writers and rejoined clean "
               f"({len(acked)} acknowledged rows everywhere)")
 

@@ -195,9 +195,10 @@ def test_corrupt_snapshot_refused_and_errant_node_rebuilt(bed: TestBed, s3: S3Se
     acked |= set(insert(new, 1000, 5))
     bed.heal()
     # It is rebuilt from the snapshot automatically and rejoins without the errant row.
-    wait_until(lambda: "REBUILDING this node from snapshot" in p.log.read_text(), timeout=90,
+    wait_until(lambda: "RE-PROVISIONING this node" in p.log.read_text(), timeout=90,
                what=f"{p.name} to start rebuilding")
     p.wait_http("/replica", 200, timeout=120)
+    assert f"re-provisioned from snapshot {good['id']}" in p.log.read_text()
     wait_until(lambda: has_rows(p, acked), timeout=30, what="every acknowledged row on it")
     assert 777 not in ids(p)
     assert not (p.datadir / "#autopilot-aside").exists()

@@ -80,12 +80,13 @@ def test_a_primary_that_lost_consul_only_is_deposed_once_its_lease_surely_ran_ou
              leader_says="fenced") == Action.STAY_REPLICA
 
 
-def test_a_former_primary_connects_only_once_admitted() -> None:
-    """Its recovery may have truncated commits a member acknowledged; they come back only to
-    a semi-sync replica (outside the set, MariaDB skips events with its own server_id)."""
-    waiting = decide(replace(BASE, **L2, last_writer=True))  # type: ignore[arg-type]
-    assert waiting.action == Action.WAIT and waiting.healthy and "admitted" in waiting.reason
-    assert d(**L2, last_writer=True, in_ack_set=True) == Action.FOLLOW
+def test_a_node_whose_recovery_truncated_its_binlog_replicates_only_under_a_new_id() -> None:
+    """Its recovery truncated commits a member acknowledged; they come back from the new
+    primary with our old server_id, and a replica skips events with its own server_id."""
+    waiting = decide(replace(BASE, **L2,  # type: ignore[arg-type]
+                             identity_pending="mysqld's recovery truncated our binary log"))
+    assert waiting.action == Action.WAIT and waiting.healthy and "new server_id" in waiting.reason
+    assert d(**L2) == Action.FOLLOW
 
 
 def test_another_leader_means_follow_or_fence() -> None:

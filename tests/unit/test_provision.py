@@ -39,7 +39,7 @@ def old_datadir(path: Path) -> set[str]:
 def test_failed_rebuild_puts_the_old_data_back(tmp_path: Path) -> None:
     before = old_datadir(tmp_path)
     with pytest.raises(SnapshotError, match="empty again.*connection reset"):
-        provision.rebuild_datadir(UnreachableStore(), M, tmp_path)  # type: ignore[arg-type]
+        provision.rebuild_datadir(*provision.from_snapshot(UnreachableStore(), M), tmp_path)  # type: ignore[arg-type]
     assert {p.name for p in tmp_path.iterdir()} == before
     assert (tmp_path / "ibdata1").read_text() == "data"
     assert dd.read_node_state(tmp_path)["server_id"] == 7
@@ -48,7 +48,7 @@ def test_failed_rebuild_puts_the_old_data_back(tmp_path: Path) -> None:
 def test_failed_first_boot_restore_leaves_only_the_state_file(tmp_path: Path) -> None:
     dd.write_node_state(tmp_path, {"server_id": 9})
     with pytest.raises(SnapshotError):
-        provision.restore_datadir(UnreachableStore(), M, tmp_path)  # type: ignore[arg-type]
+        provision.restore_datadir(*provision.from_snapshot(UnreachableStore(), M), tmp_path)  # type: ignore[arg-type]
     assert {p.name for p in tmp_path.iterdir()} == {dd.STATE}
     assert dd.inspect(tmp_path) == dd.DataDirState.EMPTY
 
