@@ -3,6 +3,7 @@ with its environment):
 
     autopilot-mysql failover --candidate NODE [--force] [--reason TEXT]
     autopilot-mysql config show | set NAME=VALUE ...
+    autopilot-mysql galera bootstrap [--node NAME --force] [--reason TEXT]
 
 `failover` is for a cluster with no primary whose election is blocked: the nodes that may hold
 acknowledged commits are missing (election.I5). It prints what the election is waiting for;
@@ -18,7 +19,7 @@ import socket
 import sys
 import time
 
-from . import election, gtid
+from . import election, galera, gtid
 from .config import CLUSTER_VARIABLES, Settings, cluster_settings
 from .dcs import Consul
 from .exceptions import ConfigError, DCSError
@@ -125,4 +126,47 @@ def config(s: Settings, command: str, assignments: list[str]) -> int:
         sys.stderr.write("autopilot-mysql: the settings changed meanwhile; run it again\n")
         return 1
     print("cluster-wide settings now: " + " ".join(f"{k}={v}" for k, v in new.doc().items()))
+    return 0
+
+
+def galera_bootstrap(s: Settings, node: str | None, *, force: bool, reason: str) -> int:
+    """TOPOLOGY=galera with no Primary Component: print the census and what galera.py
+    decides from it; with --node NAME --force, record that NAME bootstraps whatever the census
+    says (what only the other members hold is lost; they rejoin by state transfer)."""
+    host, port = s.consul_endpoint
+    consul = Consul(host, port, s.service_name)
+    try:
+        keys = consul.cluster_state(consistent=True)
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}. Check CONSUL and that Consul is up.\n")
+        return 1
+    rec = keys.galera
+    if rec is None:
+        print("cluster record: none (no bootstrap yet)")
+    else:
+        print(f"cluster record: {rec.uuid or '(not recorded yet)'}, last bootstrapped by "
+              f"{rec.by} from seqno {rec.seqno}, epoch {rec.epoch}"
+              f"{' (forced)' if rec.forced else ''}")
+    known = tuple(sorted(keys.members))
+    for n in known:
+        c = keys.census.get(n)
+        print(f"  {n}: " + ("no census document" if c is None else
+                            f"{c.state} at {c.position}, {c.data}"))
+    choice = galera.choose_bootstrap(rec, known, keys.census)
+    print(f"the census says: {choice.node or 'nobody'} bootstraps: {choice.reason}")
+    if node is None:
+        return 0
+    if node not in known:
+        sys.stderr.write(f"autopilot-mysql: {node} is not a member of {s.service_name} "
+                         f"(members: {', '.join(known) or 'none'})\n")
+        return 1
+    if not force:
+        sys.stderr.write(f"autopilot-mysql: not forced. Bootstrapping {node} keeps only what "
+                         f"{node} holds; what the other members hold beyond it is lost when "
+                         "they rejoin. If that is acceptable, run again with --force.\n")
+        return 2
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    consul.force_bootstrap(node, who, reason or "no reason given")
+    print(f"recorded in Consul: {who} forced {node} to bootstrap; it does so at its next cycle "
+          "while no Primary Component exists")
     return 0

@@ -6,6 +6,7 @@
     autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
     autopilot-mysql failover --candidate NODE [--force]   no primary, election blocked: force
     autopilot-mysql config show | set NAME=VALUE ...     the cluster-wide settings in Consul
+    autopilot-mysql galera bootstrap [--node NAME --force]   Galera: the census; force a bootstrap
     autopilot-mysql backup now | list | restore SNAPSHOT --target DIR | verify SNAPSHOT
     autopilot-mysql version
 
@@ -52,6 +53,9 @@ def _supervise() -> int:
     try:
         from .config import CLUSTER_VARIABLES
         given = frozenset(v for v in CLUSTER_VARIABLES if os.environ.get(v))
+        if settings.topology == "galera":
+            from .galera_node import GaleraSupervisor
+            return GaleraSupervisor(settings).run()
         return Daemon(settings, env_given=given).run()
     except AutopilotError as exc:
         log.error("%s", exc)
@@ -169,6 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     fo.add_argument("--force", action="store_true", help="accept the loss it prints")
     fo.add_argument("--reason", default="", help="recorded in Consul with the decision")
     fo.add_argument("--wait", type=float, default=30.0)
+    gl = sub.add_parser("galera", help="TOPOLOGY=galera: the census, a forced bootstrap")
+    gl.add_argument("galera_cmd", choices=("bootstrap",))
+    gl.add_argument("--node", default=None, help="the node to bootstrap from (with --force)")
+    gl.add_argument("--force", action="store_true", help="accept the loss it prints")
+    gl.add_argument("--reason", default="", help="recorded in Consul with the decision")
     cf = sub.add_parser("config", help="the cluster-wide settings in Consul: show, set")
     cf.add_argument("config_cmd", choices=("show", "set"))
     cf.add_argument("assignments", nargs="*", help="NAME=VALUE (for set)")
@@ -201,6 +210,12 @@ def main(argv: list[str] | None = None) -> int:
             return settings
         return failover(settings, args.candidate, force=args.force, reason=args.reason,
                         wait=args.wait)
+    if args.cmd == "galera":
+        from .admin import galera_bootstrap
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return galera_bootstrap(settings, args.node, force=args.force, reason=args.reason)
     if args.cmd == "config":
         from .admin import config
         settings = _settings()

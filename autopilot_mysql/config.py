@@ -29,6 +29,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "MARIADB_PASSWORD": ("", "its password (or MYSQL_PASSWORD; _FILE variants)"),
     "MYSQL_REPL_USER": ("repl", "replication user"),
     "MYSQL_REPL_PASSWORD": (None, "replication password (_FILE variant)"),
+    "TOPOLOGY": ("replication", "replication (GTID, semi-synchronous) or galera"),
     "CONSUL": ("consul:8500", "Consul address, host[:port]"),
     "CONSUL_AGENT": ("false", "run a local Consul client agent that joins CONSUL"),
     "SERVICE_NAME": ("mysql", "Consul service name"),
@@ -79,6 +80,7 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
 }
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+TOPOLOGIES = ("replication", "galera")
 _NAME = re.compile(r"^[A-Za-z0-9_$-]{1,64}$")
 _USER = re.compile(r"^[A-Za-z0-9_.$-]{1,80}$")
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -191,6 +193,7 @@ class Settings:
     datadir: Path
     rundir: Path
     snapshots: SnapshotSettings | None = None
+    topology: str = "replication"  # TOPOLOGIES
 
     @property
     def cluster(self) -> ClusterSettings:
@@ -417,6 +420,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         r.problem("MYSQL_RUNDIR", "is too long for a unix socket path (at most ~90 chars)",
                   "/run/mysqld")
     snapshots = _parse_snapshots(r, service)
+    topology = r.text("TOPOLOGY").strip().lower()
+    if topology not in TOPOLOGIES:
+        r.problem("TOPOLOGY", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}", "galera")
+    elif topology == "galera" and snapshots is not None:
+        r.problem("S3_BUCKET", "snapshots are not built for TOPOLOGY=galera yet (new Galera "
+                  "nodes join by state transfer from a member); unset S3_BUCKET", "")
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
@@ -430,7 +439,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         failsafe=failsafe,
         replica_max_lag=max_lag, disk_min_free=disk_min_free, reprovision=reprovision,
         mysqld_max_restarts=max_restarts,
-        mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots)
+        mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots,
+        topology=topology)
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

@@ -8,9 +8,7 @@ wakes early on any event (a child exited, members or the leader key changed, a s
 
 from __future__ import annotations
 
-import json
 import logging
-import shutil
 import signal
 import threading
 import time
@@ -22,7 +20,7 @@ from .api import CloneStream, HealthServer
 from .backup import clone
 from .backup.provision import recover_interrupted_rebuild
 from .config import ClusterSettings, Settings, cluster_settings
-from .dcs import Consul, Watcher, agent_config
+from .dcs import Consul, Watcher
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DCSError, MySQLError
 from .ha import decide
@@ -322,21 +320,7 @@ class Daemon:
         return self.stop_requested.is_set()
 
     def _start_agent(self) -> None:
-        consul_bin = shutil.which("consul")
-        if not consul_bin:
-            raise DCSError("CONSUL_AGENT is set but no `consul` binary is on PATH; install "
-                           "it in the image or unset CONSUL_AGENT")
-        adir = self.s.rundir / "consul"
-        (adir / "data").mkdir(parents=True, exist_ok=True)
-        cfg = adir / "agent.json"
-        cfg.write_text(json.dumps(agent_config(
-            node_name=self.s.node_name, bind=self.address, join=[self.s.consul_host],
-            data_dir=str(adir / "data")), indent=1))
-        self.agent = ManagedProcess("consul-agent", [consul_bin, "agent",
-                                                     f"-config-file={cfg}"],
-                                    bus=self.bus, clock=self.clock,
-                                    policy=RestartPolicy(max_restarts=1000, window=60))
-        self.agent.start()
+        self.agent = startup.start_consul_agent(self.s, self.address, self.bus, self.clock)
 
     def _start_watchers(self) -> None:
         stop = self.stop_requested

@@ -266,6 +266,46 @@ class Consul:
         self._call("member record", lambda: self.client.kv.put(
             self.keys.members + node, json.dumps(doc, sort_keys=True)))
 
+    # --- Galera (galera.py) ----------------------------------------------------------------
+
+    def publish_census(self, node: str, doc: dict[str, Any]) -> None:
+        """Our census document (galera.G2): durable, not tied to a session, so that a node
+        whose supervisor is gone still counts, with what it last said."""
+        self._call("census publish", lambda: self.client.kv.put(
+            self.keys.galera_state + node, json.dumps(doc, sort_keys=True)))
+
+    def claim_bootstrap(self, doc: dict[str, Any], record_index: int,
+                        census: dict[str, int]) -> bool:
+        """Write the Galera record (galera.G1, G3) if it is unchanged since read at
+        `record_index` (0: it must not exist) and so is every census document the choice was
+        made from (node -> its index): one atomic decision, however many nodes race for it."""
+        ops = [keys.txn_check_index(self.keys.galera_cluster, record_index)]
+        ops += [keys.txn_check_index(self.keys.galera_state + n, i) for n, i in census.items()]
+        ops.append(keys.txn_set(self.keys.galera_cluster, doc))
+        return self._txn("Galera bootstrap claim", ops)
+
+    def force_bootstrap(self, node: str, by: str, reason: str) -> None:
+        doc = {"node": node, "by": by, "reason": reason,
+               "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        self._call("forced bootstrap", lambda: self.client.kv.put(
+            self.keys.galera_force, json.dumps(doc)))
+        self.record_history("galera-forced-bootstrap-requested", doc)
+
+    def clear_force_bootstrap(self) -> None:
+        self._call("forced bootstrap clear",
+                   lambda: self.client.kv.delete(self.keys.galera_force))
+
+    def acquire_join(self, session: str, node: str) -> bool:
+        """One join (state transfer) at a time: nodes that join together on 2 cores stalled
+        Galera's view installation and split the component (seen on this test bed)."""
+        return bool(self._call("join lock acquire", lambda: self.client.kv.put(
+            self.keys.galera_joining, json.dumps({"node": node}), acquire=session)))
+
+    def acquire_writer(self, session: str, node: str, address: str) -> bool:
+        """The leader key for a Galera writer (no acknowledgement set to check)."""
+        return self._txn("writer lock acquire", [keys.txn_lock(
+            self.keys.leader, {"node": node, "address": address}, session)])
+
     # --- election positions -------------------------------------------------------------------
 
     def publish_position(self, session: str, node: str, gtid: str, data: str,

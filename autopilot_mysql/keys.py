@@ -17,6 +17,10 @@ nobody fights over it.
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
     config            {LOOP_WAIT, SESSION_TTL, SEMI_SYNC_TIMEOUT, FAILSAFE}  shared settings
     history/<time>    {kind, ...}                  failovers and forced decisions, for people
+    galera/cluster    {uuid, seqno, epoch, by, forced}  TOPOLOGY=galera: the record   galera.G1
+    galera/state/<n>  {state, uuid, seqno, data}   each node's census document     galera.G2
+    galera/force      {node, by, at, reason}       an operator's forced bootstrap
+    galera/joining    {node}                       one join at a time (session)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .election import Handover, Published, SyncState
+from .galera import CensusDoc, Record
 
 
 class Names:
@@ -46,6 +51,10 @@ class Names:
         self.members = self.prefix + "members/"
         self.history = self.prefix + "history/"
         self.config = self.prefix + "config"
+        self.galera_cluster = self.prefix + "galera/cluster"
+        self.galera_state = self.prefix + "galera/state/"
+        self.galera_force = self.prefix + "galera/force"
+        self.galera_joining = self.prefix + "galera/joining"
         self.server_id_counter = self.prefix + "server-id-counter"
         # Outside the prefix the HA loop reads and watches: snapshot progress never wakes it.
         self.snapshot_lock = f"service/{service}-snapshots/lock"
@@ -82,6 +91,10 @@ class ClusterKeys:
     config: dict[str, str] | None = None  # the shared settings (validated by the reader)
     config_index: int = 0
     problems: tuple[str, ...] = ()
+    galera: Record | None = None
+    census: dict[str, CensusDoc] = field(default_factory=dict)
+    galera_force: dict[str, str] | None = None
+    galera_joining: str | None = None  # the node holding the join lock
 
 
 def _str_fields(doc: Any, required: Iterable[str], optional: Iterable[str] = ()
@@ -125,6 +138,10 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
     positions: dict[str, Published] = {}
     members: dict[str, dict[str, str]] = {}
     problems: list[str] = []
+    record: Record | None = None
+    census: dict[str, CensusDoc] = {}
+    gforce: dict[str, str] | None = None
+    joining: str | None = None
 
     def bad(key: str, raw: str, what: str) -> None:
         problems.append(f"ignoring the Consul key {key}: {what} ({raw[:80]!r}); fix or delete "
@@ -207,8 +224,38 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
                 bad(key, raw, "not a member record")
             else:
                 members[key[len(names.members):]] = f
+        elif key == names.galera_cluster:
+            f = _str_fields(doc, ("uuid", "seqno", "epoch", "by"), ("forced",))
+            try:
+                record = Record(f["uuid"], int(f["seqno"]), int(f["epoch"]), f["by"],
+                                f.get("forced") == "True", index) if f else None
+            except ValueError:
+                record = None
+            if record is None:
+                bad(key, raw, "not a Galera cluster record {uuid, seqno, epoch, by}")
+        elif key.startswith(names.galera_state):
+            node = key[len(names.galera_state):]
+            f = _str_fields(doc, ("state",), ("uuid", "seqno", "data"))
+            try:
+                cd = CensusDoc(node, f["state"], f.get("uuid", ""), int(f.get("seqno", -1)),
+                               f.get("data", "none"), index) if f and node else None
+            except ValueError:
+                cd = None
+            if cd is None:
+                bad(key, raw, "not a Galera census document {state, uuid, seqno, data}")
+            else:
+                census[node] = cd
+        elif key == names.galera_joining:
+            f = _str_fields(doc, ("node",))
+            if session:
+                joining = f["node"] if f else "?"
+        elif key == names.galera_force:
+            gforce = _str_fields(doc, ("node",), ("by", "at", "reason"))
+            if gforce is None:
+                bad(key, raw, "not a forced bootstrap {node, by, at, reason}")
     return ClusterKeys(leader, unreadable, positions, sync, hb, handover, switchover, forced,
-                       members, config, config_index, tuple(problems))
+                       members, config, config_index, tuple(problems), record, census, gforce,
+                       joining)
 
 
 def txn_set(key: str, doc: Mapping[str, Any] | str) -> dict[str, Any]:

@@ -163,6 +163,10 @@ class Action(StrEnum):
     RELEASE = "release"  # we hold the lock but cannot open (stuck apply): give it up
     REJECT_SWITCHOVER = "reject_switchover"
     SHUTDOWN = "shutdown"
+    # TOPOLOGY=galera (galera.py)
+    RECOVER = "recover_position"  # mysqld is down: read our Galera position (grastate, recover)
+    JOIN = "join"  # start mysqld joining the Primary Component (IST or SST)
+    BOOTSTRAP = "bootstrap"  # start mysqld forming a new Primary Component (galera.G1-G5)
 
 
 @dataclass(frozen=True)

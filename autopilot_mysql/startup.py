@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import socket
@@ -17,11 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .config import Settings
-from .dcs import Consul
+from .dcs import Consul, agent_config
+from .events import EventBus
 from .exceptions import ConfigError, DataDirError, DCSError
 from .mysql import datadir as dd
-from .mysql.cnf import buffer_pool_size, cgroup_memory_limit, render_cnf
+from .mysql import wsrep
+from .mysql.cnf import GaleraCnf, buffer_pool_size, cgroup_memory_limit, render_cnf
 from .mysql.server import LocalServer, create_users_sql, run_statements
+from .process import ManagedProcess, RestartPolicy
+from .utils import Clock
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +46,26 @@ def advertise_address(settings: Settings) -> str:
                            f"the loopback address {addr}, which other nodes cannot reach. "
                            "Example: ADVERTISE_ADDRESS=10.0.0.5"])
     return addr
+
+
+def start_consul_agent(settings: Settings, address: str, bus: EventBus,
+                       clock: Clock) -> ManagedProcess:
+    """CONSUL_AGENT: a local Consul client agent that joins CONSUL, as a managed child."""
+    consul_bin = shutil.which("consul")
+    if not consul_bin:
+        raise DCSError("CONSUL_AGENT is set but no `consul` binary is on PATH; install "
+                       "it in the image or unset CONSUL_AGENT")
+    adir = settings.rundir / "consul"
+    (adir / "data").mkdir(parents=True, exist_ok=True)
+    cfg = adir / "agent.json"
+    cfg.write_text(json.dumps(agent_config(
+        node_name=settings.node_name, bind=address, join=[settings.consul_host],
+        data_dir=str(adir / "data")), indent=1))
+    agent = ManagedProcess("consul-agent", [consul_bin, "agent", f"-config-file={cfg}"],
+                           bus=bus, clock=clock,
+                           policy=RestartPolicy(max_restarts=1000, window=60))
+    agent.start()
+    return agent
 
 
 def prepare_dirs(settings: Settings) -> None:
@@ -89,11 +114,14 @@ def renew_server_id(settings: Settings, consul: Consul, why: str) -> int:
     return sid
 
 
-def write_cnf(settings: Settings, server_id: int) -> Path:
+def write_cnf(settings: Settings, server_id: int, address: str = "") -> Path:
     pool, reason = buffer_pool_size(settings.buffer_pool_size, cgroup_memory_limit())
     cnf = settings.rundir / "my.cnf"
+    galera = GaleraCnf(settings.service_name, address or advertise_address(settings)) \
+        if settings.topology == "galera" else None
     text = render_cnf(datadir=settings.datadir, rundir=settings.rundir, server_id=server_id,
-                      report_host=settings.node_name, pool_size=pool, pool_reason=reason)
+                      report_host=settings.node_name, pool_size=pool, pool_reason=reason,
+                      galera=galera)
     tmp = cnf.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(cnf)
@@ -121,6 +149,8 @@ def init_datadir_if_needed(settings: Settings, cnf: Path) -> dd.DataDirState:
             root_password=settings.root_password, database=settings.database,
             user=settings.user, password=settings.password, repl_user=settings.repl_user,
             repl_password=settings.repl_password)
+        if settings.topology == "galera":
+            stmts += wsrep.sst_user_sql()
         dd.initialize(settings.datadir, cnf, settings.socket,
                       lambda: run_statements(server, stmts))
     elif state == dd.DataDirState.ADOPTED:

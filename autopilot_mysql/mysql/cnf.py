@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from string import Template
 
@@ -79,11 +80,28 @@ def buffer_pool_size(configured: int | None, memory_limit: int | None) -> tuple[
                   "(the rest is for connections, the supervisor and the page cache)")
 
 
+@dataclass(frozen=True)
+class GaleraCnf:
+    """What etc/galera.cnf.template needs (TOPOLOGY=galera)."""
+
+    cluster_name: str
+    node_address: str
+
+
 def render_cnf(*, datadir: Path, rundir: Path, server_id: int, report_host: str,
-               pool_size: int, pool_reason: str, template: Path | None = None) -> str:
-    text = (template or template_dir() / "my.cnf.template").read_text()
-    return Template(text).substitute(
+               pool_size: int, pool_reason: str, template: Path | None = None,
+               galera: GaleraCnf | None = None) -> str:
+    tdir = template.parent if template else template_dir()
+    text = (template or tdir / "my.cnf.template").read_text()
+    out = Template(text).substitute(
         datadir=datadir, socket=rundir / "mysqld.sock", pidfile=rundir / "mysqld.pid",
         server_id=server_id, report_host=report_host,
         buffer_pool_size=format_size(pool_size) if pool_size % (1 << 20) == 0 else pool_size,
         buffer_pool_reason=pool_reason)
+    if galera is not None:
+        # Later lines of the same section win: the fragment overrides what replication needs
+        # (gtid_strict_mode, gtid_domain_id).
+        out += Template((tdir / "galera.cnf.template").read_text()).substitute(
+            cluster_name=galera.cluster_name, node_name=report_host,
+            node_address=galera.node_address, gtid_domain_id=1000 + server_id)
+    return out

@@ -148,7 +148,7 @@ def initialize(datadir: Path, cnf: Path, socket: Path,
     t0 = time.monotonic()
     proc = subprocess.run(
         ["mariadb-install-db", f"--defaults-file={cnf}", "--user=mysql",
-         "--auth-root-authentication-method=socket", "--skip-test-db"],
+         "--auth-root-authentication-method=socket", "--skip-test-db", "--wsrep-on=OFF"],
         capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:
         raise MySQLError(f"mariadb-install-db failed (status {proc.returncode}): "
@@ -156,7 +156,7 @@ def initialize(datadir: Path, cnf: Path, socket: Path,
     log.info("first boot: system schema installed in %.1fs", time.monotonic() - t0)
     temp = subprocess.Popen(
         ["mariadbd", f"--defaults-file={cnf}", "--skip-networking", "--skip-slave-start",
-         "--skip-log-bin"],
+         "--skip-log-bin", "--wsrep-on=OFF"],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         start_new_session=True)
     try:

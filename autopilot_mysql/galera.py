@@ -1,0 +1,283 @@
+"""The Galera topology's decisions (TOPOLOGY=galera): who bootstraps, who joins, who writes.
+Pure functions of values, beside ha.py (replication's); galera_node.py observes and acts.
+Unit tests name each rule (tests/unit/test_galera.py).
+
+Terms.
+- The *record*, Consul key service/<name>/galera/cluster: the cluster's Galera UUID, the
+  position its last bootstrap started from (seqno), an epoch counted up by every bootstrap,
+  who did it and whether an operator forced it. Created once at the first boot; changed only
+  by a compare-and-set that also checks every census document it was decided from.
+- The *census*, keys service/<name>/galera/state/<node>: each node's own word on itself:
+  "down" with the position its data directory holds (grastate.dat, or `mariadbd
+  --wsrep-recover` when grastate.dat does not say), "starting" (published before mysqld
+  starts: its data may change from now on), "up" (in a Primary Component).
+- The *known members*: every node that ever registered (service/<name>/members/<node>, kept
+  across restarts). A node that left for good is removed by an operator (consul kv delete),
+  or a bootstrap is forced.
+- The *writer*: the holder of the leader lock, one Synced node of the Primary Component. All
+  others are read-only.
+
+Rules.
+G1 (once)     A new cluster is bootstrapped only by the node whose compare-and-set created the
+              record; every other node joins by state transfer once a Primary Component exists.
+G2 (census)   With a record and no Primary Component, a bootstrap needs every known member's
+              census document, each "down": never a partial census, whatever the wait.
+G3 (choice)   Among the census, only data on the record's UUID with a valid seqno may be
+              bootstrapped (never an empty, aborted-SST or foreign data directory, never
+              safe_to_bootstrap alone); the highest seqno wins, ties to the smallest name.
+G4 (forward)  The winner's seqno must be at least the record's: a recovery never goes back
+              behind the position a previous bootstrap started from (a member with the newer
+              data is missing, or was wiped). Only an operator's forced bootstrap may.
+G5 (start)    The winner starts from its position (grastate.dat with safe_to_bootstrap, so the
+              cluster keeps its UUID and the others catch up by IST) and with its saved view
+              removed; pc.recovery is off everywhere, so no node forms a Primary Component by
+              itself.
+G6 (writer)   Only the lock holder is writable, only while Synced in a Primary Component and
+              while its lease holds; it fences itself (read_only) otherwise. A non-Primary node
+              cannot commit at all (Galera refuses), so a writer outside our Primary Component
+              is deposed at once; any other new writer waits out the old one's lease first.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .model import Action, Decision, ProcState, Role
+
+DOWN, STARTING, UP = "down", "starting", "up"
+DATA, NO_DATA = "data", "none"
+LEASE_MARGIN = 0.7  # seconds past a writer's lease before another node may open
+
+
+@dataclass(frozen=True)
+class Record:
+    uuid: str  # "" until the first bootstrap's node is Synced and records it
+    seqno: int  # the position the last bootstrap started from (-1: a new cluster)
+    epoch: int
+    by: str
+    forced: bool = False
+    index: int = 0  # Consul's ModifyIndex (compare-and-set)
+
+
+@dataclass(frozen=True)
+class CensusDoc:
+    node: str
+    state: str  # DOWN, STARTING, UP
+    uuid: str = ""
+    seqno: int = -1
+    data: str = NO_DATA  # DATA: a data directory that may be bootstrapped from
+    index: int = 0
+
+    @property
+    def position(self) -> str:
+        return f"{self.uuid or '(none)'}:{self.seqno}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    node: str | None  # who bootstraps; None: nobody may (reason says why)
+    reason: str
+    seqno: int = -1
+    uuid: str = ""
+
+
+def choose_bootstrap(record: Record | None, known: tuple[str, ...],
+                     census: dict[str, CensusDoc]) -> Choice:
+    """G2-G4: who bootstraps a cluster that has no Primary Component, from the census."""
+    missing = sorted(n for n in known if n not in census)
+    if missing:
+        return Choice(None, f"waiting for the census: no state published by {', '.join(missing)}"
+                      " (a member that left for good: consul kv delete its members/ key, or "
+                      "force a bootstrap with autopilot-mysql galera bootstrap --node NAME "
+                      "--force)")
+    running = sorted(n for n in known if census[n].state != DOWN)
+    if running:
+        return Choice(None, "waiting for the census: " + ", ".join(
+            f"{n} is {census[n].state}" for n in running) + " (its data may still change)")
+    uuid = record.uuid if record else ""
+    usable = [d for n, d in census.items() if n in known and d.data == DATA and d.seqno >= 0
+              and (not uuid or d.uuid == uuid)]
+    if uuid and not usable:
+        return Choice(None, f"no member holds data of the cluster {uuid} (census: " + ", ".join(
+            f"{d.node} {d.position}" for d in sorted(census.values(), key=lambda d: d.node)
+            if d.node in known) + "): nothing may be bootstrapped automatically")
+    if not usable:
+        return Choice(None, "no member holds data yet")
+    uuids = {d.uuid for d in usable}
+    if len(uuids) > 1:
+        return Choice(None, f"members hold data of different clusters ({', '.join(sorted(uuids))})"
+                      " and none is recorded: force a bootstrap from the right one")
+    best = sorted(usable, key=lambda d: (-d.seqno, d.node))[0]
+    if record is not None and record.uuid and best.seqno < record.seqno:
+        return Choice(None, f"the most advanced member, {best.node}, holds seqno {best.seqno}, "
+                      f"but the last bootstrap started from {record.seqno}: a member with newer "
+                      "data is missing or was wiped. Refusing to go back (G4); bring it back, or "
+                      f"force: autopilot-mysql galera bootstrap --node {best.node} --force")
+    others = ", ".join(f"{d.node} {d.seqno}" for d in sorted(usable, key=lambda d: d.node)
+                       if d is not best)
+    return Choice(best.node, f"{best.node} holds the highest position {best.position}"
+                  f"{' (others: ' + others + ')' if others else ''}", best.seqno, best.uuid)
+
+
+@dataclass(frozen=True)
+class GaleraObservation:
+    node: str
+    stopping: bool = False
+    mysqld: ProcState = ProcState.STOPPED
+    mysqld_restart_in: float = 0.0
+    mysql_alive: bool = False
+    read_only: bool | None = None
+    # wsrep, while mysqld answers
+    primary: bool = False  # wsrep_cluster_status = Primary
+    synced: bool = False  # Primary, Synced, ready
+    state_comment: str = ""
+    writer_in_component: bool = False  # the lock holder's address is among our members
+    # this node's data, while mysqld is not running
+    local: CensusDoc | None = None  # None: not read yet since mysqld stopped
+    published: CensusDoc | None = None  # our census document as Consul holds it
+    # Consul
+    dcs_ok: bool = False
+    registered: bool = False
+    session: str | None = None
+    record: Record | None = None
+    known: tuple[str, ...] = ()
+    census: dict[str, CensusDoc] = field(default_factory=dict)
+    component_exists: bool = False  # another member serves in a Primary Component
+    joining: str | None = None  # who holds the join lock (one state transfer at a time)
+    check_passing: bool = False  # Consul's check of our /health passes
+    leader: str | None = None
+    lease_left: float = 0.0  # our lease as the writer (<= 0: expired or none)
+    open_in: float = 0.0  # we hold the lock: seconds until the previous writer surely fenced
+    forced: str | None = None  # an operator forced a bootstrap from this node
+
+
+def _wait(reason: str, role: Role = Role.UNKNOWN, healthy: bool = False) -> Decision:
+    return Decision(Action.WAIT, reason, role=role, healthy=healthy)
+
+
+def decide(o: GaleraObservation) -> Decision:
+    """One cycle's decision for a Galera node; one ordered chain, each branch one reason."""
+    if o.stopping:
+        return Decision(Action.SHUTDOWN, "stop requested: shutting down cleanly")
+    if o.mysqld == ProcState.FAILED:
+        return _wait("mysqld failed too often; it stays down until the supervisor restarts")
+    if o.mysqld == ProcState.BACKOFF and o.mysqld_restart_in > 0:
+        return _wait(f"mysqld exited: starting it again in {o.mysqld_restart_in:.0f}s")
+    if o.mysqld in (ProcState.STOPPED, ProcState.BACKOFF):
+        return _down(o)
+    if not o.mysql_alive:
+        return _wait("mysqld is starting (a state transfer or InnoDB recovery may take a while; "
+                     "nothing kills it meanwhile)")
+    if not o.registered:
+        return Decision(Action.REGISTER, "registering the service and its health check")
+    if o.primary and o.dcs_ok and (o.published is None or o.published.state != UP):
+        return Decision(Action.PUBLISH_POSITION, "in a Primary Component: telling the census "
+                        "this node is up")
+    if not o.primary:
+        if o.read_only is False:
+            return Decision(Action.FENCE, "not in a Primary Component but writable: fencing")
+        if o.leader == o.node:
+            return Decision(Action.RELEASE, "not in a Primary Component: giving up the writer "
+                            "role")
+        return _wait("not in a Primary Component (a partition, or the cluster lost its "
+                     "quorum): serving nothing until it rejoins one; Galera reconnects on its "
+                     "own")
+    if not o.synced:
+        if o.read_only is False:
+            return Decision(Action.FENCE, f"{o.state_comment}, not Synced, but writable: "
+                            "fencing")
+        if o.leader == o.node:
+            return Decision(Action.RELEASE, f"{o.state_comment}, not Synced: giving up the "
+                            "writer role")
+        return _wait(f"in the Primary Component, {o.state_comment}: serving once Synced")
+    if o.leader == o.node:
+        if o.lease_left <= 0:
+            return Decision(Action.FENCE, "our writer lease ran out (Consul did not confirm "
+                            "our session in time): fencing", role=Role.PRIMARY)
+        if o.read_only is not False:
+            if o.open_in > 0:
+                return _wait(f"writer: opening for writes in {o.open_in:.1f}s, once the "
+                             "previous writer's lease surely ran out", Role.PRIMARY, True)
+            return Decision(Action.PROMOTE, "this node holds the writer lock: opening for "
+                            "writes", role=Role.PRIMARY, healthy=True)
+        return Decision(Action.STAY_PRIMARY, "the writer: Synced in the Primary Component, "
+                        "holding the lock", role=Role.PRIMARY, healthy=True)
+    if o.read_only is False:
+        return Decision(Action.FENCE, f"{o.leader or 'nobody'} holds the writer lock but this "
+                        "node is writable: fencing", role=Role.REPLICA, healthy=True)
+    if not o.dcs_ok:
+        return _wait("Synced, Consul unreachable: serving reads", Role.REPLICA, True)
+    if o.session is None:
+        if not o.check_passing:
+            return _wait("Synced, serving reads; the writer election takes nodes whose Consul "
+                         "check passes", Role.REPLICA, True)
+        return Decision(Action.CREATE_SESSION, "Synced: creating a session to take part in "
+                        "the writer election", role=Role.REPLICA, healthy=True)
+    if o.leader is None:
+        return Decision(Action.ACQUIRE_LOCK, "Synced and the writer lock is free: taking it",
+                        role=Role.REPLICA, healthy=True)
+    if not o.writer_in_component:
+        return Decision(Action.DEPOSE, f"the writer {o.leader} is not in our Primary "
+                        "Component (it cannot commit): ending its session so that a Synced "
+                        "node takes over", role=Role.REPLICA, healthy=True)
+    return Decision(Action.STAY_REPLICA, f"Synced, serving reads; {o.leader} writes",
+                    role=Role.REPLICA, healthy=True)
+
+
+def _down(o: GaleraObservation) -> Decision:
+    """mysqld is not running: find out what our data holds, tell the census, then join a
+    Primary Component, or bootstrap one (G1-G5), or wait and say for what."""
+    if o.local is None:
+        return Decision(Action.RECOVER, "mysqld is down: reading this node's Galera position "
+                        "(grastate.dat, else mariadbd --wsrep-recover)")
+    if not o.dcs_ok:
+        return _wait(f"mysqld is down at {o.local.position}, Consul unreachable: a Galera "
+                     "node starts only knowing whether to join or bootstrap")
+    if not _same(o.published, o.local):
+        return Decision(Action.PUBLISH_POSITION, f"publishing our state for the census: down "
+                        f"at {o.local.position}")
+    if o.component_exists:
+        if o.joining not in (None, o.node):
+            return _wait(f"{o.joining} is joining the Primary Component: joining after it "
+                         "(one state transfer at a time)")
+        return Decision(Action.JOIN, "a Primary Component exists: joining it (IST when its "
+                        "write-set cache still covers our position, else a full state "
+                        "transfer)")
+    if o.forced == o.node:
+        return Decision(Action.BOOTSTRAP, "an operator forced a bootstrap from this node")
+    if o.record is None:
+        if o.local.data == DATA or any(d.data == DATA for d in o.census.values()):
+            choice = choose_bootstrap(None, o.known, o.census)
+            if choice.node != o.node:
+                return _wait(f"no cluster recorded yet; {choice.reason}")
+        return Decision(Action.BOOTSTRAP, "no Galera cluster recorded in Consul: claiming its "
+                        "first bootstrap")
+    if not o.record.uuid:
+        # A first bootstrap that did not get as far as recording the cluster's UUID.
+        if o.record.by == o.node:
+            return Decision(Action.BOOTSTRAP, "this node claimed the cluster's first bootstrap "
+                            "and did not finish it: bootstrapping again")
+        theirs = o.census.get(o.record.by)
+        if theirs is None or theirs.state != DOWN:
+            return _wait(f"{o.record.by} bootstraps the new cluster: joining once it is "
+                         "Primary")
+        choice = choose_bootstrap(None, o.known, o.census)
+        if choice.node != o.node:
+            return _wait(f"{o.record.by} claimed the first bootstrap and is down; "
+                         f"{choice.reason}")
+        return Decision(Action.BOOTSTRAP, f"{o.record.by} claimed the first bootstrap and is "
+                        f"down; {choice.reason}: bootstrapping from it")
+    choice = choose_bootstrap(o.record, o.known, o.census)
+    if choice.node is None:
+        return _wait(f"no Primary Component: {choice.reason}")
+    if choice.node != o.node:
+        return _wait(f"no Primary Component: {choice.node} bootstraps ({choice.reason}); "
+                     "joining it once it is Primary")
+    return Decision(Action.BOOTSTRAP, f"no Primary Component, and the census is complete: "
+                    f"{choice.reason}: bootstrapping from it")
+
+
+def _same(published: CensusDoc | None, local: CensusDoc) -> bool:
+    return published is not None and (published.state, published.uuid, published.seqno,
+                                       published.data) == (DOWN, local.uuid, local.seqno,
+                                                           local.data)

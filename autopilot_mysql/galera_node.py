@@ -1,0 +1,522 @@
+"""TOPOLOGY=galera: the supervisor's loop for a Galera node (the composition root beside
+daemon.py's replication loop; the decisions are galera.py's).
+
+One cycle: observe (mysqld, wsrep status, Consul's keys and members), `galera.decide`, log one
+line, act, publish a NodeStatus for the HTTP API. What it shares with replication: Consul
+(dcs.py), the HTTP health table (api.py: the writer answers /primary, a Synced reader
+/replica), the managed mysqld (process.py), onStart (startup.py), the fence (read_only, which
+holds for every account but root@localhost).
+
+The writer's lease (galera.G6): renewed by each successful renewal of its Consul session; a
+watchdog thread fences it (read_only) once the lease runs out, even while the loop is stuck.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from dataclasses import replace
+
+from . import __version__, galera, startup
+from .api import HealthServer
+from .config import Settings
+from .dcs import Consul, Watcher
+from .events import Code, Event, EventBus
+from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
+from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
+from .keys import ClusterKeys, LeaderInfo
+from .model import Action, Decision, Member, NodeStatus, ProcState, Role
+from .mysql import datadir as dd
+from .mysql import wsrep
+from .mysql.server import LocalServer
+from .process import ManagedProcess, RestartPolicy
+from .utils import SystemClock
+
+log = logging.getLogger(__name__)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+CONSUL_TIMEOUT = 1.0
+WATCHDOG_PERIOD = 0.05
+SUMMARY_EVERY = 60.0
+START_RETRY = 5.0  # seconds before a failed bootstrap or join is tried again
+
+
+class GaleraSupervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.s = settings
+        self.clock = SystemClock()
+        self.bus = EventBus()
+        self.stop_requested = threading.Event()
+        self.status = NodeStatus(node=settings.node_name, started_at=self.clock.monotonic())
+        self.mysql = LocalServer(settings.socket)
+        host, port = settings.consul_endpoint
+        self.consul = Consul(host, port, settings.service_name, timeout=CONSUL_TIMEOUT)
+        self.address = startup.advertise_address(settings)
+        self.cfg = settings.cluster
+        self.api = HealthServer(settings.health_port, lambda: self.status,
+                                stale_after=max(5.0, 3 * settings.loop_wait),
+                                max_lag=settings.replica_max_lag, control=self._control,
+                                token=settings.api_token,
+                                confirm=lambda body, sig: (404, "not a replication cluster"),
+                                clone=lambda h: (404, "not a replication cluster", None))
+        self.mysqld: ManagedProcess | None = None
+        self.agent: ManagedProcess | None = None
+        self.server_id = 0
+        self.cnf = settings.rundir / "my.cnf"
+        self.members: tuple[Member, ...] = ()
+        self.keys = ClusterKeys()
+        self.local: CensusDoc | None = None  # our data's position while mysqld is down
+        self.start_args: list[str] = []
+        self.session: str | None = None
+        self.join_session: str | None = None  # holds the join lock while we join
+        self.lease_from = 0.0  # monotonic send time of our last successful session renewal
+        self.writable_gen = 0
+        self.registered_role: Role | None = None
+        self.member_record: dict[str, str] | None = None
+        self.last_writer: LeaderInfo | None = None  # the last other node seen holding the lock
+        self.free_since: float | None = None  # when we first saw the writer lock free
+        self.open_at = 0.0
+        self.wsrep: wsrep.WsrepStatus | None = None
+        self.last_logged: tuple[str, float] = ("", 0.0)
+
+    # --- life cycle -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        for sig in SIGNALS:
+            signal.signal(sig, self._on_signal)
+        self.api.start()
+        log.info("autopilot-mysql %s starting as %s (%s), TOPOLOGY=galera, service %r, Consul "
+                 "at %s", __version__, self.s.node_name, self.address, self.s.service_name,
+                 self.consul.address)
+        if self.s.consul_agent:
+            self.agent = startup.start_consul_agent(self.s, self.address, self.bus, self.clock)
+        startup.prepare_dirs(self.s)
+        self._publish(state="starting")
+        try:
+            self.server_id = startup.ensure_server_id(
+                self.s, self.consul, retry_every=2.0,
+                stop_requested=self.stop_requested.is_set, sleep=self._sleep)
+        except DCSError:
+            return self._shutdown("stopped before this node could get a server_id")
+        self.cnf = startup.write_cnf(self.s, self.server_id, self.address)
+        self.mysqld = ManagedProcess(
+            "mysqld", ["mariadbd", f"--defaults-file={self.cnf}"], bus=self.bus,
+            extra_args=lambda: self.start_args,
+            policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
+                                 window=self.s.mysqld_restart_window), clock=self.clock)
+        stop = self.stop_requested
+        Watcher("members-watch", lambda i: self.consul.members(index=i, wait="20s"), self.bus,
+                Code.MEMBERS_CHANGED, stop).start()
+        Watcher("keys-watch", lambda i: self.consul.watch_keys(i, "20s"), self.bus,
+                Code.LEADER_CHANGED, stop).start()
+        threading.Thread(target=self._watchdog, name="fence-watchdog", daemon=True).start()
+        self._loop()
+        return self._shutdown("stop requested")
+
+    def _shutdown(self, why: str) -> int:
+        """Fence, give up the writer lock, leave Consul, stop mysqld cleanly (it leaves the
+        component gracefully: the quorum shrinks instead of being lost), publish the position
+        it stopped at for the census, stop the agent last; within STOP_TIMEOUT."""
+        deadline = self.clock.monotonic() + self.s.stop_timeout - 0.5
+        log.info("graceful stop (%s): fence, leave Consul, stop mysqld, within %.0fs", why,
+                 self.s.stop_timeout)
+        self._publish(state="stopping")
+        running = self.mysqld is not None and self.mysqld.state == ProcState.RUNNING
+        if running:
+            try:
+                self.mysql.fence()
+            except MySQLError as exc:
+                log.warning("could not fence before stopping: %s", exc)
+        for what, fn in (("give up the writer lock", self._end_session),
+                         ("deregister from Consul",
+                          lambda: self.consul.deregister(self.s.service_id))):
+            try:
+                fn()
+            except DCSError as exc:
+                log.warning("could not %s: %s (Consul will expire it)", what, exc)
+        self.mysql.close()
+        clean = True
+        if self.mysqld is not None and running:
+            left = max(1.0, deadline - self.clock.monotonic() - (2 if self.agent else 0))
+            clean = self.mysqld.stop(left)
+            try:
+                self._recover()
+                if self.local is not None:
+                    self.consul.publish_census(self.s.node_name, self._doc(self.local))
+            except (DCSError, MySQLError) as exc:
+                log.warning("could not publish our final position for the census: %s", exc)
+        if self.agent is not None:
+            self.agent.stop(max(1.0, deadline - self.clock.monotonic()))
+        self.api.stop()
+        log.info("stopped%s", "" if clean else " (not cleanly: exit status 1)")
+        return 0 if clean else 1
+
+    def _end_session(self) -> None:
+        if self.session is not None:
+            self.consul.destroy_session(self.session)  # the writer lock goes with it
+            self.session = None
+
+    def _sleep(self, seconds: float) -> None:
+        self._publish(state="waiting for Consul", error="Consul unreachable: no server_id yet")
+        self.stop_requested.wait(seconds)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            self.stop_requested.set()
+        self.bus.publish(Event(Code.SIGNAL, signal.Signals(signum).name))
+
+    def _control(self, action: str, params: dict[str, str]) -> tuple[int, str]:
+        return 501, "switchover is not built for TOPOLOGY=galera yet"
+
+    def _watchdog(self) -> None:
+        """galera.G6 independent of the loop: past our lease, read_only, checked over our own
+        connection."""
+        own = LocalServer(self.s.socket, connect_timeout=0.5, read_timeout=1.0)
+        verified = 0
+        while not self.stop_requested.wait(WATCHDOG_PERIOD):
+            gen = self.writable_gen
+            if gen == verified or self.clock.monotonic() < self.lease_from + self.cfg.lease:
+                continue
+            try:
+                if not own.read_only_now():
+                    _, killed = own.fence()
+                    log.warning("watchdog: our writer lease ran out while writable: fenced "
+                                "(read_only ON, %d connection(s) dropped)", killed)
+                verified = gen
+            except MySQLError as exc:
+                log.error("watchdog: our writer lease ran out and mysqld does not answer (%s):"
+                          " crashing it", exc)
+                if self.mysqld is not None:
+                    self.mysqld.crash("the writer lease ran out and mysqld did not answer")
+                verified = gen
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while not self.stop_requested.is_set():
+            for ev in self.bus.wait(self.cfg.loop_wait):
+                if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
+                    self.members = ev.payload
+            if self.stop_requested.is_set():
+                break
+            if self.agent is not None and self.agent.restart_due():
+                self.agent.start()
+            obs = self.observe()
+            d = galera.decide(obs)
+            self._log_decision(d)
+            try:
+                self.act(d, obs)
+            except (MySQLError, DCSError, DataDirError, ProcessError) as exc:
+                log.error("%s failed: %s", d.action.value, exc)
+                self._publish(d, obs, error=str(exc))
+                if d.action in (Action.BOOTSTRAP, Action.JOIN):
+                    log.info("trying again in %.0fs", START_RETRY)
+                    self.stop_requested.wait(START_RETRY)
+                continue
+            self._publish(d, obs)
+
+    def observe(self) -> GaleraObservation:
+        assert self.mysqld is not None
+        now = self.clock.monotonic()
+        proc = self.mysqld.state
+        alive, read_only, st = False, None, None
+        if proc == ProcState.RUNNING:
+            try:
+                rows = self.mysql.execute("SHOW GLOBAL STATUS LIKE 'wsrep%%'")
+                st = wsrep.parse_status({str(k).lower(): str(v) for k, v in rows})
+                read_only = self.mysql.read_only_now()
+                alive = True
+            except MySQLError:
+                pass
+        self.wsrep = st
+        dcs_ok = True
+        try:
+            self.keys = self.consul.cluster_state(consistent=True)
+        except DCSError:
+            dcs_ok = False
+        if dcs_ok and self.session is not None:
+            sent = self.clock.monotonic()
+            try:
+                if self.consul.renew_session(self.session):
+                    self.lease_from = sent
+                else:
+                    log.warning("our Consul session ended (its check failed or it expired)")
+                    self.session = None
+            except DCSError:
+                dcs_ok = False
+        if dcs_ok and self.join_session is not None:
+            self._keep_join_lock(bool(st and st.synced))
+        k = self.keys
+        leader = k.leader
+        me = self.s.node_name
+        if leader is not None and leader.node != me:
+            self.last_writer = leader
+            self.free_since = None
+        elif leader is None and self.free_since is None:
+            self.free_since = now
+        holding = leader is not None and leader.node == me and self.session is not None \
+            and leader.session == self.session
+        component = any(m.passing and m.node != me and m.role in (Role.PRIMARY, Role.REPLICA)
+                        for m in self.members)
+        known = tuple(sorted(set(k.members) | ({me} if me in k.census else set())))
+        return GaleraObservation(
+            node=me, mysqld=proc, mysqld_restart_in=self.mysqld.restart_in(),
+            mysql_alive=alive, read_only=read_only, joining=k.galera_joining,
+            check_passing=self._check_passing(dcs_ok, st),
+            primary=bool(st and st.primary), synced=bool(st and st.synced),
+            state_comment=st.state_comment if st else "",
+            writer_in_component=bool(st and leader and st.has_member(leader.address)),
+            local=self.local if proc != ProcState.RUNNING else None,
+            published=k.census.get(me), dcs_ok=dcs_ok,
+            registered=self.registered_role is not None, session=self.session,
+            record=k.galera, known=known, census=k.census, component_exists=component,
+            leader=leader.node if leader else None,
+            lease_left=(self.lease_from + self.cfg.lease - now) if holding else 0.0,
+            open_in=max(0.0, self.open_at - now) if holding and self._previous_may_write(st)
+            else 0.0,
+            forced=k.galera_force.get("node") if k.galera_force else None)
+
+    def _check_passing(self, dcs_ok: bool, st: wsrep.WsrepStatus | None) -> bool:
+        """Our check, from the agent (only asked when it matters: a Synced node without a
+        session; Consul refuses a session tied to a failing check)."""
+        if not dcs_ok or self.session is not None or st is None or not st.synced:
+            return False
+        try:
+            return self.consul.check_status(self.s.service_id) == "passing"
+        except DCSError:
+            return False
+
+    def _keep_join_lock(self, synced: bool) -> None:
+        """Renew the join lock's session while we join; end it once Synced (the next node may
+        join) or when our mysqld is down and another node serves nobody yet."""
+        assert self.join_session is not None
+        try:
+            if synced:
+                self.consul.destroy_session(self.join_session)
+                self.join_session = None
+                log.info("joined: Synced in the Primary Component (the next node may join)")
+            elif not self.consul.renew_session(self.join_session):
+                self.join_session = None
+        except DCSError as exc:
+            log.warning("could not renew or end the join lock's session: %s", exc)
+
+    def _previous_may_write(self, st: wsrep.WsrepStatus | None) -> bool:
+        """The last other writer may still be writable (its lease) and able to commit: it is
+        in our Primary Component."""
+        prev = self.last_writer
+        return prev is not None and st is not None and st.has_member(prev.address)
+
+    def act(self, d: Decision, o: GaleraObservation) -> None:
+        a = d.action
+        if a == Action.RECOVER:
+            self._recover()
+        elif a == Action.PUBLISH_POSITION:
+            if o.mysqld == ProcState.RUNNING and self.wsrep is not None:
+                self.consul.publish_census(o.node, {"state": UP, "uuid": self.wsrep.uuid,
+                                                    "seqno": self.wsrep.last_committed,
+                                                    "data": DATA})
+                self._first_synced(o)
+            elif self.local is not None:
+                self.consul.publish_census(o.node, self._doc(self.local))
+        elif a == Action.JOIN:
+            if self.join_session is None:
+                self.join_session = self.consul.create_session(
+                    name=f"autopilot-mysql {o.node} (galera join)", ttl=15, service_id=None)
+            if not self.consul.acquire_join(self.join_session, o.node):
+                log.info("another node took the join lock first: joining after it")
+                return
+            self._start(o, bootstrap=False)
+        elif a == Action.BOOTSTRAP:
+            self._bootstrap(o)
+        elif a == Action.REGISTER:
+            self._register(d.role)
+        elif a == Action.CREATE_SESSION:
+            self.session = self.consul.create_session(
+                name=f"autopilot-mysql {o.node} (galera writer)", ttl=self.cfg.session_ttl,
+                service_id=self.s.service_id)
+            self.lease_from = self.clock.monotonic()
+        elif a == Action.ACQUIRE_LOCK and self.session is not None:
+            if self.consul.acquire_writer(self.session, o.node, self.address):
+                # The previous writer fences itself once its lease runs out (its session is
+                # gone); until then only its absence from our Primary Component proves it
+                # cannot commit (observe: open_in).
+                since = self.free_since or self.clock.monotonic()
+                self.open_at = since + self.cfg.lease + galera.LEASE_MARGIN
+                prev = self.last_writer
+                log.info("took the writer lock%s", "" if prev is None else
+                         f" after {prev.node}")
+                self.bus.publish(Event(Code.LEADER_CHANGED, "self"))
+        elif a == Action.PROMOTE:
+            self.writable_gen += 1
+            self.mysql.set_read_only(False)
+            log.info("this node is the writer: read_only OFF")
+            self.consul.record_history("galera-writer", {"node": o.node})
+        elif a == Action.FENCE:
+            _, killed = self.mysql.fence()
+            log.warning("fenced: read_only ON, %d client connection(s) dropped", killed)
+        elif a == Action.RELEASE and self.session is not None:
+            self.consul.release_leader(self.session)
+        elif a == Action.DEPOSE and self.keys.leader is not None:
+            self.consul.destroy_session_of(self.keys.leader.session)
+            self.consul.record_history("galera-writer-deposed", {
+                "node": self.keys.leader.node, "by": o.node, "reason": d.reason})
+        if d.role != Role.UNKNOWN and self.registered_role is not None \
+                and d.role != self.registered_role and o.dcs_ok:
+            self._register(d.role)
+
+    # --- actions --------------------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        """Our data's Galera position while mysqld is down (galera.G3's input)."""
+        datadir = self.s.datadir
+        me = self.s.node_name
+        if dd.inspect(datadir) == dd.DataDirState.EMPTY:
+            self.local = CensusDoc(me, DOWN)
+        elif wsrep.sst_interrupted(datadir):
+            log.warning("a state transfer into %s did not finish: it holds no usable data and "
+                        "joins by a full state transfer", datadir)
+            self.local = CensusDoc(me, DOWN)
+        else:
+            gs = wsrep.read_grastate(datadir)
+            pos = gs.position if gs else None
+            how = "grastate.dat"
+            if pos is None or not pos.valid:
+                t0 = time.monotonic()
+                pos, tail = wsrep.recover_position(self.cnf)
+                how = f"mariadbd --wsrep-recover ({time.monotonic() - t0:.1f}s)"
+                if pos is None:
+                    log.error("mariadbd --wsrep-recover did not say where this node's data "
+                              "stands: %s", tail)
+            if pos is not None and pos.valid:
+                self.local = CensusDoc(me, DOWN, pos.uuid, pos.seqno, DATA)
+            else:
+                self.local = CensusDoc(me, DOWN, pos.uuid if pos else "", -1, NO_DATA)
+            log.info("this node's Galera position: %s (from %s)", self.local.position, how)
+
+    def _doc(self, c: CensusDoc) -> dict[str, object]:
+        return {"state": c.state, "uuid": c.uuid, "seqno": c.seqno, "data": c.data}
+
+    def _bootstrap(self, o: GaleraObservation) -> None:
+        """galera.G1/G3-G5: win the compare-and-set, then start a new Primary Component."""
+        local = self.local
+        assert local is not None
+        rec = o.record
+        forced = o.forced == o.node
+        seqno = local.seqno if local.data == DATA else -1
+        uuid = rec.uuid if rec and rec.uuid else (local.uuid if local.data == DATA else "")
+        doc = {"uuid": uuid, "seqno": seqno, "epoch": (rec.epoch + 1) if rec else 1,
+               "by": o.node, "forced": forced}
+        checks = {} if forced or rec is None else {
+            n: o.census[n].index for n in o.known if n in o.census}
+        if not self.consul.claim_bootstrap(doc, rec.index if rec else 0, checks):
+            log.info("another node's bootstrap decision came first (the record or the census "
+                     "changed): deciding again")
+            return
+        if forced:
+            self.consul.clear_force_bootstrap()
+        self.consul.record_history("galera-bootstrap", {**doc, "census": {
+            n: c.position for n, c in o.census.items()}})
+        log.warning("bootstrapping the Galera cluster from this node at %s (epoch %d%s)",
+                    local.position, doc["epoch"], ", forced by an operator" if forced else "")
+        if dd.inspect(self.s.datadir) in (dd.DataDirState.EMPTY, dd.DataDirState.INTERRUPTED):
+            startup.init_datadir_if_needed(self.s, self.cnf)  # with the SST account
+        self._start(o, bootstrap=True)
+
+    def _start(self, o: GaleraObservation, bootstrap: bool) -> None:
+        assert self.mysqld is not None
+        local = self.local
+        if local is not None:
+            # Published first: from now on our data may change, so the census must not
+            # count this node as down at its old position.
+            self.consul.publish_census(o.node, {**self._doc(local), "state": STARTING})
+            if local.data == DATA:
+                wsrep.write_grastate(self.s.datadir, wsrep.Position(local.uuid, local.seqno),
+                                     safe_to_bootstrap=bootstrap)
+        if wsrep.forget_primary_view(self.s.datadir):
+            log.info("removed gvwstate.dat: only the supervisor decides who forms a Primary "
+                     "Component (pc.recovery is off)")
+        if bootstrap:
+            self.start_args = ["--wsrep-new-cluster", "--wsrep-cluster-address=gcomm://"]
+        else:
+            peers = sorted(set(self._addresses().values()))
+            self.start_args = [f"--wsrep-cluster-address=gcomm://{','.join(peers)}"]
+            # A donor is Desynced, so it stops serving (and a writer fences): prefer Synced
+            # readers; the trailing comma lets Galera fall back to any member.
+            readers = sorted(m.node for m in self.members if m.passing and m.role == Role.REPLICA
+                             and m.node != o.node)
+            if readers:
+                self.start_args.append(f"--wsrep-sst-donor={','.join(readers)},")
+        log.info("starting mysqld: %s", " ".join(self.start_args))
+        self.local = None
+        self.mysqld.start()
+
+    def _first_synced(self, o: GaleraObservation) -> None:
+        """In a Primary Component for the first time since mysqld started: record the new
+        cluster's UUID (first bootstrap), and mark a data directory a state transfer filled."""
+        rec = o.record
+        if rec is not None and not rec.uuid and rec.by == o.node and self.wsrep is not None:
+            doc = {"uuid": self.wsrep.uuid, "seqno": rec.seqno, "epoch": rec.epoch,
+                   "by": rec.by, "forced": rec.forced}
+            if self.consul.claim_bootstrap(doc, rec.index, {}):
+                log.info("recorded the new Galera cluster %s in Consul", self.wsrep.uuid)
+        if dd.inspect(self.s.datadir) != dd.DataDirState.INITIALIZED:
+            # A state transfer replaced the directory's contents, our markers included.
+            state = dd.read_node_state(self.s.datadir)
+            dd.write_node_state(self.s.datadir, {**state, "server_id": self.server_id,
+                                                 "node": o.node})
+            dd.mark_done(self.s.datadir, "joined by state transfer")
+
+    def _register(self, role: Role) -> None:
+        self.consul.register(
+            service_id=self.s.service_id, address=self.address, port=3306,
+            health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
+            meta={"node": self.s.node_name, "server_id": str(self.server_id),
+                  "autopilot": __version__, "topology": "galera"})
+        record = {"server_id": str(self.server_id), "address": self.address}
+        if record != self.member_record:
+            self.consul.register_member(self.s.node_name, record)
+            self.member_record = record
+        if self.registered_role != role:
+            log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
+        self.registered_role = role
+
+    def _addresses(self) -> dict[str, str]:
+        out = {n: r["address"] for n, r in self.keys.members.items() if r.get("address")}
+        out.update({m.node: m.address for m in self.members if m.address})
+        out.pop(self.s.node_name, None)
+        return out
+
+    # --- status ---------------------------------------------------------------------------------
+
+    def _log_decision(self, d: Decision) -> None:
+        text = str(d)
+        now = self.clock.monotonic()
+        if text != self.last_logged[0] or now - self.last_logged[1] >= SUMMARY_EVERY:
+            log.info("%s", text)
+            self.last_logged = (text, now)
+        else:
+            log.debug("%s", text)
+
+    def _publish(self, d: Decision | None = None, o: GaleraObservation | None = None, *,
+                 state: str | None = None, error: str = "") -> None:
+        mysqld = self.mysqld.state if self.mysqld else ProcState.STOPPED
+        st = self.wsrep
+        holding = bool(o and o.leader == o.node)
+        self.status = replace(
+            self.status, role=d.role if d else self.status.role,
+            state=state or ("running" if o and o.mysql_alive else "degraded"),
+            healthy=bool(d and d.healthy and o and o.mysql_alive),
+            writable=bool(o and o.read_only is False), mysqld=mysqld,
+            replicating=bool(o and o.synced and d and d.role == Role.REPLICA),
+            lag=0 if o and o.synced else None,
+            gtid_current_pos=f"{st.uuid}:{st.last_committed}" if st else (
+                self.local.position if self.local else ""),
+            server_id=self.server_id or None, leader=o.leader if o else self.status.leader,
+            members=self.members, consul_ok=bool(o and o.dcs_ok),
+            last_decision=str(d) if d else self.status.last_decision,
+            extra={"topology": "galera",
+                   "wsrep": (f"{st.cluster_status}, {st.state_comment}, size "
+                             f"{st.cluster_size}") if st else "mysqld down"},
+            last_error=error, cycle_at=self.clock.monotonic(),
+            lock_valid_until=(self.lease_from + self.cfg.lease) if holding else 0.0)

@@ -1,0 +1,184 @@
+"""TOPOLOGY=galera with real MariaDB and galera-4, Consul and HAProxy on the test bed: the same
+image, supervisor, compose environment and HAProxy config as replication, with TOPOLOGY=galera.
+
+Bound stated: three nodes from nothing to one writer and two Synced readers within 180 s (two
+joins by mariabackup SST, each sleeping 10 s on the donor, one at a time)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+import requests
+
+from tests.testbed.bed import TestBed
+from tests.testbed.cluster import (
+    APP_DB,
+    APP_PASSWORD,
+    APP_USER,
+    Node,
+    boot_cluster,
+    healthy_cluster,
+    start_router,
+)
+from tests.testbed.components import HAProxy
+from tests.testbed.util import wait_until
+from tests.testbed.workload import Writer, create_table, missing_on
+
+pytestmark = pytest.mark.integration
+BOOT_BOUND = 180.0
+
+
+@pytest.fixture
+def galera(bed: TestBed) -> Iterator[tuple[list[Node], HAProxy]]:
+    t0 = time.monotonic()
+    nodes = boot_cluster(bed, 3, timeout=BOOT_BOUND, TOPOLOGY="galera")
+    print(f"three Galera nodes: one writer, two Synced readers in {time.monotonic() - t0:.1f}s")
+    lb = start_router(bed)
+    yield nodes, lb
+
+
+def kv(bed: TestBed, key: str) -> Any:
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/{key}",
+                     timeout=2)
+    if r.status_code == 404:
+        return None
+    return json.loads(base64.b64decode(r.json()[0]["Value"]))
+
+
+def writer(nodes: list[Node]) -> Node:
+    return wait_until(lambda: next((n for n in nodes if n.host.running and not n.host.paused
+                                    and n.http("/primary") == 200), None),
+                      timeout=60, what="a writer")
+
+
+def wsrep(node: Node) -> dict[str, str]:
+    with node.root() as c, c.cursor() as cur:
+        cur.execute("SHOW GLOBAL STATUS LIKE 'wsrep%'")
+        return {str(k): str(v) for k, v in cur.fetchall()}
+
+
+def through(lb: HAProxy, port: int, sql: str, args: tuple[object, ...] = ()) -> Any:
+    with pymysql.connect(host=lb.host.ip, port=port, user=APP_USER, password=APP_PASSWORD,
+                         database=APP_DB, connect_timeout=3, autocommit=True) as c, \
+            c.cursor() as cur:
+        cur.execute(sql, args)
+        return cur.fetchall()
+
+
+def every_row_everywhere(nodes: list[Node], acked: set[int]) -> None:
+    for n in nodes:
+        wait_until(lambda n=n: not missing_on(n, acked), timeout=120,
+                   what=f"every acknowledged row on {n.name} "
+                        f"(missing {sorted(missing_on(n, acked))[:5]})")
+
+
+def test_bootstrap_writes_through_3306_and_reads_back_through_3307_on_every_node(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    nodes, lb = galera
+    w = writer(nodes)
+    states = {n.name: wsrep(n) for n in nodes}
+    uuids = {s["wsrep_cluster_state_uuid"] for s in states.values()}
+    assert len(uuids) == 1, states
+    assert all(s["wsrep_cluster_size"] == "3" and s["wsrep_local_state_comment"] == "Synced"
+               for s in states.values()), states
+    record = kv(bed, "galera/cluster")
+    assert record["uuid"] in uuids and record["epoch"] == 1, record
+    # one writer: the others refuse writes, also for root over TCP (READ ONLY ADMIN revoked)
+    for n in nodes:
+        if n is not w:
+            with pytest.raises(pymysql.MySQLError, match="read-only"), n.app() as c, \
+                    c.cursor() as cur:
+                cur.execute("CREATE TABLE nope (id INT PRIMARY KEY)")
+    # HAProxy marks servers up after its first checks
+    wait_until(lambda: through(lb, 3306, "SELECT @@hostname")[0][0] == w.name, timeout=30,
+               what="HAProxy to route 3306 to the writer")
+    through(lb, 3306, "CREATE TABLE g (id INT PRIMARY KEY, v VARCHAR(20)) ENGINE=InnoDB")
+    through(lb, 3306, "INSERT INTO g VALUES (1, 'through 3306')")
+    seen = set()
+    deadline = time.monotonic() + 30
+    while seen != {n.name for n in nodes if n is not w} and time.monotonic() < deadline:
+        rows = through(lb, 3307, "SELECT @@hostname, v FROM g WHERE id = 1")
+        assert rows[0][1] == "through 3306"
+        seen.add(rows[0][0])
+    assert seen == {n.name for n in nodes if n is not w}, seen
+    # the SST donor's account has no password and only what mariabackup needs
+    with w.root() as c, c.cursor() as cur:
+        cur.execute("SHOW GRANTS FOR mysql@localhost")
+        grants = " ".join(r[0] for r in cur.fetchall())
+    assert "ALL PRIVILEGES" not in grants and "RELOAD" in grants, grants
+    for n in nodes:
+        cnf = (n.host.dir / "run" / "my.cnf").read_text()
+        assert "wsrep_sst_auth                 = mysql:\n" in cnf
+
+
+def test_writer_host_killed_one_new_writer_and_the_old_one_rejoins_by_ist(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    nodes, lb = galera
+    old = writer(nodes)
+    create_table(old)
+    client = Writer(lb.host.ip)
+    client.start()
+    wait_until(lambda: len(client.acked) > 50, timeout=30, what="writes through HAProxy")
+    t0 = time.monotonic()
+    old.host.kill()
+    rest = [n for n in nodes if n is not old]
+    new = writer(rest)
+    wait_until(lambda: any(a.at > t0 and a.server == new.name for a in client.acked.values()),
+               timeout=60, what=f"writes through HAProxy on {new.name}")
+    gap = client.longest_gap(t0, time.monotonic())
+    print(f"writer {old.name} killed: {new.name} writes; longest write gap through HAProxy "
+          f"{gap:.1f}s")
+    old.host.restart(graceful=False)
+    wait_until(lambda: healthy_cluster(nodes), timeout=120,
+               what=f"{old.name} back as a Synced reader")
+    client.halt()
+    client.join(10)
+    every_row_everywhere(nodes, set(client.acked))
+    log = old.log.read_text()
+    assert "IST received" in log, "the old writer should rejoin by IST, not a full SST"
+
+
+def test_coordinated_crash_recovers_from_the_most_advanced_node_with_every_row(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    nodes, lb = galera
+    create_table(writer(nodes))
+    client = Writer(lb.host.ip, pause=0)
+    client.start()
+    wait_until(lambda: len(client.acked) > 200, timeout=30, what="writes through HAProxy")
+    first = kv(bed, "galera/cluster")
+    epochs, seqnos = [first["epoch"]], [first["seqno"]]
+    acked: set[int] = set()
+    for round_ in range(2):
+        for n in nodes:  # SIGKILL of every host within well under a second
+            n.host.kill()
+        client.halt()
+        client.join(10)
+        acked |= set(client.acked)
+        t0 = time.monotonic()
+        for n in nodes:
+            n.host.restart(graceful=False)
+        wait_until(lambda: healthy_cluster(nodes), timeout=180,
+                   what=f"round {round_}: the cluster back on its own")
+        took = time.monotonic() - t0
+        every_row_everywhere(nodes, acked)
+        record = kv(bed, "galera/cluster")
+        assert record["epoch"] == epochs[-1] + 1 and not record["forced"], record
+        assert record["seqno"] > seqnos[-1], (record, seqnos)  # writes happened since: never back
+        epochs.append(record["epoch"])
+        seqnos.append(record["seqno"])
+        print(f"round {round_}: back {took:.1f}s after the restart, {len(acked)} acknowledged "
+              f"rows, every one on every node; bootstrapped by {record['by']} from seqno "
+              f"{record['seqno']}")
+        client = Writer(lb.host.ip, pause=0, first_id=(round_ + 1) * 10**7)
+        client.start()
+        wait_until(lambda c=client: len(c.acked) > 100, timeout=60,
+                   what="writes through HAProxy again")
+    client.halt()
+    client.join(10)
+    every_row_everywhere(nodes, acked | set(client.acked))

@@ -1,0 +1,212 @@
+"""galera.py's rules (G1-G6) and the wsrep parsers, on pure values."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from autopilot_mysql.galera import (
+    DATA,
+    DOWN,
+    NO_DATA,
+    STARTING,
+    UP,
+    CensusDoc,
+    GaleraObservation,
+    Record,
+    choose_bootstrap,
+    decide,
+)
+from autopilot_mysql.model import Action, ProcState, Role
+from autopilot_mysql.mysql import wsrep
+
+U = "2170f6ba-eddc-11f1-97b9-97d5506f8f3f"
+OTHER = "9999f6ba-eddc-11f1-97b9-97d5506f8f3f"
+REC = Record(U, 100, 3, "db1", index=7)
+KNOWN = ("db1", "db2", "db3")
+
+
+def down(node: str, seqno: int, uuid: str = U, data: str = DATA) -> CensusDoc:
+    return CensusDoc(node, DOWN, uuid, seqno, data, index=10 + seqno)
+
+
+CENSUS = {"db1": down("db1", 120), "db2": down("db2", 150), "db3": down("db3", 130)}
+
+# db2, mysqld down, position known and published, Consul answers, no Primary Component.
+BASE = GaleraObservation(node="db2", mysqld=ProcState.STOPPED, local=CENSUS["db2"],
+                         published=CENSUS["db2"], dcs_ok=True, record=REC, known=KNOWN,
+                         census=CENSUS)
+
+
+def act(**kw: object) -> Action:
+    return decide(replace(BASE, **kw)).action  # type: ignore[arg-type]
+
+
+# --- G2-G4: the census and the choice -------------------------------------------------------
+
+def test_g3_the_highest_seqno_on_the_recorded_uuid_wins() -> None:
+    c = choose_bootstrap(REC, KNOWN, CENSUS)
+    assert (c.node, c.seqno, c.uuid) == ("db2", 150, U)
+
+
+def test_g3_ties_go_to_the_smallest_name() -> None:
+    census = {**CENSUS, "db3": down("db3", 150)}
+    assert choose_bootstrap(REC, KNOWN, census).node == "db2"
+
+
+def test_g2_a_missing_member_blocks_the_bootstrap_whatever_the_others_hold() -> None:
+    census = {k: v for k, v in CENSUS.items() if k != "db3"}
+    c = choose_bootstrap(REC, KNOWN, census)
+    assert c.node is None and "db3" in c.reason and "--force" in c.reason
+
+
+def test_g2_a_member_that_is_starting_blocks_it_too() -> None:
+    census = {**CENSUS, "db1": replace(CENSUS["db1"], state=STARTING)}
+    c = choose_bootstrap(REC, KNOWN, census)
+    assert c.node is None and "db1 is starting" in c.reason
+
+
+def test_g3_never_empty_aborted_or_foreign_data_and_never_safe_to_bootstrap_alone() -> None:
+    census = {"db1": down("db1", -1, data=NO_DATA), "db2": down("db2", 900, uuid=OTHER),
+              "db3": down("db3", 110)}
+    assert choose_bootstrap(REC, KNOWN, census).node == "db3"
+    census["db3"] = down("db3", -1, data=NO_DATA)
+    c = choose_bootstrap(REC, KNOWN, census)
+    assert c.node is None and "no member holds data" in c.reason
+
+
+def test_g4_a_recovery_never_goes_back_behind_the_last_bootstrap() -> None:
+    rec = replace(REC, seqno=200)  # the node with newer data was wiped, say
+    c = choose_bootstrap(rec, KNOWN, CENSUS)
+    assert c.node is None and "Refusing to go back" in c.reason and "--force" in c.reason
+
+
+def test_g3_without_a_record_differing_histories_are_not_compared() -> None:
+    census = {**CENSUS, "db1": down("db1", 999, uuid=OTHER)}
+    assert choose_bootstrap(None, KNOWN, census).node is None
+
+
+# --- the down path: recover, publish, join or bootstrap ------------------------------------
+
+def test_mysqld_down_first_reads_its_position() -> None:
+    assert act(local=None) == Action.RECOVER
+
+
+def test_position_is_published_before_anything_else() -> None:
+    assert act(published=replace(CENSUS["db2"], seqno=3)) == Action.PUBLISH_POSITION
+    assert act(published=None) == Action.PUBLISH_POSITION
+
+
+def test_a_node_never_starts_without_consul() -> None:
+    assert act(dcs_ok=False) == Action.WAIT
+
+
+def test_a_primary_component_is_joined() -> None:
+    assert act(component_exists=True) == Action.JOIN
+
+
+def test_only_the_chosen_node_bootstraps_the_others_wait() -> None:
+    assert act() == Action.BOOTSTRAP
+    d = decide(replace(BASE, node="db1", local=CENSUS["db1"], published=CENSUS["db1"]))
+    assert d.action == Action.WAIT and "db2 bootstraps" in d.reason
+
+
+def test_g1_the_first_boot_claims_the_record_the_others_wait_for_it() -> None:
+    empty = CensusDoc("db2", DOWN)
+    assert act(record=None, local=empty, published=empty, census={"db2": empty},
+               known=()) == Action.BOOTSTRAP
+    new = Record("", -1, 1, "db1")
+    census = {"db1": CensusDoc("db1", STARTING), "db2": empty}
+    assert act(record=new, local=empty, published=empty, census=census) == Action.WAIT
+
+
+def test_g1_a_first_boot_never_creates_an_empty_cluster_beside_existing_data() -> None:
+    empty = CensusDoc("db2", DOWN)
+    census = {"db1": down("db1", 50), "db2": empty}
+    assert act(record=None, local=empty, published=empty, census=census,
+               known=("db1", "db2")) == Action.WAIT
+
+
+def test_an_unfinished_first_bootstrap_is_finished_by_its_claimant() -> None:
+    mine = Record("", -1, 1, "db2")
+    assert act(record=mine) == Action.BOOTSTRAP
+
+
+def test_an_operator_forces_a_bootstrap_from_a_named_node() -> None:
+    census = {k: v for k, v in CENSUS.items() if k != "db3"}  # db3 gone for good
+    assert act(census=census) == Action.WAIT
+    assert act(census=census, forced="db2") == Action.BOOTSTRAP
+    assert act(census=census, forced="db1") == Action.WAIT
+
+
+# --- G6: the writer --------------------------------------------------------------------------
+
+RUN = replace(BASE, mysqld=ProcState.RUNNING, mysql_alive=True, read_only=True, primary=True,
+              synced=True, state_comment="Synced", local=None,
+              published=CensusDoc("db2", UP, U, 160, DATA), registered=True, session="s2",
+              leader="db1", writer_in_component=True)
+
+
+def run(**kw: object) -> Action:
+    return decide(replace(RUN, **kw)).action  # type: ignore[arg-type]
+
+
+def test_a_synced_reader_serves_reads() -> None:
+    d = decide(RUN)
+    assert (d.action, d.role, d.healthy) == (Action.STAY_REPLICA, Role.REPLICA, True)
+
+
+def test_a_free_lock_is_taken_by_a_synced_node_only() -> None:
+    assert run(leader=None) == Action.ACQUIRE_LOCK
+    assert run(leader=None, synced=False, state_comment="Donor/Desynced") == Action.WAIT
+    assert run(leader=None, primary=False, synced=False) == Action.WAIT
+
+
+def test_g6_a_writer_outside_our_primary_component_is_deposed() -> None:
+    assert run(writer_in_component=False) == Action.DEPOSE
+
+
+def test_g6_the_writer_opens_only_after_the_previous_lease_and_fences_past_its_own() -> None:
+    assert run(leader="db2", lease_left=1.0, open_in=0.8) == Action.WAIT
+    assert run(leader="db2", lease_left=1.0) == Action.PROMOTE
+    assert run(leader="db2", lease_left=1.0, read_only=False) == Action.STAY_PRIMARY
+    assert run(leader="db2", lease_left=0.0, read_only=False) == Action.FENCE
+
+
+def test_g6_writable_outside_a_primary_component_or_unsynced_is_fenced() -> None:
+    assert run(primary=False, synced=False, read_only=False) == Action.FENCE
+    assert run(synced=False, state_comment="Donor/Desynced", read_only=False) == Action.FENCE
+    assert run(read_only=False) == Action.FENCE  # another node holds the lock
+    assert run(primary=False, synced=False, leader="db2") == Action.RELEASE
+
+
+def test_a_non_primary_node_keeps_running_and_serves_nothing() -> None:
+    d = decide(replace(RUN, primary=False, synced=False))
+    assert d.action == Action.WAIT and not d.healthy and "rejoins" in d.reason
+
+
+def test_a_starting_node_is_never_killed() -> None:
+    d = decide(replace(RUN, mysql_alive=False, read_only=None))
+    assert d.action == Action.WAIT and "nothing kills it" in d.reason
+
+
+# --- wsrep parsers ------------------------------------------------------------------------------
+
+def test_grastate_and_recovered_position_are_parsed() -> None:
+    g = wsrep.parse_grastate(f"# GALERA saved state\nversion: 2.1\nuuid:    {U}\n"
+                             "seqno:   -1\nsafe_to_bootstrap: 1\n")
+    assert g is not None and g.safe_to_bootstrap and g.position == wsrep.Position(U, -1)
+    assert not g.position.valid
+    assert wsrep.parse_grastate("garbage") is None
+    text = (f"[Note] WSREP: Recovered position: {wsrep.NULL_UUID}:-1\n"
+            f"[Note] WSREP: Recovered position: {U}:28,0-1-27\n")
+    assert wsrep.parse_recovered(text) == wsrep.Position(U, 28)
+    assert wsrep.parse_recovered("nothing") is None
+
+
+def test_status_names_the_components_members() -> None:
+    st = wsrep.parse_status({"wsrep_cluster_status": "Primary", "wsrep_local_state": "4",
+                             "wsrep_ready": "ON", "wsrep_cluster_state_uuid": U,
+                             "wsrep_last_committed": "41", "wsrep_cluster_size": "3",
+                             "wsrep_incoming_addresses": "10.0.0.1:3306,10.0.0.2:3306"})
+    assert st.synced and st.has_member("10.0.0.2") and not st.has_member("10.0.0.3")
+    assert not wsrep.parse_status({"wsrep_cluster_status": "Non-primary"}).synced
