@@ -24,7 +24,8 @@ unit: setup
 integration: setup
 	.venv/bin/pytest -p no:cacheprovider tests/integration
 
-# The randomized nemesis with many faults (CI runs a short one): CHAOS_SEED=N replays a run.
+# The randomized nemesis with many faults (CI runs a short one on each topology): CHAOS_SEED=N
+# replays a run, CHAOS_TOPOLOGY=replication|galera runs one topology.
 chaos: setup
 	CHAOS_FAULTS=$${CHAOS_FAULTS:-120} .venv/bin/pytest -p no:cacheprovider -s tests/integration/test_nemesis.py
 
@@ -40,3 +41,4 @@ demo-down: setup
 bench: setup
 	$(PY) bench/supervisor.py
 	$(PY) bench/failover.py
+	$(PY) bench/galera.py

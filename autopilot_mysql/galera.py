@@ -36,6 +36,11 @@ G6 (writer)   Only the lock holder is writable, only while Synced in a Primary C
               while its lease holds; it fences itself (read_only) otherwise. A non-Primary node
               cannot commit at all (Galera refuses), so a writer outside our Primary Component
               is deposed at once; any other new writer waits out the old one's lease first.
+G7 (no quorum) A running node that has been outside any Primary Component for
+              NON_PRIMARY_GRACE seconds, while Consul (reachable) shows no member serving in
+              one, stops mysqld cleanly and takes part in the census (G2): otherwise members
+              that are down could never bootstrap beside it, nor join it. With Consul
+              unreachable it keeps running (it cannot know that no Primary Component exists).
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from .model import Action, Decision, ProcState, Role
 DOWN, STARTING, UP = "down", "starting", "up"
 DATA, NO_DATA = "data", "none"
 LEASE_MARGIN = 0.7  # seconds past a writer's lease before another node may open
+NON_PRIMARY_GRACE = 15.0  # G7: Galera re-forms a component by itself within this, if it can
 
 
 @dataclass(frozen=True)
@@ -145,6 +151,7 @@ class GaleraObservation:
     component_exists: bool = False  # another member serves in a Primary Component
     joining: str | None = None  # who holds the join lock (one state transfer at a time)
     check_passing: bool = False  # Consul's check of our /health passes
+    non_primary_for: float = 0.0  # seconds mysqld has answered outside a Primary Component
     leader: str | None = None
     lease_left: float = 0.0  # our lease as the writer (<= 0: expired or none)
     open_in: float = 0.0  # we hold the lock: seconds until the previous writer surely fenced
@@ -179,6 +186,10 @@ def decide(o: GaleraObservation) -> Decision:
         if o.leader == o.node:
             return Decision(Action.RELEASE, "not in a Primary Component: giving up the writer "
                             "role")
+        if o.dcs_ok and not o.component_exists and o.non_primary_for >= NON_PRIMARY_GRACE:
+            return Decision(Action.LEAVE, f"outside any Primary Component for "
+                            f"{o.non_primary_for:.0f}s and no member serves in one: stopping "
+                            "mysqld cleanly to take part in the census (G7)")
         return _wait("not in a Primary Component (a partition, or the cluster lost its "
                      "quorum): serving nothing until it rejoins one; Galera reconnects on its "
                      "own")

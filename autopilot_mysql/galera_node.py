@@ -78,6 +78,7 @@ class GaleraSupervisor:
         self.free_since: float | None = None  # when we first saw the writer lock free
         self.open_at = 0.0
         self.wsrep: wsrep.WsrepStatus | None = None
+        self.non_primary_since: float | None = None
         self.last_logged: tuple[str, float] = ("", 0.0)
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -230,6 +231,10 @@ class GaleraSupervisor:
             except MySQLError:
                 pass
         self.wsrep = st
+        if st is None or st.primary:
+            self.non_primary_since = None
+        elif self.non_primary_since is None:
+            self.non_primary_since = now
         dcs_ok = True
         try:
             self.keys = self.consul.cluster_state(consistent=True)
@@ -264,6 +269,7 @@ class GaleraSupervisor:
             node=me, mysqld=proc, mysqld_restart_in=self.mysqld.restart_in(),
             mysql_alive=alive, read_only=read_only, joining=k.galera_joining,
             check_passing=self._check_passing(dcs_ok, st),
+            non_primary_for=now - self.non_primary_since if self.non_primary_since else 0.0,
             primary=bool(st and st.primary), synced=bool(st and st.synced),
             state_comment=st.state_comment if st else "",
             writer_in_component=bool(st and leader and st.has_member(leader.address)),
@@ -329,6 +335,10 @@ class GaleraSupervisor:
             self._start(o, bootstrap=False)
         elif a == Action.BOOTSTRAP:
             self._bootstrap(o)
+        elif a == Action.LEAVE and self.mysqld is not None:
+            self.mysqld.stop(self.s.stop_timeout)  # clean: grastate.dat gets our position
+            self.consul.record_history("galera-left-for-census", {"node": o.node,
+                                                                  "reason": d.reason})
         elif a == Action.REGISTER:
             self._register(d.role)
         elif a == Action.CREATE_SESSION:

@@ -109,6 +109,11 @@ def _replica(o: Observation, writable: bool) -> Decision:
         return Decision(Action.WAIT, f"{o.behind}. It neither replicates nor serves until it "
                         "is re-provisioned (automatic with snapshots, or: empty its data "
                         "directory and restart it)", role=Role.REPLICA)
+    if o.refused and not o.refusal_confirmed:
+        return Decision(Action.WAIT, f"{leader} refuses our GTID position {o.gtid or '(empty)'}"
+                        " but has not proved its lock since: it may have restarted, and lost "
+                        "what we hold. Judging once a heartbeat of its confirms it is the "
+                        "primary", role=Role.REPLICA)
     if o.refused == "errant":
         return Decision(Action.MARK_ERRANT, f"{leader} refuses our GTID position {o.gtid}: "
                         "we hold transactions it never had", role=Role.REPLICA)

@@ -116,6 +116,7 @@ class Observation:
     errant: tuple[str, ...] = ()  # transactions the primary never had (found earlier)
     behind: str = ""  # the primary purged binary logs we still need (found earlier)
     refused: str = ""  # this cycle: the primary refuses our position: "errant" or "behind"
+    refusal_confirmed: bool = False  # the refusing node proved its lock after refusing
     # Election (leader key free): replication stopped and relay log applied; the position we
     # published; everyone's published positions; the acknowledgement set; healthy voters.
     drained: bool = False
@@ -167,6 +168,7 @@ class Action(StrEnum):
     RECOVER = "recover_position"  # mysqld is down: read our Galera position (grastate, recover)
     JOIN = "join"  # start mysqld joining the Primary Component (IST or SST)
     BOOTSTRAP = "bootstrap"  # start mysqld forming a new Primary Component (galera.G1-G5)
+    LEAVE = "leave"  # no quorum anywhere: stop mysqld cleanly for the census (galera.G7)
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,7 @@ class LocalNode:
         self.promise = promise  # failsafe: what we promised a primary cut off with us
         self.failsafe_note = ""
         self.refused_config: dict[str, str] | None = None
+        self.refused_since: float | None = None  # when the primary first refused our position
         self.disk_stall_at = 0.0  # when mysqld last said it waits for disk space
         # Set when mysqld's recovery truncated our binary log: a new server_id is needed
         # before replicating (the daemon renews it).
@@ -167,6 +168,7 @@ class LocalNode:
             else 0.0
         handover = keys.handover if (keys.handover and keys.handover.from_node in (
             self.last_leader, self.s.node_name) and (leader is None or holding)) else None
+        refused = self._refused() if alive else ""
         return Observation(
             node=self.s.node_name, stopping=stopping, observed_at=now,
             lock_valid_until=lock_valid_until, lease_left=lock_valid_until - now,
@@ -184,7 +186,8 @@ class LocalNode:
             semi_sync_replica=self.semi_sync_replica and alive,
             in_ack_set=self._in_ack_set(keys), identity_pending=self.identity_pending,
             errant=self.errant, behind=self.behind,
-            refused=self._refused() if alive else "",
+            refused=refused, refusal_confirmed=self._refusal_confirmed(refused, now, dcs_ok,
+                                                                        leader),
             drained=self.drained, published=self.published,
             positions=tuple(sorted((p for n, p in keys.positions.items()
                                     if n != self.s.node_name), key=lambda p: p.node)),
@@ -363,6 +366,22 @@ class LocalNode:
             return False
         data = sync.data_of(self.s.node_name)
         return data is not None and (not data or data == self.data_id)
+
+    def _refusal_confirmed(self, refused: str, now: float, dcs_ok: bool,
+                           leader: LeaderInfo | None) -> bool:
+        """The node that refuses our position is the primary *now*: a heartbeat of its (one
+        that checks its session holds the lock) was first seen after the refusal. A primary
+        gives up the lock before its mysqld restarts, so a refusal by a primary's mysqld that
+        restarted (and whose recovery truncated what we hold) is never confirmed: we are not
+        errant, it is behind, and the election sorts it out."""
+        if not refused:
+            self.refused_since = None
+            return False
+        if self.refused_since is None:
+            self.refused_since = now
+        since = self.refused_since
+        return dcs_ok and leader is not None and any(
+            node == leader.node and seen > since for (node, _), seen in self.hb_seen.items())
 
     def _refused(self) -> str:
         """The primary refuses our position (IO error 1236): errant, or behind its purged

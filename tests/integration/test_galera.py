@@ -24,6 +24,7 @@ from tests.testbed.cluster import (
     Node,
     boot_cluster,
     healthy_cluster,
+    make_node,
     start_router,
 )
 from tests.testbed.components import HAProxy
@@ -182,3 +183,87 @@ def test_coordinated_crash_recovers_from_the_most_advanced_node_with_every_row(
     client.halt()
     client.join(10)
     every_row_everywhere(nodes, acked | set(client.acked))
+
+
+def test_scale_to_five_with_no_config_change(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    nodes, lb = galera
+    create_table(writer(nodes))
+    client = Writer(lb.host.ip)
+    client.start()
+    t0 = time.monotonic()
+    more = [make_node(bed.add_host(f"db{i}"), TOPOLOGY="galera") for i in (4, 5)]
+    for n in more:
+        n.boot()
+    everyone = nodes + more
+    wait_until(lambda: healthy_cluster(everyone), timeout=180,
+               what="one writer and four Synced readers")
+    print(f"two more nodes joined by state transfer in {time.monotonic() - t0:.1f}s")
+    assert {wsrep(n)["wsrep_cluster_size"] for n in everyone} == {"5"}
+    client.halt()
+    client.join(10)
+    every_row_everywhere(everyone, set(client.acked))
+
+
+def test_a_partitioned_node_refuses_service_and_rejoins_after_the_heal(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    nodes, lb = galera
+    w = writer(nodes)
+    create_table(w)
+    cut = next(n for n in nodes if n is not w)
+    client = Writer(lb.host.ip)
+    client.start()
+    rules = bed.partition([cut.host])
+    wait_until(lambda: cut.http("/replica") == 503 and cut.http("/health") == 503, timeout=30,
+               what=f"{cut.name} to stop serving")
+    with pytest.raises(pymysql.MySQLError) as err, cut.app() as c, c.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM chaos")
+    assert err.value.args[0] == 1047, err.value  # "WSREP has not yet prepared node"
+    assert cut.mysqld_pid() is not None, "the partitioned node keeps running"
+    before = len(client.acked)
+    wait_until(lambda: len(client.acked) > before + 50, timeout=30,
+               what="writes on the majority meanwhile")
+    bed.heal(rules)
+    wait_until(lambda: healthy_cluster(nodes), timeout=90,
+               what=f"{cut.name} back as a Synced reader on its own")
+    client.halt()
+    client.join(10)
+    every_row_everywhere(nodes, set(client.acked))
+
+
+def test_a_joiner_killed_mid_sst_and_a_bootstrapper_killed_in_recovery_need_no_operator(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    nodes, lb = galera
+    create_table(writer(nodes))
+    client = Writer(lb.host.ip, pause=0)
+    client.start()
+    wait_until(lambda: len(client.acked) > 200, timeout=30, what="writes through HAProxy")
+    joiner = make_node(bed.add_host("db4"), TOPOLOGY="galera")
+    joiner.boot()
+    wait_until(lambda: "--role 'joiner'" in joiner.log.read_text(), timeout=60,
+               what="db4's state transfer to start")
+    joiner.host.kill()
+    print("db4 killed in the middle of its state transfer")
+    joiner.host.restart(graceful=False)
+    everyone = [*nodes, joiner]
+    wait_until(lambda: healthy_cluster(everyone), timeout=180,
+               what="db4 joined after all, on its own")
+    # a coordinated crash, then the node that claims the bootstrap dies as it starts
+    epoch = kv(bed, "galera/cluster")["epoch"]
+    for n in everyone:
+        n.host.kill()
+    client.halt()
+    client.join(10)
+    acked = set(client.acked)
+    for n in everyone:
+        n.host.restart(graceful=False)
+    record = wait_until(lambda: (r := kv(bed, "galera/cluster"))["epoch"] > epoch and r,
+                        timeout=120, what="a bootstrap claim")
+    boot = next(n for n in everyone if n.name == record["by"])
+    boot.host.kill()
+    print(f"{boot.name} killed right after it claimed the bootstrap (epoch {record['epoch']})")
+    time.sleep(2)
+    boot.host.restart(graceful=False)
+    wait_until(lambda: healthy_cluster(everyone), timeout=180,
+               what="the cluster back on its own after its bootstrapper died")
+    every_row_everywhere(everyone, acked)

@@ -1,4 +1,4 @@
-"""A randomized nemesis (Jepsen's model) against the replication topology.
+"""A randomized nemesis (Jepsen's model) against both topologies (replication and Galera).
 
 Clients write through HAProxy's write port while faults are drawn at random from a seeded
 generator and injected at random moments, overlapping, without waiting for the cluster to
@@ -15,7 +15,9 @@ healed after a random time. After the last one heals, the checkers:
   the row check proves it acknowledged nothing meanwhile). Such samples are counted and shown.
 
 The seed is printed; CHAOS_SEED=N replays the same draws (the timing of a real system still
-varies). CHAOS_FAULTS sets how many faults (CI: 12; `make chaos`: 120).
+varies). CHAOS_FAULTS sets how many faults (CI: 12; `make chaos`: 120); CHAOS_TOPOLOGY
+picks replication or galera (default: both, one after the other). For Galera "errant" is
+always empty and the position is the cluster's uuid:seqno, the same on every node.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from tests.testbed.workload import Writer, create_table, missing_on
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAULTS = int(os.environ.get("CHAOS_FAULTS", "12"))
 SEED = int(os.environ.get("CHAOS_SEED") or random.SystemRandom().randrange(1, 10**6))
+TOPOLOGIES = os.environ.get("CHAOS_TOPOLOGY", "replication,galera").split(",")
 RECOVERY_BOUND = 180.0
 RESUME_EXCUSE = 0.1
 T0 = time.monotonic()
@@ -173,9 +176,10 @@ class Nemesis:
                 self.log(f"healed {f.kind} on {', '.join(f.targets) or 'the Consul server'}")
 
 
-@pytest.fixture
-def setup(bed: TestBed) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
-    nodes = boot_cluster(bed, 3)
+@pytest.fixture(params=TOPOLOGIES)
+def setup(bed: TestBed, request: pytest.FixtureRequest
+          ) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
+    nodes = boot_cluster(bed, 3, timeout=180, TOPOLOGY=request.param)
     lb = start_router(bed)
     create_table(next(n for n in nodes if n.http("/primary") == 200))
     yield bed, nodes, lb
@@ -185,7 +189,9 @@ def test_random_faults_lose_no_acknowledged_write_and_never_make_two_primaries(
         setup: tuple[TestBed, list[Node], HAProxy]) -> None:
     bed, nodes, lb = setup
     rng = random.Random(SEED)
-    print(f"\nnemesis: CHAOS_SEED={SEED} CHAOS_FAULTS={FAULTS} (replay with these)")
+    topology = nodes[0].env.get("TOPOLOGY", "replication")
+    print(f"\nnemesis: CHAOS_SEED={SEED} CHAOS_FAULTS={FAULTS} CHAOS_TOPOLOGY={topology} "
+          "(replay with these)")
     writers = [Writer(lb.host.ip, first_id=k * 10**8, pause=0.01) for k in range(1, 4)]
     for w in writers:
         w.start()
@@ -235,9 +241,9 @@ def test_random_faults_lose_no_acknowledged_write_and_never_make_two_primaries(
                what=f"every node at the same position ({positions})")
     strict, excused = watch.two_writable(nemesis.resumed)
     gaps = max(w.longest_gap(T0, healed) for w in writers)
-    print(f"nemesis CHAOS_SEED={SEED}: {FAULTS} faults, {len(acked)} acknowledged writes, all on "
-          f"every node; final primary {final.name}; recovered {recovered:.1f}s after the last "
-          f"heal; longest write gap {gaps:.1f}s; two writable in {strict} sample(s) "
+    print(f"nemesis CHAOS_SEED={SEED} ({topology}): {FAULTS} faults, {len(acked)} acknowledged "
+          f"writes, all on every node; final primary {final.name}; recovered {recovered:.1f}s "
+          f"after the last heal; longest write gap {gaps:.1f}s; two writable in {strict} sample(s) "
           f"(+{excused} within {RESUME_EXCUSE}s of a SIGCONT) of {len(watch.samples)}")
     assert strict == 0, "two nodes were writable at the same time:\n" + "\n".join(
         nemesis.timeline)

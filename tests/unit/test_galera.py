@@ -210,3 +210,13 @@ def test_status_names_the_components_members() -> None:
                              "wsrep_incoming_addresses": "10.0.0.1:3306,10.0.0.2:3306"})
     assert st.synced and st.has_member("10.0.0.2") and not st.has_member("10.0.0.3")
     assert not wsrep.parse_status({"wsrep_cluster_status": "Non-primary"}).synced
+
+
+def test_g7_without_quorum_anywhere_a_node_leaves_for_the_census() -> None:
+    lost = replace(RUN, primary=False, synced=False, leader=None)
+    assert decide(replace(lost, non_primary_for=3.0)).action == Action.WAIT
+    assert decide(replace(lost, non_primary_for=30.0)).action == Action.LEAVE
+    # a Primary Component serves elsewhere (we are the minority), or Consul cannot say
+    assert decide(replace(lost, non_primary_for=30.0, component_exists=True)).action \
+        == Action.WAIT
+    assert decide(replace(lost, non_primary_for=30.0, dcs_ok=False)).action == Action.WAIT

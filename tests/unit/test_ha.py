@@ -103,7 +103,8 @@ def test_another_leader_means_follow_or_fence() -> None:
 
 
 def test_errant_transactions_are_detected_and_keep_the_node_out() -> None:
-    assert d(**L2, replica=REPLICATING, refused="errant") == Action.MARK_ERRANT
+    assert d(**L2, replica=REPLICATING, refused="errant",
+             refusal_confirmed=True) == Action.MARK_ERRANT
     stuck = decide(replace(BASE, **L2, errant=("0-1-8..0-1-9",)))  # type: ignore[arg-type]
     assert stuck.action == Action.WAIT and not stuck.healthy and "0-1-8..0-1-9" in stuck.reason
     assert d(errant=("0-1-9",), gtid="0-1-9", published="0-1-9") == Action.WAIT  # no candidate
@@ -112,7 +113,8 @@ def test_errant_transactions_are_detected_and_keep_the_node_out() -> None:
 def test_a_node_behind_purged_binary_logs_is_not_errant() -> None:
     """Defect 10: IO error 1236 because the primary purged what we need is reported as that
     (re-provision with newer data), never as errant transactions."""
-    assert d(**L2, replica=REPLICATING, refused="behind") == Action.MARK_BEHIND
+    assert d(**L2, replica=REPLICATING, refused="behind",
+             refusal_confirmed=True) == Action.MARK_BEHIND
     stuck = decide(replace(BASE, **L2, behind="the primary purged ..."))  # type: ignore[arg-type]
     assert stuck.action == Action.WAIT and not stuck.healthy and "purged" in stuck.reason
     assert "errant" not in stuck.reason
@@ -267,3 +269,14 @@ def test_a_primary_whose_volume_is_full_hands_over_to_a_replica_with_room() -> N
     assert stay.action == Action.STAY_PRIMARY and "no healthy replica has room" in stay.reason
     # a node with a full volume takes part in an election but is no candidate
     assert d(gtid="0-1-9", published="0-1-9", disk_full="full", voters=()) == Action.WAIT
+
+
+def test_a_refusal_counts_only_once_the_refusing_node_proves_it_is_still_the_primary() -> None:
+    """Nemesis seed 2086918069: a primary crashed itself, its recovery truncated two commits a
+    replica had acknowledged, and its restarted mysqld (no longer primary, Consul unreachable)
+    refused that replica's position; the replica took itself for errant and was rebuilt from
+    a copy, destroying the last copy of those commits. A refusal is judged only after a
+    heartbeat of the refusing node, first seen after the refusal, proves it holds the lock."""
+    for refused in ("errant", "behind"):
+        decision = decide(replace(BASE, **L2, replica=REPLICATING, refused=refused))
+        assert decision.action == Action.WAIT and "proved its lock" in decision.reason
