@@ -381,6 +381,12 @@ class GaleraSupervisor:
         """Our data's Galera position while mysqld is down (galera.G3's input)."""
         datadir = self.s.datadir
         me = self.s.node_name
+        if self.session is not None:
+            # mysqld is down: the writer lock (if ours) must not wait for Consul's check
+            try:
+                self._end_session()
+            except DCSError as exc:
+                log.warning("could not end our Consul session: %s (its check fails soon)", exc)
         if dd.inspect(datadir) == dd.DataDirState.EMPTY:
             self.local = CensusDoc(me, DOWN)
         elif wsrep.sst_interrupted(datadir):

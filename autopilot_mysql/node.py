@@ -168,7 +168,10 @@ class LocalNode:
             else 0.0
         handover = keys.handover if (keys.handover and keys.handover.from_node in (
             self.last_leader, self.s.node_name) and (leader is None or holding)) else None
-        refused = self._refused() if alive else ""
+        # Only a refusal by the node that holds the lock counts (the IO thread's error stays
+        # after it stopped: it may be an old primary's, whose restart truncated what we hold).
+        refused = self._refused() if alive and leader is not None and self.replica is not None \
+            and self.replica.master_host == leader.address else ""
         return Observation(
             node=self.s.node_name, stopping=stopping, observed_at=now,
             lock_valid_until=lock_valid_until, lease_left=lock_valid_until - now,

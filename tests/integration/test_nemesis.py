@@ -4,7 +4,9 @@ Clients write through HAProxy's write port while faults are drawn at random from
 generator and injected at random moments, overlapping, without waiting for the cluster to
 settle in between: host kill, pause (short, and longer than the session TTL), partition (both
 ways, one way in each direction, from the Consul server only), mysqld crash, loss of the Consul
-server, two nodes killed at once, and every node killed at once (a power cut). Each fault is
+server, a full data volume (below DISK_MIN_FREE, or to the last byte; replication only: the
+Galera supervisor has no disk rule yet), two nodes killed at once, and every node killed at
+once (a power cut). Each fault is
 healed after a random time. After the last one heals, the checkers:
 
 - one primary within RECOVERY_BOUND seconds, with no manual step;
@@ -28,6 +30,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -71,8 +74,9 @@ class Nemesis:
     consul_down: bool = False
 
     KINDS = ("kill", "pause-short", "pause-long", "partition", "partition-in", "partition-out",
-             "cut-from-consul", "mysqld-crash", "consul-loss", "kill-two", "kill-all")
-    WEIGHTS = (14, 8, 6, 10, 6, 6, 8, 10, 6, 4, 3)
+             "cut-from-consul", "mysqld-crash", "consul-loss", "kill-two", "kill-all",
+             "disk-full")
+    WEIGHTS = (14, 8, 6, 10, 6, 6, 8, 10, 6, 4, 3, 5)
 
     def log(self, text: str) -> None:
         line = f"{stamp()} {text}"
@@ -90,6 +94,8 @@ class Nemesis:
 
     def inject(self) -> None:
         kind = self.rng.choices(self.KINDS, self.WEIGHTS)[0]
+        if kind == "disk-full" and self.nodes[0].env.get("TOPOLOGY") == "galera":
+            return
         free = [n for n in self.nodes if n.name not in self.busy()]
         duration = self.rng.uniform(1.0, 10.0)
         now = time.monotonic()
@@ -143,6 +149,12 @@ class Nemesis:
 
             def heal(r: list[tuple[object, list[str]]] = rules) -> None:  # type: ignore[assignment]
                 self.bed.heal(r)  # type: ignore[arg-type]
+        elif kind == "disk-full":
+            n = targets[0]
+            ballast = n.host.fill(n.datadir, leave_mb=self.rng.choice((0, 40)))
+
+            def heal(b: Path = ballast) -> None:
+                b.unlink(missing_ok=True)
         elif kind == "mysqld-crash":
             pid = targets[0].mysqld_pid()
             if pid is None:
@@ -179,7 +191,9 @@ class Nemesis:
 @pytest.fixture(params=TOPOLOGIES)
 def setup(bed: TestBed, request: pytest.FixtureRequest
           ) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
-    nodes = boot_cluster(bed, 3, timeout=180, TOPOLOGY=request.param)
+    volumes = {f"db{i}": 600 for i in (1, 2, 3)} if request.param == "replication" else None
+    nodes = boot_cluster(bed, 3, timeout=180, volumes=volumes, DISK_MIN_FREE="64M",
+                         TOPOLOGY=request.param)
     lb = start_router(bed)
     create_table(next(n for n in nodes if n.http("/primary") == 200))
     yield bed, nodes, lb
