@@ -175,13 +175,16 @@ class Host:
         ballast = path / "ballast.fill"
         st = os.statvfs(path)
         free = st.f_bavail * st.f_frsize - (leave_mb << 20)
-        with open(ballast, "ab") as f:
+        try:
+            f = open(ballast, "ab", buffering=0)  # noqa: SIM115 (unbuffered: a write fails, never the close)
+        except OSError:
+            return ballast  # full already: nothing to add (nor to free)
+        with f:
             chunk = b"\0" * (1 << 20)
             while free > 0:
                 n = min(free, len(chunk))
                 try:
                     f.write(chunk[:n])
-                    f.flush()
                 except OSError:
                     break
                 free -= n
