@@ -16,6 +16,9 @@ Terms.
   or a bootstrap is forced.
 - The *writer*: the holder of the leader lock, one Synced node of the Primary Component. All
   others are read-only.
+- A Primary Component *exists* when another member says so itself (its GET /status, fresh):
+  Consul's catalog still lists members as passing for seconds after a power cut, and a node
+  that joined on that waited pc.wait_prim_timeout for a component that was not there.
 
 Rules.
 G1 (once)     A new cluster is bootstrapped only by the node whose compare-and-set created the
@@ -37,8 +40,8 @@ G6 (writer)   Only the lock holder is writable, only while Synced in a Primary C
               cannot commit at all (Galera refuses), so a writer outside our Primary Component
               is deposed at once; any other new writer waits out the old one's lease first.
 G7 (no quorum) A running node that has been outside any Primary Component for
-              NON_PRIMARY_GRACE seconds, while Consul (reachable) shows no member serving in
-              one, stops mysqld cleanly and takes part in the census (G2): otherwise members
+              NON_PRIMARY_GRACE seconds, while Consul (reachable) lists no member serving in
+              one and no member says over HTTP that it does, stops mysqld cleanly and takes part in the census (G2): otherwise members
               that are down could never bootstrap beside it, nor join it. With Consul
               unreachable it keeps running (it cannot know that no Primary Component exists).
 """
@@ -148,7 +151,8 @@ class GaleraObservation:
     record: Record | None = None
     known: tuple[str, ...] = ()
     census: dict[str, CensusDoc] = field(default_factory=dict)
-    component_exists: bool = False  # another member serves in a Primary Component
+    component_exists: bool = False  # another member says (GET /status) it serves in one now
+    component_listed: bool = False  # Consul lists another member passing as writer or reader
     joining: str | None = None  # who holds the join lock (one state transfer at a time)
     check_passing: bool = False  # Consul's check of our /health passes
     non_primary_for: float = 0.0  # seconds mysqld has answered outside a Primary Component
@@ -186,7 +190,8 @@ def decide(o: GaleraObservation) -> Decision:
         if o.leader == o.node:
             return Decision(Action.RELEASE, "not in a Primary Component: giving up the writer "
                             "role")
-        if o.dcs_ok and not o.component_exists and o.non_primary_for >= NON_PRIMARY_GRACE:
+        if o.dcs_ok and not o.component_exists and not o.component_listed \
+                and o.non_primary_for >= NON_PRIMARY_GRACE:
             return Decision(Action.LEAVE, f"outside any Primary Component for "
                             f"{o.non_primary_for:.0f}s and no member serves in one: stopping "
                             "mysqld cleanly to take part in the census (G7)")

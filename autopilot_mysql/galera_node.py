@@ -31,6 +31,7 @@ from .model import Action, Decision, Member, NodeStatus, ProcState, Role
 from .mysql import datadir as dd
 from .mysql import wsrep
 from .mysql.server import LocalServer
+from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
 from .utils import SystemClock
 
@@ -79,6 +80,11 @@ class GaleraSupervisor:
         self.open_at = 0.0
         self.wsrep: wsrep.WsrepStatus | None = None
         self.non_primary_since: float | None = None
+        # The other nodes' own word (GET /status): a Primary Component exists only if one of
+        # them says it serves in one now. Consul's catalog still shows members passing for
+        # seconds after a power cut, and a node that joined on that started mysqld into no
+        # Primary Component at all.
+        self.peers = Peers(settings.health_port)
         self.last_logged: tuple[str, float] = ("", 0.0)
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -262,8 +268,10 @@ class GaleraSupervisor:
             self.free_since = now
         holding = leader is not None and leader.node == me and self.session is not None \
             and leader.session == self.session
-        component = any(m.passing and m.node != me and m.role in (Role.PRIMARY, Role.REPLICA)
-                        for m in self.members)
+        self.peers.want(self._addresses())
+        component = any(self._in_primary(n) for n in self._addresses())
+        listed = any(m.passing and m.node != me and m.role in (Role.PRIMARY, Role.REPLICA)
+                     for m in self.members)
         known = tuple(sorted(set(k.members) | ({me} if me in k.census else set())))
         return GaleraObservation(
             node=me, mysqld=proc, mysqld_restart_in=self.mysqld.restart_in(),
@@ -277,11 +285,19 @@ class GaleraSupervisor:
             published=k.census.get(me), dcs_ok=dcs_ok,
             registered=self.registered_role is not None, session=self.session,
             record=k.galera, known=known, census=k.census, component_exists=component,
+            component_listed=listed,
             leader=leader.node if leader else None,
             lease_left=(self.lease_from + self.cfg.lease - now) if holding else 0.0,
             open_in=max(0.0, self.open_at - now) if holding and self._previous_may_write(st)
             else 0.0,
             forced=k.galera_force.get("node") if k.galera_force else None)
+
+    def _in_primary(self, node: str) -> bool:
+        doc = self.peers.status(node, max_age=3.0)
+        if doc is None or not doc.get("healthy"):
+            return False
+        extra = doc.get("extra")
+        return isinstance(extra, dict) and str(extra.get("wsrep", "")).startswith("Primary")
 
     def _check_passing(self, dcs_ok: bool, st: wsrep.WsrepStatus | None) -> bool:
         """Our check, from the agent (only asked when it matters: a Synced node without a

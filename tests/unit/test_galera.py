@@ -219,4 +219,6 @@ def test_g7_without_quorum_anywhere_a_node_leaves_for_the_census() -> None:
     # a Primary Component serves elsewhere (we are the minority), or Consul cannot say
     assert decide(replace(lost, non_primary_for=30.0, component_exists=True)).action \
         == Action.WAIT
+    assert decide(replace(lost, non_primary_for=30.0, component_listed=True)).action \
+        == Action.WAIT
     assert decide(replace(lost, non_primary_for=30.0, dcs_ok=False)).action == Action.WAIT
