@@ -41,8 +41,9 @@ G6 (writer)   Only the lock holder is writable, only while Synced in a Primary C
               is deposed at once; any other new writer waits out the old one's lease first.
 G7 (no quorum) A running node that has been outside any Primary Component for
               NON_PRIMARY_GRACE seconds, while Consul (reachable) lists no member serving in
-              one and no member says over HTTP that it does, stops mysqld cleanly and takes part in the census (G2): otherwise members
-              that are down could never bootstrap beside it, nor join it. With Consul
+              one and no member says over HTTP that it does, stops mysqld cleanly and takes
+              part in the census (G2): otherwise members that are down could never bootstrap
+              beside it, nor join it. With Consul
               unreachable it keeps running (it cannot know that no Primary Component exists).
 """
 
