@@ -277,13 +277,18 @@ class Daemon:
     def _recovery_args(self) -> list[str]:
         """election.I8, before every start of mysqld."""
         node = self.node
+        # It was the primary in mysqld's last run (election.I8): writable since that start, or
+        # so its data directory says (a crash of the whole host forgets the former).
+        was_primary = (node is not None and node.writable_gen != self.gen_at_start) or \
+            dd.read_node_state(self.s.datadir).get("last_role") == "primary"
         self.gen_at_start = node.writable_gen if node is not None else 0
         if node is None:
             sync, known = self.initial_sync
         else:
             sync = node.cluster.sync
             known = self.clock.monotonic() - node.dcs_ok_at < 2 * node.lease
-        truncate = election.may_truncate_unacknowledged(sync, self.s.node_name, known)
+        truncate = election.may_truncate_unacknowledged(sync, self.s.node_name, known,
+                                                        was_primary)
         if self.mysqld is not None and any(HEURISTIC in line for line in self.mysqld.tail):
             # Killed in the middle of its semi-sync recovery: the binary log was already
             # truncated, InnoDB still holds the prepared transactions, and MariaDB refuses to
@@ -302,7 +307,9 @@ class Daemon:
             return ["--init-rpl-role=SLAVE"]
         log.info("starting mysqld; if it did not shut down cleanly, its recovery keeps every "
                  "commit it finds: this node %s", "may hold acknowledged commits no other node "
-                 "has (it was acknowledging alone)" if known and sync is not None else
+                 "has (it was acknowledging alone)" if known and sync is not None
+                 and sync.primary == self.s.node_name else "was a replica (what it holds may "
+                 "have been acknowledged)" if known and sync is not None else
                  "does not know the acknowledgement set")
         return []
 

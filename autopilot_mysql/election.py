@@ -49,11 +49,16 @@ I6 (open)   The new holder opens for writes only after it applied everything it 
 I7 (force)  An operator may name a candidate that takes the lock without (a)-(b); it is
             recorded in Consul, and I1 and I6 still hold.
 I8 (recover) mysqld's crash recovery may truncate commits its binary log holds but InnoDB did
-            not durably commit (MariaDB's semi-sync recovery, --init-rpl-role=SLAVE): never
-            acknowledged, or acknowledged by a replica. It may not when this node may hold
-            acknowledged commits no other node has: when it wrote an unsynced set, or when
-            the set cannot be read. Those commits then survive as the normal recovery commits
-            them (errant at worst, re-provisioned, never lost).
+            not durably commit (MariaDB's semi-sync recovery, --init-rpl-role=SLAVE) only on
+            the node that wrote them as primary: never acknowledged, or acknowledged by a
+            replica. So only a node that was the primary (it wrote the current set, or it was
+            writable during its last mysqld run), and never a replica: a replica's binary log
+            holds what a primary sent it, acknowledged perhaps, and the primary may truncate
+            its own copy (nemesis seed 157636295: both truncated an acknowledged commit). It
+            may not either when this node may hold acknowledged commits no other node has:
+            when it wrote an unsynced set, or when the set cannot be read. Those commits then
+            survive as the normal recovery commits them (errant at worst, re-provisioned,
+            never lost).
 
 (A) follows from I2-I5: an acknowledged commit is on a member of M (or on the unsynced primary),
 the winner holds every such position, and replicas receive the binary log in order. (B) follows
@@ -223,12 +228,16 @@ def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState
                    f"({gtid.render(candidates[me]) or 'empty'}; {others})", winner=me)
 
 
-def may_truncate_unacknowledged(sync: SyncState | None, node: str, known: bool) -> bool:
+def may_truncate_unacknowledged(sync: SyncState | None, node: str, known: bool,
+                                was_primary: bool = False) -> bool:
     """I8: may this node's next mysqld start truncate what was never durably committed?
-    `known`: the set was read (False: Consul unreachable, so the answer is no)."""
+    `known`: the set was read (False: Consul unreachable, so the answer is no);
+    `was_primary`: it was writable during its last mysqld run."""
     if not known or sync is None:
         return False
-    return not (sync.primary == node and not sync.synced)
+    if sync.primary == node and not sync.synced:
+        return False
+    return sync.primary == node or was_primary
 
 
 # The old primary's watchdog period plus its fence (SET read_only, or crashing mysqld when

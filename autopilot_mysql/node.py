@@ -19,6 +19,7 @@ from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DCSError, MySQLError
 from .keys import ClusterKeys, Heartbeat, LeaderInfo
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
+from .mysql import datadir as dd
 from .mysql.server import FenceResult, LocalServer
 from .peers import Peers
 from .process import ManagedProcess
@@ -474,6 +475,7 @@ class LocalNode:
             self.fence()
         elif a == Action.FOLLOW:
             assert o.leader_address is not None
+            self._record_role("replica")  # before anything replicated is binlogged (I8)
             self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password,
                                       semi_sync=o.in_ack_set)
             self._clear_position()
@@ -546,6 +548,7 @@ class LocalNode:
         if self.clock.monotonic() >= o.lock_valid_until - 0.1:
             log.warning("our lease ran out while promoting: not opening for writes")
             return
+        self._record_role("primary")  # durably, before anything is written (election.I8)
         self.mysql.set_read_only(False)
         self.writable_gen += 1  # after lifting it: the watchdog checks again if need be
         self._clear_position()
@@ -613,6 +616,14 @@ class LocalNode:
 
     def _wake(self) -> None:
         self.bus.publish(Event(Code.LEADER_CHANGED, "self"))  # run the next cycle at once
+
+    def _record_role(self, role: str) -> None:
+        """What this node's binary log is about to receive: its own commits (primary) or a
+        primary's (replica). Kept in the data directory's state file, so that after a crash,
+        even of the whole host, the next start knows whether its recovery may truncate."""
+        state = dd.read_node_state(self.s.datadir)
+        if state.get("last_role") != role:
+            dd.write_node_state(self.s.datadir, {**state, "last_role": role})
 
     def _clear_position(self) -> None:
         if self.published is not None:

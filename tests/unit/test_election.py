@@ -206,7 +206,13 @@ def test_I3_with_every_member_gone_for_a_while_acknowledge_alone_without_waiting
 def test_I8_recovery_keeps_what_only_this_node_may_hold() -> None:
     unsynced = SyncState("db1", "d1", (("db2", "d2"),), synced=False)
     assert not election.may_truncate_unacknowledged(unsynced, "db1", known=True)
-    assert election.may_truncate_unacknowledged(unsynced, "db2", known=True)
+    assert not election.may_truncate_unacknowledged(unsynced, "db1", known=True,
+                                                    was_primary=True)
+    # a replica never truncates (nemesis seed 157636295: the primary and the replica that had
+    # acknowledged a commit both truncated it); a former primary that was writable does
+    assert not election.may_truncate_unacknowledged(unsynced, "db2", known=True)
+    assert not election.may_truncate_unacknowledged(SYNCED, "db2", known=True)
+    assert election.may_truncate_unacknowledged(unsynced, "db2", known=True, was_primary=True)
     assert election.may_truncate_unacknowledged(SYNCED, "db1", known=True)
     assert not election.may_truncate_unacknowledged(SYNCED, "db1", known=False)
     assert not election.may_truncate_unacknowledged(None, "db1", known=True)
