@@ -22,7 +22,7 @@ from .backup.provision import recover_interrupted_rebuild
 from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul, Watcher
 from .events import Code, Event, EventBus
-from .exceptions import ConfigError, DCSError, MySQLError
+from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .ha import decide
 from .keys import ClusterKeys
 from .model import Action, Decision, Member, NodeStatus, Observation, ProcState
@@ -279,8 +279,12 @@ class Daemon:
         node = self.node
         # It was the primary in mysqld's last run (election.I8): writable since that start, or
         # so its data directory says (a crash of the whole host forgets the former).
+        try:
+            recorded = dd.read_node_state(self.s.datadir).get("last_role")
+        except DataDirError:
+            recorded = None  # unreadable: treated as a replica (it keeps what it holds)
         was_primary = (node is not None and node.writable_gen != self.gen_at_start) or \
-            dd.read_node_state(self.s.datadir).get("last_role") == "primary"
+            recorded == "primary"
         self.gen_at_start = node.writable_gen if node is not None else 0
         if node is None:
             sync, known = self.initial_sync

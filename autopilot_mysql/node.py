@@ -16,7 +16,7 @@ from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul
 from .election import GRACE_MARGIN
 from .events import Code, Event, EventBus
-from .exceptions import ConfigError, DCSError, MySQLError
+from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .keys import ClusterKeys, Heartbeat, LeaderInfo
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
 from .mysql import datadir as dd
@@ -621,9 +621,14 @@ class LocalNode:
         """What this node's binary log is about to receive: its own commits (primary) or a
         primary's (replica). Kept in the data directory's state file, so that after a crash,
         even of the whole host, the next start knows whether its recovery may truncate."""
-        state = dd.read_node_state(self.s.datadir)
-        if state.get("last_role") != role:
-            dd.write_node_state(self.s.datadir, {**state, "last_role": role})
+        try:
+            state = dd.read_node_state(self.s.datadir)
+            if state.get("last_role") != role:
+                dd.write_node_state(self.s.datadir, {**state, "last_role": role})
+        except (DataDirError, OSError) as exc:
+            # Without it, a crash recovery treats this node as a replica (keeps everything):
+            # errant at worst, never a lost commit.
+            log.error("cannot record this node's role in its state file: %s", exc)
 
     def _clear_position(self) -> None:
         if self.published is not None:
