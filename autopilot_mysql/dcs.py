@@ -308,16 +308,24 @@ class Consul:
 
     # --- election positions -------------------------------------------------------------------
 
-    def publish_position(self, session: str, node: str, gtid: str, data: str,
+    def publish_position(self, session: str, node: str, gtid: str, data: str, *, term: int,
                          can_apply: bool = True) -> None:
-        """Our GTID position and data id for an election, in a key tied to our session (it
-        vanishes when we do, so only reachable nodes' positions count)."""
-        doc = {"gtid": gtid, "data": data, "can_apply": can_apply}
-        ok = self._call("position publish", lambda: self.client.kv.put(
-            self.keys.positions + node, json.dumps(doc), acquire=session))
-        if not ok:
-            raise DCSError(f"could not publish our position under {self.keys.positions}"
-                           f"{node}: the key is held by another session")
+        """Our GTID position and data id for the election of `term` (election.I5), in a key
+        tied to our session (it vanishes when we do, so only reachable nodes' positions
+        count). Only this node publishes under its name: a key held by another session is an
+        earlier run's of this node (its supervisor restarted before that session expired),
+        and is replaced."""
+        key = self.keys.positions + node
+        doc = json.dumps({"gtid": gtid, "data": data, "can_apply": can_apply, "term": term})
+        if self._call("position publish", lambda: self.client.kv.put(key, doc, acquire=session)):
+            return
+        log.info("the election position %s is still held by an earlier session of this node "
+                 "(its supervisor restarted): replacing it", key)
+        self.clear_position(node)
+        if not self._call("position publish", lambda: self.client.kv.put(key, doc,
+                                                                         acquire=session)):
+            raise DCSError(f"could not publish our position under {key}: the key is held by "
+                           f"another session (is a second node running as {node}?)")
 
     def clear_position(self, node: str) -> None:
         self._call("position clear",

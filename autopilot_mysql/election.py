@@ -39,9 +39,15 @@ I5 (elect)  A node may take a free lock only when (a) it holds the published pos
             every node that may have an acknowledged commit it lacks: every member of M if
             synced, else the primary that wrote M; (b) its position covers each of those, the
             hwm, and the position a primary handing over recorded; (c) no published position
-            is better. Positions are published under the candidate's session and the lock is
-            taken in a transaction that checks M did not change since it was read. There is
-            no time-out on (a): the cluster stays read-only and says why instead.
+            is better. Positions are published under the candidate's session, each with the
+            *term* it was published for: the Consul index of M at that moment (only a lock
+            holder writes M, and it does before it opens, so a free lock leaves it unchanged
+            and a term that wrote anything moved it). A position of another term counts for
+            nothing: it may predate commits its node received since (nemesis seed 157636295:
+            a restarted node's earlier position, still held by its dead session, let a
+            less advanced node win). The lock is taken in a transaction that checks M did not
+            change since it was read. There is no time-out on (a): the cluster stays
+            read-only and says why instead.
 I6 (open)   The new holder opens for writes only after it applied everything it received and
             the old primary's lease surely ran out: `grace_ends` (counted by its own clock
             from when it first saw the old primary's last heartbeat), or at once after a
@@ -111,6 +117,13 @@ class Published:
     gtid: str
     data: str = ""  # its data id
     can_apply: bool = True  # False: its SQL thread fails, it cannot open with what it holds
+    term: int = 0  # the acknowledgement set's index it was published for (I5); -1: unknown
+
+
+def term(sync: SyncState | None) -> int:
+    """I5: the election term a position is published for: the acknowledgement set's Consul
+    index (0 when none was ever written)."""
+    return sync.index if sync is not None else 0
 
 
 class Verdict(StrEnum):
@@ -164,6 +177,8 @@ def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState
             return Outcome(Verdict.TAKE, f"an operator forced this node to take over ({forced})",
                            winner=me)
         return Outcome(Verdict.DEFER, f"an operator forced {forced} to take over", winner=forced)
+    current = term(sync)
+    positions = {n: p for n, p in positions.items() if p.term == current}  # I5: this term's
     readable: dict[str, gtid.Position] = {}
     for node, p in positions.items():
         try:

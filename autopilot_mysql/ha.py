@@ -152,13 +152,18 @@ def _replica(o: Observation, writable: bool) -> Decision:
                     role=Role.REPLICA, healthy=True)
 
 
+def _published(o: Observation) -> bool:
+    """Our published position is what we hold, for this election's term (election.I5)."""
+    return o.published == o.gtid and o.published_term == election.term(o.sync)
+
+
 def _election(o: Observation, writable: bool) -> Decision:
     if writable:
         return Decision(Action.FENCE, "the leader key is free but this node is writable: "
                         "fencing", healthy=True)
     if o.handing_over:
         if o.handover_age < o.handover_timeout:
-            if o.published != o.gtid:  # the election must be able to cover what we hold
+            if not _published(o):  # the election must be able to cover what we hold
                 return Decision(Action.PUBLISH_POSITION, f"handed over: publishing our "
                                 f"position {o.gtid or '(empty)'}", healthy=True)
             return Decision(Action.WAIT, f"handed the primary role over"
@@ -178,11 +183,12 @@ def _election(o: Observation, writable: bool) -> Decision:
     if o.replica is not None and not o.drained:
         return Decision(Action.DRAIN, "the primary is gone: stopping replication and applying "
                         "the relay log before the election", healthy=True)
-    if o.published != o.gtid:
+    if not _published(o):
         return Decision(Action.PUBLISH_POSITION, f"publishing our position "
                         f"{o.gtid or '(empty)'} for the election", healthy=True)
     mine = election.Published(o.node, o.gtid, o.data_id,
-                              can_apply=not o.apply_stalled and not o.disk_full)
+                              can_apply=not o.apply_stalled and not o.disk_full,
+                              term=election.term(o.sync))
     positions = {p.node: p for p in o.positions if p.node != o.node}
     positions[o.node] = mine
     out = election.decide_election(

@@ -121,6 +121,7 @@ class Observation:
     # published; everyone's published positions; the acknowledgement set; healthy voters.
     drained: bool = False
     published: str | None = None
+    published_term: int = 0  # the election term it was published for (election.I5)
     positions: tuple[Published, ...] = ()  # others' published positions
     sync: SyncState | None = None
     voters: tuple[str, ...] = ()  # passing members but us and the last leader

@@ -81,6 +81,7 @@ class LocalNode:
         self.final_hb: Heartbeat | None = None
         self.drained = False
         self.published: str | None = None
+        self.published_term = 0
         self.errant: tuple[str, ...] = ()
         self.behind = ""
         self.relay_pending = False
@@ -192,7 +193,7 @@ class LocalNode:
             errant=self.errant, behind=self.behind,
             refused=refused, refusal_confirmed=self._refusal_confirmed(refused, now, dcs_ok,
                                                                         leader),
-            drained=self.drained, published=self.published,
+            drained=self.drained, published=self.published, published_term=self.published_term,
             positions=tuple(sorted((p for n, p in keys.positions.items()
                                     if n != self.s.node_name), key=lambda p: p.node)),
             sync=keys.sync, voters=tuple(n for n in healthy if n != self.last_leader),
@@ -454,8 +455,9 @@ class LocalNode:
         elif a == Action.PUBLISH_POSITION:
             assert self.session is not None
             self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
+                                         term=election.term(o.sync),
                                          can_apply=not o.apply_stalled and not o.disk_full)
-            self.published = o.gtid
+            self.published, self.published_term = o.gtid, election.term(o.sync)
             self._wake()
         elif a == Action.ACQUIRE_LOCK:
             assert self.session is not None
@@ -520,8 +522,8 @@ class LocalNode:
         elif a == Action.RELEASE:
             assert self.session is not None
             self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
-                                         can_apply=False)
-            self.published = o.gtid
+                                         term=election.term(o.sync), can_apply=False)
+            self.published, self.published_term = o.gtid, election.term(o.sync)
             self.consul.release_leader(self.session)
             log.error("%s", d.reason)
         elif a == Action.REJECT_SWITCHOVER:

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from autopilot_mysql.dcs import Consul
+from autopilot_mysql.election import Published
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import APP_DB, Node, make_node
 from tests.testbed.components import ConsulAgent, start_consul
@@ -331,3 +333,20 @@ def test_forwarded_signals_and_member_changes_reach_the_loop(bed: TestBed,
                what="db1's /status to list db2")
     print(f"member change visible in db1's /status {time.monotonic() - t0:.2f}s after Consul")
     db2.wait_healthy(BOOT_BOUND)
+
+
+def test_an_election_position_left_by_an_earlier_run_of_the_node_is_replaced(
+        consul: ConsulAgent) -> None:
+    """Nemesis seed 157636295: a host restarted within its old session's TTL could not publish
+    its position (the key was still held by the dead run's session), and the old position
+    stayed visible to the election."""
+    host, port = consul.address.rsplit(":", 1)
+    dcs = Consul(host, int(port), "mysql")
+    old = dcs.create_session(name="mysql-db3", ttl=30, service_id=None)
+    dcs.publish_position(old, "db3", "0-5-4699", "d3", term=17)
+    new = dcs.create_session(name="mysql-db3", ttl=30, service_id=None)
+    dcs.publish_position(new, "db3", "0-6-5853", "d3", term=42)
+    state = dcs.cluster_state(consistent=True)
+    assert state.positions == {"db3": Published("db3", "0-6-5853", "d3", term=42)}
+    _, item = consul.client().kv.get("service/mysql/positions/db3")
+    assert item is not None and item["Session"] == new

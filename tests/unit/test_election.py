@@ -55,6 +55,24 @@ def test_I5a_a_member_whose_data_was_replaced_is_not_that_member() -> None:
     assert out.verdict == Verdict.BLOCKED and "db3" in out.reason and "replaced" in out.reason
 
 
+def test_I5a_a_position_published_for_an_earlier_term_counts_for_nothing() -> None:
+    # Nemesis seed 157636295: db3 published 0-5-4699 in one election, its supervisor was
+    # restarted, and that position, still held by its dead session, outlived two terms in
+    # which db3 received (and acknowledged) up to 0-6-5853. db1 must wait for db3's new one.
+    sync = SyncState(primary="db2", primary_data="d2", members=(("db1", "d1"), ("db3", "d3")),
+                     synced=True, index=42)
+    assert election.term(sync) == 42 and election.term(None) == 0
+    db1 = Published("db1", "0-6-5852", "d1", term=42)
+    out = elect("db1", db1, Published("db3", "0-5-4699", "d3", term=17), sync=sync,
+                voters_waited=3600.0)
+    assert out.verdict == Verdict.WAIT and out.missing == ("db3",)
+    out = elect("db1", db1, Published("db3", "0-6-5853", "d3", term=42), sync=sync)
+    assert out.verdict == Verdict.DEFER and out.winner == "db3"
+    # An unreadable term (an older supervisor's key, or a malformed one) counts for nothing.
+    assert elect("db1", db1, Published("db3", "0-6-5853", "d3", term=-1),
+                 sync=sync).verdict == Verdict.WAIT
+
+
 def test_I5a_the_stale_replica_after_a_power_loss_never_wins_alone() -> None:
     """The issue's lost-write history: db3 went down; db1 and db2 kept writing (db3 left the
     set); then everything lost power and only db3 came back. It must wait for db2."""

@@ -160,6 +160,15 @@ def test_election_drains_then_publishes_then_waits_for_voters() -> None:
     assert d(**E, positions=pos(("db2", "0-1-9")), election_age=5.0) == Action.ACQUIRE_LOCK
 
 
+def test_a_position_published_for_another_term_is_published_again() -> None:
+    # election.I5: the acknowledgement set moved on (a term came and went) since we published.
+    sync = SyncState(primary="db2", primary_data="d2", index=7)
+    assert d(**E, sync=sync, published_term=3) == Action.PUBLISH_POSITION
+    assert d(**E, sync=sync, published_term=7) != Action.PUBLISH_POSITION
+    assert d(handing_over=True, published="", sync=sync, published_term=3) == \
+        Action.PUBLISH_POSITION
+
+
 @pytest.mark.parametrize("others,expected", [
     ((("db2", "0-1-9"), ("db3", "0-1-8")), Action.ACQUIRE_LOCK),  # most advanced
     ((("db2", "0-1-11"), ("db3", "0-1-8")), Action.WAIT),  # a lagging candidate waits

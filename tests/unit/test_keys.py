@@ -21,7 +21,8 @@ def item(key: str, value: object, session: str = "", index: int = 7) -> dict[str
 
 GOOD = [
     item(N.leader, {"node": "db1", "address": "10.0.0.1", "gtid": "0-1-5"}, session="s1"),
-    item(N.positions + "db2", {"gtid": "0-1-5", "data": "d2"}, session="s2"),
+    item(N.positions + "db2", {"gtid": "0-1-5", "data": "d2", "term": 42}, session="s2"),
+    item(N.positions + "db3", {"gtid": "0-1-4", "data": "d3"}, session="s3"),  # no term
     item(N.sync, {"primary": "db1", "primary_data": "d1", "members": {"db2": "d2"},
                   "synced": True, "hwm": "0-1-4"}, index=42),
     item(N.heartbeat, {"node": "db1", "n": 9, "lease": 2.0}),
@@ -34,7 +35,8 @@ GOOD = [
 def test_every_key_parses() -> None:
     k = keys.parse(N, GOOD)
     assert k.leader is not None and (k.leader.node, k.leader.session) == ("db1", "s1")
-    assert k.positions == {"db2": Published("db2", "0-1-5", "d2")}
+    assert k.positions == {"db2": Published("db2", "0-1-5", "d2", term=42),
+                           "db3": Published("db3", "0-1-4", "d3", term=-1)}  # of no term
     assert k.sync is not None and k.sync.members == (("db2", "d2"),) and k.sync.index == 42
     assert k.heartbeat is not None and (k.heartbeat.n, k.heartbeat.lease) == (9, 2.0)
     assert k.handover == Handover("db0", "0-1-3", "db1")
