@@ -23,22 +23,36 @@ from . import election, galera, gtid
 from .config import CLUSTER_VARIABLES, Settings, cluster_settings
 from .dcs import Consul
 from .exceptions import ConfigError, DCSError
+from .keys import ClusterKeys
 
 
-def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: float) -> int:
+def _connect(s: Settings) -> tuple[Consul, ClusterKeys] | None:
+    """Consul and one linearizable read of the cluster's keys; None (said why) if unreachable."""
     host, port = s.consul_endpoint
     consul = Consul(host, port, s.service_name)
     try:
-        keys = consul.cluster_state(consistent=True)
+        return consul, consul.cluster_state(consistent=True)
     except DCSError as exc:
         sys.stderr.write(f"autopilot-mysql: {exc}. Check CONSUL and that Consul is up.\n")
+        return None
+
+
+def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: float) -> int:
+    got = _connect(s)
+    if got is None:
         return 1
+    consul, keys = got
     if keys.leader is not None:
         sys.stderr.write(f"autopilot-mysql: {keys.leader.node} is the primary: there is "
                          "nothing to fail over. To move the role, use `autopilot-mysql "
                          "switchover --to NODE`.\n")
         return 1
-    published = keys.positions
+    term = election.term(keys.sync)
+    earlier = sorted(n for n, p in keys.positions.items() if p.term != term)
+    published = {n: p for n, p in keys.positions.items() if p.term == term}
+    if earlier:
+        print(f"positions published for an earlier election (not counted; those nodes publish "
+              f"again if they take part): {', '.join(earlier)}")
     if candidate not in published:
         sys.stderr.write(f"autopilot-mysql: {candidate} has not published a position, so it "
                          "is not taking part in the election (down, unhealthy, or errant). "
@@ -93,13 +107,10 @@ def config(s: Settings, command: str, assignments: list[str]) -> int:
     `config set NAME=VALUE ...`: validated together by the environment's rules (LOOP_WAIT at
     most SESSION_TTL / 4 ...), written with check-and-set; every node adopts them within a
     cycle, and leases are carried in each heartbeat, so a change is safe while running."""
-    host, port = s.consul_endpoint
-    consul = Consul(host, port, s.service_name)
-    try:
-        keys = consul.cluster_state(consistent=True)
-    except DCSError as exc:
-        sys.stderr.write(f"autopilot-mysql: {exc}. Check CONSUL and that Consul is up.\n")
+    got = _connect(s)
+    if got is None:
         return 1
+    consul, keys = got
     current = keys.config or s.cluster.doc()
     if command == "show":
         where = consul.keys.config if keys.config else "not in Consul yet: this environment's"
@@ -133,13 +144,10 @@ def galera_bootstrap(s: Settings, node: str | None, *, force: bool, reason: str)
     """TOPOLOGY=galera with no Primary Component: print the census and what galera.py
     decides from it; with --node NAME --force, record that NAME bootstraps whatever the census
     says (what only the other members hold is lost; they rejoin by state transfer)."""
-    host, port = s.consul_endpoint
-    consul = Consul(host, port, s.service_name)
-    try:
-        keys = consul.cluster_state(consistent=True)
-    except DCSError as exc:
-        sys.stderr.write(f"autopilot-mysql: {exc}. Check CONSUL and that Consul is up.\n")
+    got = _connect(s)
+    if got is None:
         return 1
+    consul, keys = got
     rec = keys.galera
     if rec is None:
         print("cluster record: none (no bootstrap yet)")

@@ -6,14 +6,19 @@ Bound stated: three nodes from nothing to one primary and two replicating replic
 
 from __future__ import annotations
 
+import base64
+import json
+import subprocess
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pymysql
 import pytest
+import requests
 
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import Node, boot_cluster, make_node, sync_key, synced
+from tests.testbed.cluster import VENV_BIN, Node, boot_cluster, make_node, sync_key, synced
 from tests.testbed.util import wait_until
 
 pytestmark = pytest.mark.integration
@@ -326,3 +331,54 @@ def test_no_takeover_from_a_primary_that_acknowledged_alone(
     wait_until(lambda: has_rows(survivor, acked), timeout=30, what="every row on the survivor")
     wait_until(lambda: synced(bed), timeout=30,
                what="the set to be synced again once a replica holds everything")
+
+
+def admin(node: Node, *argv: str) -> subprocess.CompletedProcess[str]:
+    """An admin command run inside a node's host with its environment, as `docker compose exec
+    mysql autopilot-mysql ...` runs it."""
+    env = [f"{k}={v}" for k, v in node.env.items()]
+    return node.host.exec(["env", *env, str(VENV_BIN / "autopilot-mysql"), *argv], check=False)
+
+
+def history(bed: TestBed, kind: str) -> list[dict[str, Any]]:
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/history/",
+                     params={"recurse": "1"}, timeout=2)
+    docs = [json.loads(base64.b64decode(i["Value"])) for i in r.json()] if r.ok else []
+    return [d for d in docs if d.get("kind") == kind]
+
+
+def test_an_operator_forces_a_blocked_failover_and_it_is_recorded(
+        bed: TestBed, cluster: list[Node]) -> None:
+    """election.I7: the primary and both replicas gone while it acknowledged alone; one replica
+    comes back and refuses to take over. The operator is told what is lost, must say --force,
+    and the decision is recorded; the lease rules still hold."""
+    old = primary(cluster)
+    rest = [n for n in cluster if n is not old]
+    acked = set(insert(old, 1, 5))
+    for n in rest:
+        wait_until(lambda n=n: has_rows(n, acked), timeout=30, what="replicated rows")
+    for n in rest:
+        n.host.stop()
+    wait_until(lambda: not synced(bed) and (sync_key(bed) or {}).get("primary") == old.name,
+               timeout=60, what=f"{old.name} to record in Consul that it acknowledges alone")
+    insert(old, 100, 3)  # only the old primary holds these: forcing loses them
+    old.host.kill()
+    survivor = rest[0]
+    survivor.boot()
+    wait_until(lambda: "without a synchronous replica" in survivor.status()["last_decision"],
+               timeout=90, what=f"{survivor.name} to refuse taking over")
+    asked = admin(survivor, "failover", "--candidate", survivor.name)
+    assert asked.returncode == 2, asked.stdout + asked.stderr
+    assert old.name in asked.stderr and "--force" in asked.stderr, asked.stderr
+    assert survivor.http("/primary") != 200  # asking changed nothing
+    forced = admin(survivor, "failover", "--candidate", survivor.name, "--force",
+                   "--reason", "the old primary's disk is gone", "--wait", "60")
+    assert forced.returncode == 0, forced.stdout + forced.stderr
+    assert f"{survivor.name} is the primary" in forced.stdout, forced.stdout
+    survivor.wait_http("/primary", 200, timeout=30)
+    assert has_rows(survivor, acked | set(insert(survivor, 200, 3)))
+    requested = history(bed, "forced-failover-requested")
+    assert [d["reason"] for d in requested] == ["the old primary's disk is gone"], requested
+    taken = history(bed, "forced-failover")
+    assert len(taken) == 1 and taken[0]["candidate"] == survivor.name, taken
+    assert old.name in taken[0]["missing"], taken
