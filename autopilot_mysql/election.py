@@ -65,11 +65,17 @@ I8 (recover) mysqld's crash recovery may truncate commits its binary log holds b
             when it wrote an unsynced set, or when the set cannot be read. Those commits then
             survive as the normal recovery commits them (errant at worst, re-provisioned,
             never lost).
+I9 (relay)  A member of M acknowledges what it *received*; MariaDB's GTID replication throws a
+            restarted replica's relay log away at its next START SLAVE and re-fetches from the
+            primary, which may be gone. So a member whose mysqld restarted applies its relay
+            log beyond what it holds (mysql/server.py apply_relay_log) before it publishes a
+            position or replicates: its claim stays what it acknowledged. A non-member's relay
+            log holds no acknowledgement (I2), and is left to replication.
 
-(A) follows from I2-I5: an acknowledged commit is on a member of M (or on the unsynced primary),
-the winner holds every such position, and replicas receive the binary log in order. (B) follows
-from I1 and I6: leases are counted from heartbeats that prove the lock, and the new primary
-waits out the old lease before it opens.
+(A) follows from I2-I5 and I9: an acknowledged commit is on a member of M (or on the unsynced
+primary), the winner holds every such position, and replicas receive the binary log in order.
+(B) follows from I1 and I6: leases are counted from heartbeats that prove the lock, and the new
+primary waits out the old lease before it opens.
 """
 
 from __future__ import annotations

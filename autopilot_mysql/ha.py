@@ -127,6 +127,11 @@ def _replica(o: Observation, writable: bool) -> Decision:
         return Decision(Action.WAIT, f"{o.identity_pending}: this node takes a new server_id "
                         f"from Consul before it replicates from {leader}", role=Role.REPLICA,
                         healthy=True)
+    if o.relay_kept:  # before START SLAVE discards it; `leader` may be gone without a word
+        return Decision(Action.RECOVER_RELAY, "mysqld restarted with transactions it had "
+                        "received still in its relay log (acknowledged commits, perhaps): "
+                        f"applying them before replicating from {leader}", role=Role.REPLICA,
+                        healthy=True)
     if r is None or r.master_host != o.leader_address:
         return Decision(Action.FOLLOW, f"{leader} is the primary: replicating from it by GTID "
                         f"from {o.gtid or 'the beginning'}", role=Role.REPLICA, healthy=True)
@@ -180,6 +185,10 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.WAIT, f"this node confirmed {o.promised_to}'s failsafe lease "
                         f"(Consul was down for both): not taking part in an election for "
                         f"{o.promised_for:.1f}s more", healthy=True)
+    if o.relay_kept:
+        return Decision(Action.RECOVER_RELAY, "no primary, and mysqld restarted with "
+                        "transactions it had received still in its relay log (acknowledged "
+                        "commits, perhaps): applying them before the election", healthy=True)
     if o.replica is not None and not o.drained:
         return Decision(Action.DRAIN, "the primary is gone: stopping replication and applying "
                         "the relay log before the election", healthy=True)

@@ -120,6 +120,9 @@ class Observation:
     # Election (leader key free): replication stopped and relay log applied; the position we
     # published; everyone's published positions; the acknowledgement set; healthy voters.
     drained: bool = False
+    relay_kept: bool = False  # mysqld restarted with replication stopped, and we are a member
+    #                           of the recorded acknowledgement set: our relay log may hold
+    #                           acknowledged commits, which START SLAVE would discard
     published: str | None = None
     published_term: int = 0  # the election term it was published for (election.I5)
     positions: tuple[Published, ...] = ()  # others' published positions
@@ -157,6 +160,7 @@ class Action(StrEnum):
     MARK_ERRANT = "mark_errant"  # we hold transactions the primary never had: stop, report
     MARK_BEHIND = "mark_behind"  # the primary purged what we need: stop, report, re-provision
     DRAIN = "drain"  # primary lost: stop fetching, apply the relay log before the election
+    RECOVER_RELAY = "recover_relay"  # apply what a restarted replica's relay log kept
     PUBLISH_POSITION = "publish_position"
     STAY_PRIMARY = "stay_primary"
     HAND_OVER = "hand_over"  # switchover: fence, record our position, release the lock

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable
+from pathlib import Path
 
 from . import __version__, election, failsafe, gtid
 from .ackset import AckSetKeeper
@@ -81,6 +82,8 @@ class LocalNode:
         self.final_hb: Heartbeat | None = None
         self.drained = False
         self.published: str | None = None
+        self.relay_kept = False  # see Observation.relay_kept
+        self.relay_checked_pid: int | None = None
         self.published_term = 0
         self.errant: tuple[str, ...] = ()
         self.behind = ""
@@ -110,6 +113,11 @@ class LocalNode:
                 alive, read_only, self.version = True, v.read_only, v.version
                 self.semi_sync_replica = v.semi_sync_replica
                 self.replica = self.mysql.replica_status()
+                if self.mysqld.pid != self.relay_checked_pid:  # the first look at this mysqld
+                    self.relay_checked_pid = self.mysqld.pid
+                    r = self.replica
+                    self.relay_kept = r is not None and not (r.io_running or r.sql_running
+                                                             or r.io_connecting)
                 # A semi-sync replica acknowledges what it has *received*: an acknowledged
                 # commit may sit in its relay log, unapplied. Its claim in an election is
                 # therefore applied + received, and it opens only once all is applied.
@@ -193,7 +201,8 @@ class LocalNode:
             errant=self.errant, behind=self.behind,
             refused=refused, refusal_confirmed=self._refusal_confirmed(refused, now, dcs_ok,
                                                                         leader),
-            drained=self.drained, published=self.published, published_term=self.published_term,
+            drained=self.drained, relay_kept=self.relay_kept and alive and self._member(keys),
+            published=self.published, published_term=self.published_term,
             positions=tuple(sorted((p for n, p in keys.positions.items()
                                     if n != self.s.node_name), key=lambda p: p.node)),
             sync=keys.sync, voters=tuple(n for n in healthy if n != self.last_leader),
@@ -364,6 +373,11 @@ class LocalNode:
             return 0.0  # a new cluster: there was never another primary
         return max(0.0, end - now)
 
+    def _member(self, keys: ClusterKeys) -> bool:
+        """This node, on its data, is in the recorded acknowledgement set, whoever wrote it."""
+        data = keys.sync.data_of(self.s.node_name) if keys.sync else None
+        return data is not None and (not data or data == self.data_id)
+
     def _in_ack_set(self, keys: ClusterKeys) -> bool:
         """election.I2: acknowledge only when the current primary counts us in its set."""
         sync, leader = keys.sync, keys.leader
@@ -452,6 +466,8 @@ class LocalNode:
                      f"NOT fully applied within {DRAIN_TIMEOUT:.0f}s (SQL thread stopped or "
                      "slow): publishing the position received")
             self._wake()
+        elif a == Action.RECOVER_RELAY:
+            self._recover_relay()
         elif a == Action.PUBLISH_POSITION:
             assert self.session is not None
             self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
@@ -480,6 +496,7 @@ class LocalNode:
             self._record_role("replica")  # before anything replicated is binlogged (I8)
             self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password,
                                       semi_sync=o.in_ack_set)
+            self.relay_kept = False  # re-fetched from the primary, which has all it needs
             self._clear_position()
             log.info("replication pointed at %s (%s) from GTID position %s, semi-sync "
                      "acknowledgements %s", o.leader, o.leader_address, o.gtid or "(empty)",
@@ -631,6 +648,27 @@ class LocalNode:
             # Without it, a crash recovery treats this node as a replica (keeps everything):
             # errant at worst, never a lost commit.
             log.error("cannot record this node's role in its state file: %s", exc)
+
+    def _recover_relay(self) -> None:
+        """Once per mysqld start, before the first election position: what the relay log kept
+        is applied, so that this node's claim is what it acknowledged before it stopped."""
+        self.relay_kept = False  # once: a failure must not hold up the election
+        try:
+            before, after = self.mysql.apply_relay_log(Path(self.s.datadir))
+        except MySQLError as exc:
+            log.error("could not apply the relay log kept from before mysqld restarted: %s. "
+                      "This node takes part in the election with what it applied (%s); a "
+                      "commit only that relay log held is then kept only if another node has "
+                      "it", exc, self.applied or "(empty)")
+            return
+        if after != before:
+            log.warning("applied from the relay log what this node had received before mysqld "
+                        "restarted (GTID replication would have discarded it): %s -> %s",
+                        before or "(empty)", after)
+        else:
+            log.info("relay log: nothing received beyond %s before mysqld restarted",
+                     before or "(empty)")
+        self._wake()
 
     def _clear_position(self) -> None:
         if self.published is not None:

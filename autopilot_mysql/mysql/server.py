@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Mapping
@@ -256,6 +257,54 @@ class LocalServer:
                      "MASTER_CONNECT_RETRY = 1, MASTER_HEARTBEAT_PERIOD = 1",
                      (host, user, password))
         self.execute("START SLAVE")
+
+    def apply_relay_log(self, datadir: Path, timeout: float = 300.0) -> tuple[str, str]:
+        """Apply, through a client session, the transactions this stopped replica received
+        beyond what it holds: what a restarted mysqld keeps in its relay log and GTID
+        replication would discard at the next START SLAVE (a semi-sync replica acknowledged
+        them on receipt: they may be acknowledged commits; MariaDB's GTID replication
+        re-fetches them from its primary instead, which in an election may be gone). Each keeps
+        its GTID in our binary log; a transaction cut short at the end rolls back. Returns our
+        position (before, after). Only while both replication threads are stopped."""
+        st = self.replica_status()
+        if st is None or st.io_running or st.sql_running or st.io_connecting:
+            raise MySQLError("replication is running: its relay log is being applied already")
+        try:
+            names = (datadir / "relay-bin.index").read_text().split()
+        except FileNotFoundError:
+            names = []
+        except OSError as exc:
+            raise MySQLError(f"cannot read {datadir / 'relay-bin.index'}: {exc}") from exc
+        files = [str(datadir / n) for n in names if (datadir / n).is_file()]
+        before = self.vars().position
+        if not files:
+            return before, before
+        # Our commits must not wait for acknowledgements (a former primary's setting).
+        self.execute("SET GLOBAL rpl_semi_sync_master_enabled = OFF")
+        start = [f"--start-position={before}"] if before else []
+        dump: subprocess.Popen[bytes] | None = None
+        try:
+            dump = subprocess.Popen(["mariadb-binlog", *start, *files], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE)
+            assert dump.stdout is not None
+            apply = subprocess.run(["mariadb", f"--socket={self.socket}", "--user=root",
+                                    "--batch", "--silent"], stdin=dump.stdout,
+                                   capture_output=True, timeout=timeout)
+            dump.stdout.close()
+            _, dump_err = dump.communicate(timeout=10)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise MySQLError(f"applying the relay log ({' '.join(names)}) failed: {exc}") from exc
+        finally:
+            if dump is not None and dump.poll() is None:
+                dump.kill()
+                dump.wait()
+        after = self.vars().position
+        if dump.returncode != 0 or apply.returncode != 0:
+            why = (dump_err or apply.stderr).decode(errors="replace").strip()[-300:]
+            raise MySQLError(f"applying the relay log ({' '.join(names)}) failed: "
+                             f"mariadb-binlog exit {dump.returncode}, mariadb exit "
+                             f"{apply.returncode}: {why} (position {before} -> {after})")
+        return before, after
 
     def stop_io_and_drain(self, timeout: float, received: str | None = None) -> bool:
         """Stop fetching from the (lost) primary and apply what was received. True when the

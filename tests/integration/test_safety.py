@@ -7,7 +7,8 @@
   once; the time from SIGCONT to read_only=1 is measured;
 - a primary crashed under a many-thread write load comes back as a replica, without errant
   transactions and without an operator (MariaDB's semi-sync recovery, election.I8);
-- the fence spares the supervisor's own connections (root over the socket) and drops clients.
+- the fence spares the supervisor's own connections (root over the socket) and drops clients;
+- commits a replica acknowledged but had not applied survive its crash, with the primary's.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import requests
 
 from tests.integration.test_replication import ReadOnlyWatch, primary, roles
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import Node, boot_cluster, start_router, synced
+from tests.testbed.cluster import APP_DB, Node, boot_cluster, start_router, synced
 from tests.testbed.components import HAProxy, start_consul
 from tests.testbed.util import wait_until
 from tests.testbed.workload import Writer, create_table, missing_on, not_writable, read_only
@@ -186,6 +187,45 @@ def test_a_primary_crashed_under_load_rejoins_without_errant_transactions(
                 "truncated binlog", 1)[1], "truncated, but no new server_id"
         print(f"round {round_ + 1}: {old.name} crashed under 8 writers and rejoined clean "
               f"({len(acked)} acknowledged rows everywhere)")
+
+
+def test_what_a_replica_acknowledged_but_had_not_applied_survives_its_restart(
+        bed: TestBed, cluster: tuple[list[Node], HAProxy]) -> None:
+    """A semi-sync replica acknowledges on receipt; MariaDB's GTID replication discards a
+    restarted replica's relay log at START SLAVE. With the primary and that replica crashed
+    together, the commits only that relay log held must still win the election."""
+    nodes, _ = cluster
+    wait_until(lambda: synced(bed), timeout=60, what="a synced acknowledgement set")
+    old = primary(nodes)
+    holder, other = [n for n in nodes if n is not old]
+    before = {1, 2, 3}
+    with old.app() as c, c.cursor() as cur:
+        cur.executemany("INSERT INTO chaos VALUES (%s, 'before')", [(i,) for i in before])
+    every_row_everywhere(nodes, before)
+    other.host.stop()  # only `holder` receives what follows
+    lock = holder.root()
+    with lock.cursor() as cur:  # its SQL thread cannot apply to chaos: received, not applied
+        cur.execute(f"FLUSH TABLES {APP_DB}.chaos WITH READ LOCK")
+    acked = set(range(100, 120))
+    with old.app() as c, c.cursor() as cur:
+        for i in acked:  # each returns once `holder` acknowledged it
+            cur.execute("INSERT INTO chaos VALUES (%s, 'relay')", (i,))
+    assert missing_on(holder, acked) == acked, "the lock did not hold the SQL thread back"
+    old.host.kill()
+    holder.host.kill()  # its relay log alone holds the 20 acknowledged rows
+    holder.host.restart(graceful=False)
+    other.boot()
+    new = primary([holder, other])
+    wait_until(lambda: not missing_on(new, acked | before), timeout=30,
+               what=f"every acknowledged row on the new primary {new.name} "
+                    f"(missing {sorted(missing_on(new, acked | before))[:5]})")
+    assert new is holder, f"{new.name} won without the rows only {holder.name} had received"
+    assert "applied from the relay log" in holder.log.read_text().rsplit("starting as", 1)[-1]
+    old.boot()
+    wait_until(lambda: old.http("/replica") == 200 or bool(old.status()["errant"]),
+               timeout=90, what=f"{old.name} to rejoin")
+    assert not old.status()["errant"]
+    every_row_everywhere(nodes, acked | before)
 
 
 def test_the_fence_drops_clients_but_spares_the_supervisor(

@@ -160,6 +160,17 @@ def test_election_drains_then_publishes_then_waits_for_voters() -> None:
     assert d(**E, positions=pos(("db2", "0-1-9")), election_age=5.0) == Action.ACQUIRE_LOCK
 
 
+def test_a_restarted_replica_applies_its_relay_log_before_the_election() -> None:
+    # GTID replication discards a restarted replica's relay log at START SLAVE: what it had
+    # received (and acknowledged) would be gone from its claim, even with a leader key held
+    # (its holder may have died with it). `relay_kept` is only set for a member of the set.
+    stopped = replace(REPLICATING, io_running=False, sql_running=False)
+    assert d(replica=stopped, relay_kept=True) == Action.RECOVER_RELAY
+    assert d(replica=stopped, relay_kept=False) == Action.DRAIN
+    assert d(replica=stopped, relay_kept=True, **L2) == Action.RECOVER_RELAY  # it may be dead
+    assert d(replica=stopped, relay_kept=False, **L2) == Action.FOLLOW
+
+
 def test_a_position_published_for_another_term_is_published_again() -> None:
     # election.I5: the acknowledgement set moved on (a term came and went) since we published.
     sync = SyncState(primary="db2", primary_data="d2", index=7)
