@@ -192,19 +192,22 @@ def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState
         except ValueError:
             continue  # an unreadable position is no candidate (and no proof of anything)
     # (a) every node that may hold an acknowledged commit has published, on the same data.
-    missing, replaced = [], []
+    missing: list[str] = []
+    replaced: list[str] = []
+    detail: list[str] = []
     for node, data in required(sync):
         got = positions.get(node)
         if got is None or node not in readable:
             missing.append(node)
         elif data and got.data != data:
             replaced.append(node)
+            detail.append(f"{node} (data id {got.data or 'unknown'} now, {data} as a member)")
     why = ("members of the acknowledgement set (each may hold acknowledged commits no other "
            "node has)" if sync is not None and sync.synced else
            "the last primary (it acknowledged commits without a synchronous replica, so only "
            "it is sure to have them)")
     if replaced:
-        return Outcome(Verdict.BLOCKED, f"no automatic failover: the data of {', '.join(replaced)}"
+        return Outcome(Verdict.BLOCKED, f"no automatic failover: the data of {', '.join(detail)}"
                        f", {why}, was replaced since it joined; acknowledged commits may be "
                        f"lost with it. Bring the old data back, or accept the loss: {FORCE_HINT}",
                        missing=tuple(replaced))

@@ -45,12 +45,20 @@ G7 (no quorum) A running node that has been outside any Primary Component for
               part in the census (G2): otherwise members that are down could never bootstrap
               beside it, nor join it. With Consul
               unreachable it keeps running (it cannot know that no Primary Component exists).
+G8 (switch)   A switchover moves the writer role without a lease wait and without losing a
+              write: the writer fences itself, records the handover with its last committed
+              seqno (a transaction that checks it still holds the lock) and releases the lock;
+              the target (or, with none named, the first Synced reader) takes it and opens
+              once it has committed up to that seqno. For a few seconds only the target may
+              take the lock; then any Synced node may. A handover counts only from the last
+              writer a node saw, and is cleared before the new writer opens.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .election import Handover
 from .model import Action, Decision, ProcState, Role
 
 DOWN, STARTING, UP = "down", "starting", "up"
@@ -161,6 +169,11 @@ class GaleraObservation:
     lease_left: float = 0.0  # our lease as the writer (<= 0: expired or none)
     open_in: float = 0.0  # we hold the lock: seconds until the previous writer surely fenced
     forced: str | None = None  # an operator forced a bootstrap from this node
+    last_committed: int = -1  # wsrep_last_committed, while mysqld answers
+    readers: tuple[str, ...] = ()  # other members Consul lists as passing readers (Synced)
+    switchover_to: str | None = None  # a switchover asked of us, the writer ("": any reader)
+    handover: Handover | None = None  # the last writer handed over at seqno handover.gtid
+    handover_wait: float = 0.0  # seconds more that nodes but its target leave the lock to it
 
 
 def _wait(reason: str, role: Role = Role.UNKNOWN, healthy: bool = False) -> Decision:
@@ -212,11 +225,17 @@ def decide(o: GaleraObservation) -> Decision:
             return Decision(Action.FENCE, "our writer lease ran out (Consul did not confirm "
                             "our session in time): fencing", role=Role.PRIMARY)
         if o.read_only is not False:
+            if o.handover is not None and _seqno(o.handover) > o.last_committed:
+                return _wait(f"writer after a switchover: committing write-sets up to seqno "
+                             f"{_seqno(o.handover)} (where {o.handover.from_node} handed over; "
+                             f"at {o.last_committed}) before opening", Role.PRIMARY, True)
             if o.open_in > 0:
                 return _wait(f"writer: opening for writes in {o.open_in:.1f}s, once the "
                              "previous writer's lease surely ran out", Role.PRIMARY, True)
             return Decision(Action.PROMOTE, "this node holds the writer lock: opening for "
                             "writes", role=Role.PRIMARY, healthy=True)
+        if o.switchover_to is not None:
+            return _switchover(o)
         return Decision(Action.STAY_PRIMARY, "the writer: Synced in the Primary Component, "
                         "holding the lock", role=Role.PRIMARY, healthy=True)
     if o.read_only is False:
@@ -231,6 +250,13 @@ def decide(o: GaleraObservation) -> Decision:
         return Decision(Action.CREATE_SESSION, "Synced: creating a session to take part in "
                         "the writer election", role=Role.REPLICA, healthy=True)
     if o.leader is None:
+        h = o.handover
+        if h is not None and o.handover_wait > 0 and (h.from_node == o.node
+                                                      or h.to not in ("", o.node)):
+            whom = f"to {h.to}" if h.to else "to a Synced reader"
+            return _wait(f"{'this node' if h.from_node == o.node else h.from_node} handed the "
+                         f"writer role over {whom} (switchover): leaving the lock to it for "
+                         f"{o.handover_wait:.1f}s more", Role.REPLICA, True)
         return Decision(Action.ACQUIRE_LOCK, "Synced and the writer lock is free: taking it",
                         role=Role.REPLICA, healthy=True)
     if not o.writer_in_component:
@@ -238,6 +264,28 @@ def decide(o: GaleraObservation) -> Decision:
                         "Component (it cannot commit): ending its session so that a Synced "
                         "node takes over", role=Role.REPLICA, healthy=True)
     return Decision(Action.STAY_REPLICA, f"Synced, serving reads; {o.leader} writes",
+                    role=Role.REPLICA, healthy=True)
+
+
+def _seqno(h: Handover) -> int:
+    try:
+        return int(h.gtid)
+    except ValueError:
+        return -1  # not a Galera handover: nothing to wait for
+
+
+def _switchover(o: GaleraObservation) -> Decision:
+    """G8, on the writer: hand over, or say why not."""
+    to = o.switchover_to
+    if to and to not in o.readers:
+        return Decision(Action.REJECT_SWITCHOVER, f"switchover to {to} refused: it is not a "
+                        f"Synced reader whose check passes (readers: "
+                        f"{', '.join(o.readers) or 'none'})", role=Role.PRIMARY, healthy=True)
+    if not o.readers:
+        return Decision(Action.REJECT_SWITCHOVER, "switchover refused: no Synced reader to "
+                        "hand the writer role to", role=Role.PRIMARY, healthy=True)
+    return Decision(Action.HAND_OVER, f"switchover requested: fencing, then handing the writer "
+                    f"role to {to or 'a Synced reader'} at our last committed seqno (G8)",
                     role=Role.REPLICA, healthy=True)
 
 

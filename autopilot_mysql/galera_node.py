@@ -40,6 +40,7 @@ SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.
 CONSUL_TIMEOUT = 1.0
 WATCHDOG_PERIOD = 0.05
 SUMMARY_EVERY = 60.0
+HANDOVER_WAIT = 5.0  # G8: seconds only a switchover's target may take the writer lock
 START_RETRY = 5.0  # seconds before a failed bootstrap or join is tried again
 
 
@@ -78,6 +79,7 @@ class GaleraSupervisor:
         self.last_writer: LeaderInfo | None = None  # the last other node seen holding the lock
         self.free_since: float | None = None  # when we first saw the writer lock free
         self.open_at = 0.0
+        self.handover_seen: tuple[tuple[str, str], float] | None = None  # (from, seqno), when
         self.wsrep: wsrep.WsrepStatus | None = None
         self.non_primary_since: float | None = None
         # The other nodes' own word (GET /status): a Primary Component exists only if one of
@@ -174,7 +176,25 @@ class GaleraSupervisor:
         self.bus.publish(Event(Code.SIGNAL, signal.Signals(signum).name))
 
     def _control(self, action: str, params: dict[str, str]) -> tuple[int, str]:
-        return 501, "switchover is not built for TOPOLOGY=galera yet"
+        """Called from the HTTP thread (POST /switchover[?to=NODE]): validated against the last
+        view, handed to the loop as an event (galera.G8)."""
+        to = params.get("to", "")
+        leader = self.keys.leader
+        if leader is None:
+            return 409, "there is no writer to switch over from"
+        if to and to not in {m.node for m in self.members}:
+            return 404, f"{to} is not a member of {self.s.service_name}"
+        if to == leader.node:
+            return 409, f"{to} is already the writer"
+        self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
+        return 202, f"switchover from {leader.node} to {to or 'a Synced reader'} requested"
+
+    def _request_switchover(self, leader: str, to: str, session: str) -> None:
+        try:
+            self.consul.request_switchover(leader, to, session)
+            log.info("switchover requested: from %s to %s", leader, to or "a Synced reader")
+        except DCSError as exc:
+            log.error("could not record the switchover request: %s", exc)
 
     def _watchdog(self) -> None:
         """galera.G6 independent of the loop: past our lease, read_only, checked over our own
@@ -205,6 +225,8 @@ class GaleraSupervisor:
             for ev in self.bus.wait(self.cfg.loop_wait):
                 if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
                     self.members = ev.payload
+                elif ev.code == Code.SWITCHOVER and isinstance(ev.payload, tuple):
+                    self._request_switchover(*ev.payload)
             if self.stop_requested.is_set():
                 break
             if self.agent is not None and self.agent.restart_due():
@@ -268,6 +290,17 @@ class GaleraSupervisor:
             self.free_since = now
         holding = leader is not None and leader.node == me and self.session is not None \
             and leader.session == self.session
+        handover = k.handover if (k.handover is not None and k.handover.from_node in (
+            self.last_writer.node if self.last_writer else None, me)
+            and (leader is None or holding)) else None
+        handover_wait = 0.0
+        if handover is not None:
+            seen = (handover.from_node, handover.gtid)
+            if self.handover_seen is None or self.handover_seen[0] != seen:
+                self.handover_seen = (seen, now)
+            handover_wait = max(0.0, self.handover_seen[1] + HANDOVER_WAIT - now)
+        readers = tuple(sorted(m.node for m in self.members if m.passing and m.node != me
+                               and m.role == Role.REPLICA))
         self.peers.want(self._addresses())
         component = any(self._in_primary(n) for n in self._addresses())
         listed = any(m.passing and m.node != me and m.role in (Role.PRIMARY, Role.REPLICA)
@@ -290,7 +323,26 @@ class GaleraSupervisor:
             lease_left=(self.lease_from + self.cfg.lease - now) if holding else 0.0,
             open_in=max(0.0, self.open_at - now) if holding and self._previous_may_write(st)
             else 0.0,
-            forced=k.galera_force.get("node") if k.galera_force else None)
+            forced=k.galera_force.get("node") if k.galera_force else None,
+            last_committed=st.last_committed if st else -1, readers=readers,
+            switchover_to=self._switchover_to(holding), handover=handover,
+            handover_wait=handover_wait)
+
+    def _switchover_to(self, holding: bool) -> str | None:
+        """A switchover asked of us in this term ("": to any reader); one left for another
+        term of a writer is deleted."""
+        req = self.keys.switchover
+        if not req or not holding:
+            return None
+        if req.get("from") != self.s.node_name or req.get("session") != self.session:
+            log.warning("ignoring a switchover request left for another writer's term (%s): "
+                        "deleting it", req)
+            try:
+                self.consul.clear_switchover()
+            except DCSError:
+                pass
+            return None
+        return str(req.get("to", ""))
 
     def _in_primary(self, node: str) -> bool:
         doc = self.peers.status(node, max_age=3.0)
@@ -362,6 +414,18 @@ class GaleraSupervisor:
                 name=f"autopilot-mysql {o.node} (galera writer)", ttl=self.cfg.session_ttl,
                 service_id=self.s.service_id)
             self.lease_from = self.clock.monotonic()
+        elif a == Action.HAND_OVER and self.session is not None:
+            _, killed = self.mysql.fence()
+            rows = self.mysql.execute("SHOW GLOBAL STATUS LIKE 'wsrep_last_committed'")
+            seqno = str(rows[0][1]) if rows else str(o.last_committed)
+            self.consul.hand_over(self.session, o.node, seqno, o.switchover_to or "")
+            log.info("switchover: fenced (%d client connection(s) dropped) at seqno %s and "
+                     "released the writer lock", killed, seqno)
+            self.consul.record_history("galera-switchover", {
+                "from": o.node, "to": o.switchover_to or "", "seqno": seqno})
+        elif a == Action.REJECT_SWITCHOVER:
+            self.consul.clear_switchover()
+            log.error("%s", d.reason)
         elif a == Action.ACQUIRE_LOCK and self.session is not None:
             if self.consul.acquire_writer(self.session, o.node, self.address):
                 # The previous writer fences itself once its lease runs out (its session is
@@ -369,11 +433,15 @@ class GaleraSupervisor:
                 # cannot commit (observe: open_in).
                 since = self.free_since or self.clock.monotonic()
                 self.open_at = since + self.cfg.lease + galera.LEASE_MARGIN
+                if o.handover is not None:  # G8: the previous writer fenced itself first
+                    self.open_at = 0.0
                 prev = self.last_writer
                 log.info("took the writer lock%s", "" if prev is None else
                          f" after {prev.node}")
                 self.bus.publish(Event(Code.LEADER_CHANGED, "self"))
         elif a == Action.PROMOTE:
+            if o.handover is not None:  # G8: never trusted again, before we open
+                self.consul.clear_handover()
             self.writable_gen += 1
             self.mysql.set_read_only(False)
             log.info("this node is the writer: read_only OFF")

@@ -568,12 +568,14 @@ class LocalNode:
             log.warning("our lease ran out while promoting: not opening for writes")
             return
         self._record_role("primary")  # durably, before anything is written (election.I8)
+        if o.handover is not None:
+            # Before we open: a handover left behind would let a later election skip the
+            # lease wait while we may still be writable.
+            self.consul.clear_handover()
         self.mysql.set_read_only(False)
         self.writable_gen += 1  # after lifting it: the watchdog checks again if need be
         self._clear_position()
         self.election_started = None  # won: the next election starts afresh
-        if o.handover is not None:
-            self.consul.clear_handover()
         if o.forced:
             self.consul.clear_forced()
         log.info("promoted: replication off, read_only OFF: this node is the primary "

@@ -152,6 +152,41 @@ def test_writer_host_killed_one_new_writer_and_the_old_one_rejoins_by_ist(
     assert "IST received" in log, "the old writer should rejoin by IST, not a full SST"
 
 
+def test_switchover_moves_the_writer_both_ways_without_losing_a_write(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    """galera.G8: fence, hand over at the last committed seqno, the target opens at once."""
+    from tests.integration.test_replication import ReadOnlyWatch, switchover
+
+    nodes, lb = galera
+    old = writer(nodes)
+    create_table(old)
+    target = next(n for n in nodes if n is not old)
+    client = Writer(lb.host.ip, first_id=1)
+    client.start()
+    wait_until(lambda: len(client.acked) > 50, timeout=60, what="writes through HAProxy")
+    gaps = []
+    for to in (target.name, ""):  # a named target, then any Synced reader
+        t0 = time.monotonic()
+        with ReadOnlyWatch(nodes) as watch:
+            before = writer(nodes)
+            print(switchover(before, to).strip())
+            after = wait_until(lambda b=before: next(
+                (n for n in nodes if n is not b and n.http("/primary") == 200), None),
+                timeout=30, what="a new writer")
+            wait_until(lambda a=after: any(x.at > time.monotonic() - 0.5 and x.server
+                                           for x in client.acked.values()), timeout=30,
+                       what=f"writes through HAProxy on {after.name}")
+        assert not to or after.name == to, f"{after.name} took over, not {to}"
+        assert watch.never_two_writable(), "two writable nodes in one sample"
+        gaps.append((watch.longest_gap(), client.longest_gap(t0, time.monotonic())))
+        assert kv(bed, "handover") is None  # cleared before the new writer opened
+    client.halt()
+    acked = set(client.acked)
+    every_row_everywhere(nodes, acked)
+    print("switchover pauses (no writable node; client gap through HAProxy): " + ", ".join(
+        f"{a:.2f}s; {b:.2f}s" for a, b in gaps))
+
+
 def test_coordinated_crash_recovers_from_the_most_advanced_node_with_every_row(
         bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
     nodes, lb = galera

@@ -1,9 +1,10 @@
-"""galera.py's rules (G1-G6) and the wsrep parsers, on pure values."""
+"""galera.py's rules (G1-G8) and the wsrep parsers, on pure values."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+from autopilot_mysql.election import Handover
 from autopilot_mysql.galera import (
     DATA,
     DOWN,
@@ -177,6 +178,39 @@ def test_g6_writable_outside_a_primary_component_or_unsynced_is_fenced() -> None
     assert run(synced=False, state_comment="Donor/Desynced", read_only=False) == Action.FENCE
     assert run(read_only=False) == Action.FENCE  # another node holds the lock
     assert run(primary=False, synced=False, leader="db2") == Action.RELEASE
+
+
+# --- G8: switchover ----------------------------------------------------------------------------
+
+WRITER = dict(leader="db2", lease_left=1.0, read_only=False, readers=("db1", "db3"))
+
+
+def test_g8_the_writer_hands_over_to_a_synced_reader_or_says_why_not() -> None:
+    assert run(**WRITER, switchover_to="db3") == Action.HAND_OVER
+    assert run(**WRITER, switchover_to="") == Action.HAND_OVER
+    d = decide(replace(RUN, **WRITER, switchover_to="db9"))  # type: ignore[arg-type]
+    assert d.action == Action.REJECT_SWITCHOVER and "db9" in d.reason and "db1, db3" in d.reason
+    assert run(**{**WRITER, "readers": ()}, switchover_to="") == Action.REJECT_SWITCHOVER
+
+
+def test_g8_only_the_target_takes_the_lock_for_a_while_and_opens_at_the_handed_over_seqno(
+        ) -> None:
+    h = Handover("db1", "170", "db3")
+    # db2 is not the target: it leaves the lock to db3, then takes part again.
+    assert run(leader=None, handover=h, handover_wait=3.0) == Action.WAIT
+    assert run(leader=None, handover=h, handover_wait=0.0) == Action.ACQUIRE_LOCK
+    # the old writer does not take it back meanwhile
+    mine = Handover("db2", "170", "db3")
+    assert run(leader=None, handover=mine, handover_wait=3.0) == Action.WAIT
+    # the target (any node when none was named) takes it, and opens once it committed 170
+    to_me = Handover("db1", "170", "db2")
+    assert run(leader=None, handover=to_me, handover_wait=3.0) == Action.ACQUIRE_LOCK
+    assert run(leader=None, handover=Handover("db1", "170", ""), handover_wait=3.0) == \
+        Action.ACQUIRE_LOCK
+    holding = dict(leader="db2", lease_left=1.0, handover=to_me)
+    d = decide(replace(RUN, **holding, last_committed=168))  # type: ignore[arg-type]
+    assert d.action == Action.WAIT and "170" in d.reason
+    assert run(**holding, last_committed=170) == Action.PROMOTE  # no lease wait (open_in 0)
 
 
 def test_a_non_primary_node_keeps_running_and_serves_nothing() -> None:
