@@ -96,6 +96,12 @@ class AckSetKeeper:
         for n in others:
             doc = self.peers.status(n, self.status_max_age) or {}
             connected = n in attached
+            member_data = current.data_of(n)
+            if member_data and doc.get("data_id") and doc["data_id"] != member_data:
+                # Its data was replaced (a rebuild): the member as recorded is gone, whatever
+                # connects under its name. It leaves as a member away does (I4), and joins
+                # again with its new data.
+                connected = False
             if connected or n not in current.names:
                 self.away_since.pop(n, None)
             else:

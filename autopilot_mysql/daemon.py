@@ -489,8 +489,12 @@ class Daemon:
             replicating=bool(replica and replica.running and decision
                              and decision.action == Action.STAY_REPLICA),
             lag=replica.seconds_behind if replica else None,
-            errant=obs.errant if obs else (),
-            behind=obs.behind if obs else "",
+            # A state-only update (a rebuild in progress) keeps what the last cycle found: a
+            # primary reading "not errant" with our old data id would admit that data to its
+            # acknowledgement set (nemesis seed 157636295, third run: the election then
+            # blocked for good on "data replaced").
+            errant=obs.errant if obs else self.status.errant,
+            behind=obs.behind if obs else self.status.behind,
             data_id=self.node.data_id if self.node else "",
             disk_free=self.node.disk_free if self.node else None,
             disk_full=obs.disk_full if obs else self.status.disk_full,
