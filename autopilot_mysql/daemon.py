@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
@@ -421,18 +420,12 @@ class Daemon:
 
     def _confirm_failsafe(self, body: bytes, signature: str) -> tuple[int, str]:
         """POST /failsafe, from the HTTP thread (failsafe.py): answered from the last status."""
-        req = failsafe.parse(self.s.repl_password, body, signature, time.time())
-        if isinstance(req, str):
-            return 400, req
         st = self.status
         loop_wait = self.node.cfg.loop_wait if self.node else self.s.loop_wait
         fresh = self.clock.monotonic() - st.cycle_at < 3 * loop_wait + 1
-        ok, why = failsafe.answer(req, me=self.s.node_name, consul_ok=st.consul_ok or not fresh,
-                                  last_leader=st.leader)
-        if not ok:
-            return 409, why
-        self.promise.give(req.primary, req.lease + election.GRACE_MARGIN)
-        return 200, why
+        return failsafe.confirm(self.s.repl_password, body, signature, me=self.s.node_name,
+                                consul_ok=st.consul_ok or not fresh, last_leader=st.leader,
+                                promise=self.promise)
 
     def _on_event(self, ev: Event) -> None:
         if ev.code == Code.PROCESS_EXITED and ev.source == "mysqld" and self.node is not None:

@@ -121,3 +121,32 @@ def confirm_round(secret: str, *, me: str, lease: float, members: Mapping[str, s
     for t in threads:
         t.join(timeout + 0.2)
     return not refused and all(not t.is_alive() for t in threads), refused
+
+
+def lease_round(secret: str, *, me: str, lease: float, members: set[str],
+                addresses: Mapping[str, str], port: int) -> tuple[bool, str]:
+    """One round for the lock holder while Consul is unreachable: (every member confirmed,
+    what to log). A member whose address is unknown counts as not confirming."""
+    members = members - {me}
+    unknown = sorted(m for m in members if m not in addresses)
+    ok, refused = confirm_round(secret, me=me, lease=lease, port=port,
+                                members={m: addresses[m] for m in members if m in addresses})
+    if ok and not unknown:
+        return True, f"failsafe: {', '.join(sorted(members)) or 'no other member'} confirmed"
+    return False, ("failsafe: not confirmed by " + ", ".join(refused + unknown)
+                   + ": the lease runs out and this node fences")
+
+
+def confirm(secret: str, body: bytes, signature: str, *, me: str, consul_ok: bool,
+            last_leader: str | None, promise: Promise) -> tuple[int, str]:
+    """POST /failsafe on the confirming side (from the HTTP thread): the HTTP answer. `consul_ok`
+    is this node's last view (pass True when that view is stale: no promise then)."""
+    req = parse(secret, body, signature, time.time())
+    if isinstance(req, str):
+        return 400, req
+    ok, why = answer(req, me=me, consul_ok=consul_ok, last_leader=last_leader)
+    if not ok:
+        return 409, why
+    promise.give(req.primary, req.lease + GRACE_MARGIN)
+    return 200, why
+

@@ -52,6 +52,11 @@ G8 (switch)   A switchover moves the writer role without a lease wait and withou
               once it has committed up to that seqno. For a few seconds only the target may
               take the lock; then any Synced node may. A handover counts only from the last
               writer a node saw, and is cleared before the new writer opens.
+G9 (failsafe) With FAILSAFE on (the default), a writer that cannot reach Consul keeps writing
+              while every member that passed its check when Consul last answered confirms
+              over HTTP that it cannot reach Consul either and still knows it as the writer
+              (failsafe.py, as for replication); a member that confirms takes no writer lock
+              until that lease, plus a margin, ran out by its own clock.
 """
 
 from __future__ import annotations
@@ -174,6 +179,7 @@ class GaleraObservation:
     switchover_to: str | None = None  # a switchover asked of us, the writer ("": any reader)
     handover: Handover | None = None  # the last writer handed over at seqno handover.gtid
     handover_wait: float = 0.0  # seconds more that nodes but its target leave the lock to it
+    promised_for: float = 0.0  # G9: we confirmed the writer's failsafe lease for this long
 
 
 def _wait(reason: str, role: Role = Role.UNKNOWN, healthy: bool = False) -> Decision:
@@ -249,6 +255,10 @@ def decide(o: GaleraObservation) -> Decision:
                          "check passes", Role.REPLICA, True)
         return Decision(Action.CREATE_SESSION, "Synced: creating a session to take part in "
                         "the writer election", role=Role.REPLICA, healthy=True)
+    if o.promised_for > 0 and (o.leader is None or not o.writer_in_component):
+        return _wait(f"this node confirmed the writer's failsafe lease while Consul was down: "
+                     f"not taking the writer lock for {o.promised_for:.1f}s more", Role.REPLICA,
+                     True)
     if o.leader is None:
         h = o.handover
         if h is not None and o.handover_wait > 0 and (h.from_node == o.node

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import replace
 
-from . import __version__, galera, startup
+from . import __version__, failsafe, galera, startup
 from .api import HealthServer
 from .config import Settings
 from .dcs import Consul, Watcher
@@ -60,7 +60,7 @@ class GaleraSupervisor:
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
                                 token=settings.api_token,
-                                confirm=lambda body, sig: (404, "not a replication cluster"),
+                                confirm=self._confirm_failsafe,
                                 clone=lambda h: (404, "not a replication cluster", None))
         self.mysqld: ManagedProcess | None = None
         self.agent: ManagedProcess | None = None
@@ -87,6 +87,8 @@ class GaleraSupervisor:
         # seconds after a power cut, and a node that joined on that started mysqld into no
         # Primary Component at all.
         self.peers = Peers(settings.health_port)
+        self.promise = failsafe.Promise()  # we confirmed a writer's failsafe lease (G9)
+        self.failsafe_note = ""
         self.last_logged: tuple[str, float] = ("", 0.0)
 
     # --- life cycle -----------------------------------------------------------------------------
@@ -278,6 +280,8 @@ class GaleraSupervisor:
                     self.session = None
             except DCSError:
                 dcs_ok = False
+        if not dcs_ok:
+            self._failsafe_round(now)
         if dcs_ok and self.join_session is not None:
             self._keep_join_lock(bool(st and st.synced))
         k = self.keys
@@ -326,7 +330,33 @@ class GaleraSupervisor:
             forced=k.galera_force.get("node") if k.galera_force else None,
             last_committed=st.last_committed if st else -1, readers=readers,
             switchover_to=self._switchover_to(holding), handover=handover,
-            handover_wait=handover_wait)
+            handover_wait=handover_wait, promised_for=max(0.0, self.promise.left()[0]))
+
+    def _failsafe_round(self, now: float) -> None:
+        """G9: Consul is unreachable. While we are the writer and our lease still runs, every
+        member that passed its check when Consul last answered must confirm (failsafe.py)
+        for the lease to run on; otherwise it runs out and we fence, as without FAILSAFE."""
+        leader = self.keys.leader
+        if not self.cfg.failsafe or self.session is None or leader is None \
+                or leader.session != self.session or now >= self.lease_from + self.cfg.lease:
+            return
+        ok, note = failsafe.lease_round(
+            self.s.repl_password, me=self.s.node_name, lease=self.cfg.lease,
+            members={m.node for m in self.members if m.passing}, addresses=self._addresses(),
+            port=self.s.health_port)
+        if ok:
+            self.lease_from = now
+        if note != self.failsafe_note:
+            (log.info if ok else log.warning)("Consul is unreachable; %s", note)
+            self.failsafe_note = note
+
+    def _confirm_failsafe(self, body: bytes, signature: str) -> tuple[int, str]:
+        """POST /failsafe from the writer (HTTP thread), answered from our last view."""
+        st = self.status
+        fresh = self.clock.monotonic() - st.cycle_at < 3 * self.cfg.loop_wait + 1
+        return failsafe.confirm(self.s.repl_password, body, signature, me=self.s.node_name,
+                                consul_ok=st.consul_ok or not fresh, last_leader=st.leader,
+                                promise=self.promise)
 
     def _switchover_to(self, holding: bool) -> str | None:
         """A switchover asked of us in this term ("": to any reader); one left for another

@@ -253,19 +253,11 @@ class LocalNode:
             return  # run out: we fenced; no reopening before Consul answers
         members = set(keys.sync.names if keys.sync else ()) | {
             m.node for m in self.members if m.passing}
-        members.discard(self.s.node_name)
-        addresses = self._addresses()
-        unknown = [m for m in members if m not in addresses]
-        ok, refused = failsafe.confirm_round(
-            self.s.repl_password, me=self.s.node_name, lease=self.lease,
-            members={m: addresses[m] for m in members if m in addresses},
-            port=self.s.health_port)
-        if ok and not unknown:
+        ok, note = failsafe.lease_round(self.s.repl_password, me=self.s.node_name,
+                                        lease=self.lease, members=members,
+                                        addresses=self._addresses(), port=self.s.health_port)
+        if ok:
             self.lease_from = started
-            note = f"failsafe: {', '.join(sorted(members)) or 'no other member'} confirmed"
-        else:
-            note = ("failsafe: not confirmed by " + ", ".join(refused + unknown)
-                    + ": the lease runs out and this node fences")
         if note != self.failsafe_note:
             (log.info if ok else log.warning)("Consul is unreachable; %s", note)
             self.failsafe_note = note

@@ -132,8 +132,7 @@ def one_round(outage: float) -> dict[str, float]:
         chost = bed.hosts["consul"]
         for proc in chost._spawned:
             if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+                chost.kill_spawned(proc)
         t0 = time.monotonic()
         time.sleep(outage)
         t1 = time.monotonic()

@@ -29,7 +29,7 @@ from tests.testbed.cluster import (
 )
 from tests.testbed.components import HAProxy
 from tests.testbed.util import wait_until
-from tests.testbed.workload import Writer, create_table, missing_on
+from tests.testbed.workload import Writer, create_table, missing_on, writes_through_consul_outage
 
 pytestmark = pytest.mark.integration
 BOOT_BOUND = 180.0
@@ -185,6 +185,24 @@ def test_switchover_moves_the_writer_both_ways_without_losing_a_write(
     every_row_everywhere(nodes, acked)
     print("switchover pauses (no writable node; client gap through HAProxy): " + ", ".join(
         f"{a:.2f}s; {b:.2f}s" for a, b in gaps))
+
+
+def test_failsafe_keeps_the_writer_writing_through_a_consul_outage(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    """galera.G9: the Consul server down for 20 s; every member confirms over HTTP."""
+    nodes, _ = galera
+    w = writer(nodes)
+    create_table(w)
+    client = Writer(w.host.ip)  # straight to the writer: HAProxy resolves servers by Consul
+    client.start()
+    wait_until(lambda: len(client.acked) > 20, timeout=30, what="writes")
+    accepted, gap = writes_through_consul_outage(bed, client, 20)
+    client.halt()
+    print(f"Consul down 20s: {accepted} writes accepted meanwhile, longest gap {gap:.2f}s "
+          f"({client.errors} errors)")
+    assert "failsafe" in w.log.read_text() and accepted > 0, "the writer fenced"
+    assert writer(nodes) is w
+    every_row_everywhere(nodes, set(client.acked))
 
 
 def test_coordinated_crash_recovers_from_the_most_advanced_node_with_every_row(

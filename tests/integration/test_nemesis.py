@@ -170,8 +170,7 @@ class Nemesis:
             chost = self.bed.hosts["consul"]
             for proc in chost._spawned:
                 if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
+                    chost.kill_spawned(proc)
             self.consul_down = True
 
             def heal() -> None:

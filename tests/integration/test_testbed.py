@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import requests
 
 from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed
 from tests.testbed.components import (
@@ -177,6 +178,26 @@ def test_haproxy_on_one_host_forwards_to_mariadb_on_another(bed: TestBed) -> Non
             return str(cur.fetchone()[0])
 
     assert wait_until(via_proxy, timeout=15, what="a query through haproxy") == "db1"
+
+
+def test_a_spawned_process_killed_really_stops_and_can_start_again(bed: TestBed) -> None:
+    """The fault "loss of the Consul server": spawn() returns nsenter, which forks the command
+    into the host's PID namespace; killing nsenter alone left Consul serving."""
+    host = bed.add_host("consul")
+    host.boot()
+    agent = start_consul(host)
+    assert agent.serves()
+    host.kill_spawned(next(p for p in host._spawned if p.poll() is None))
+    def gone() -> bool:
+        try:
+            return not agent.serves()
+        except requests.RequestException:
+            return True
+    wait_until(gone, timeout=10, what="the Consul server to be gone")
+    assert not any("consul" in Path(f"/proc/{p}/cmdline").read_text()
+                   for p in host.processes() if Path(f"/proc/{p}").exists())
+    again = start_consul(host)
+    assert again.serves()
 
 
 def test_consul_three_servers_elect_survive_loss_and_share_kv(bed: TestBed) -> None:

@@ -124,6 +124,17 @@ class Host:
         self._spawned.append(proc)
         return proc
 
+    def kill_spawned(self, proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+        """SIGKILL a process started by spawn(), as a crash. The Popen is nsenter, which forked
+        the command into the host's PID namespace: killing nsenter alone leaves the command
+        running (a Consul server "killed" that way went on serving)."""
+        for pid in _descendants(proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.wait(timeout)
+
     def exec(self, argv: Sequence[str], *, timeout: float = 60,
              check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a command inside the host (network namespace only when the host is not booted)."""
@@ -363,3 +374,20 @@ def _first_child(pid: int) -> int | None:
         if line.startswith("NSpid:") and line.split()[-1] == "1":
             return child
     return None
+
+
+def _descendants(pid: int) -> list[int]:
+    """`pid`'s children, theirs, and so on (deepest last), from /proc."""
+    out: list[int] = []
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                kids = [int(k) for k in f.read().split()]
+        except OSError:
+            kids = []
+        out.extend(kids)
+        todo.extend(kids)
+    return out
+

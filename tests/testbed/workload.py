@@ -16,7 +16,10 @@ from dataclasses import dataclass, field
 
 import pymysql
 
+from .bed import TestBed
 from .cluster import APP_DB, APP_PASSWORD, APP_USER, Node
+from .components import start_consul
+from .util import wait_until
 
 
 @dataclass
@@ -121,3 +124,22 @@ def read_only(node: Node) -> bool:
                          read_timeout=0.5) as c, c.cursor() as cur:
         cur.execute("SELECT @@read_only")
         return bool(cur.fetchone()[0])
+
+
+def writes_through_consul_outage(bed: TestBed, client: Writer, seconds: float
+                                 ) -> tuple[int, float]:
+    """Kill the Consul server for `seconds` (a bounded look, not a wait for state) while
+    `client` writes, start it again and wait for writes after. Returns the writes acknowledged
+    meanwhile and the longest gap between them (from 1 s in)."""
+    chost = bed.hosts["consul"]
+    chost.kill_spawned(next(p for p in chost._spawned if p.poll() is None))
+    t0 = time.monotonic()
+    time.sleep(seconds)
+    t1 = time.monotonic()
+    accepted = sum(1 for a in client.acked.values() if t0 <= a.at <= t1)
+    gap = client.longest_gap(t0 + 1, t1)
+    start_consul(chost)
+    wait_until(lambda: len([a for a in client.acked.values() if a.at > t1]) > 10, timeout=60,
+               what="writes after Consul is back")
+    return accepted, gap
+

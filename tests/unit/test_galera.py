@@ -1,4 +1,4 @@
-"""galera.py's rules (G1-G8) and the wsrep parsers, on pure values."""
+"""galera.py's rules (G1-G9) and the wsrep parsers, on pure values."""
 
 from __future__ import annotations
 
@@ -211,6 +211,15 @@ def test_g8_only_the_target_takes_the_lock_for_a_while_and_opens_at_the_handed_o
     d = decide(replace(RUN, **holding, last_committed=168))  # type: ignore[arg-type]
     assert d.action == Action.WAIT and "170" in d.reason
     assert run(**holding, last_committed=170) == Action.PROMOTE  # no lease wait (open_in 0)
+
+
+def test_g9_a_node_that_confirmed_the_writers_failsafe_lease_neither_takes_nor_deposes() -> None:
+    assert run(leader=None, promised_for=1.5) == Action.WAIT
+    assert run(writer_in_component=False, promised_for=1.5) == Action.WAIT
+    assert run(leader=None, promised_for=0.0) == Action.ACQUIRE_LOCK
+    # the writer keeps writing while its (failsafe) lease runs, Consul or not
+    assert run(**WRITER, dcs_ok=False) == Action.STAY_PRIMARY
+    assert run(**{**WRITER, "lease_left": 0.0}, dcs_ok=False) == Action.FENCE
 
 
 def test_a_non_primary_node_keeps_running_and_serves_nothing() -> None:
