@@ -488,7 +488,7 @@ class LocalNode:
             self._record_role("replica")  # before anything replicated is binlogged (I8)
             self.mysql.replicate_from(o.leader_address, self.s.repl_user, self.s.repl_password,
                                       semi_sync=o.in_ack_set)
-            self.relay_kept = False  # re-fetched from the primary, which has all it needs
+            self.relay_kept = False  # a member applied it first (I9); a non-member's held no ack
             self._clear_position()
             log.info("replication pointed at %s (%s) from GTID position %s, semi-sync "
                      "acknowledgements %s", o.leader, o.leader_address, o.gtid or "(empty)",
