@@ -19,7 +19,7 @@ from .api import CloneStream, HealthServer
 from .backup import clone
 from .backup.provision import recover_interrupted_rebuild
 from .config import ClusterSettings, Settings, cluster_settings
-from .dcs import Consul, Watcher
+from .dcs import Consul, Watcher, best_effort
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .ha import decide
@@ -524,13 +524,8 @@ class Daemon:
             except MySQLError as exc:
                 log.warning("could not fence before stopping: %s", exc)
         release = self.node.release if self.node else (lambda: None)
-        for what, fn in (("release the leader lock", release),
-                         ("deregister from Consul",
-                          lambda: self.consul.deregister(self.s.service_id))):
-            try:
-                fn()
-            except DCSError as exc:
-                log.warning("could not %s: %s (Consul will expire it)", what, exc)
+        best_effort([("release the leader lock", release),
+                     ("deregister from Consul", lambda: self.consul.deregister(self.s.service_id))])
         self.mysql.close()
         clean = True
         if self.mysqld is not None:

@@ -228,6 +228,23 @@ class Consul:
                            "the lock")
         self.release_leader(session)
 
+    def switchover_for(self, req: dict[str, str] | None, node: str, session: str | None
+                       ) -> str | None:
+        """The switchover asked of `node` in the term of `session` (the lock holder's):
+        "" = to whichever node is best, None = none. A request left for another term (an
+        older session of the same node, or another node) is deleted, never carried out."""
+        if not req:
+            return None
+        if req.get("from") != node or req.get("session") != session:
+            log.warning("ignoring a switchover request left for another term of the primary "
+                        "(%s): deleting it", req)
+            try:
+                self.clear_switchover()
+            except DCSError:
+                pass
+            return None
+        return str(req.get("to", ""))
+
     def clear_switchover(self) -> None:
         self._call("switchover clear", lambda: self.client.kv.delete(self.keys.switchover))
 
@@ -430,6 +447,16 @@ class Watcher(threading.Thread):
             if value != last:
                 last = value
                 self.bus.publish(Event(self.code, "consul", value))
+
+
+def best_effort(steps: list[tuple[str, Callable[[], None]]]) -> None:
+    """Consul steps of a graceful stop: each is tried; one that fails is said and left to
+    Consul (a session expires, a registration is deregistered after its check fails)."""
+    for what, fn in steps:
+        try:
+            fn()
+        except DCSError as exc:
+            log.warning("could not %s: %s (Consul will expire it)", what, exc)
 
 
 def agent_config(*, node_name: str, bind: str, join: list[str], data_dir: str

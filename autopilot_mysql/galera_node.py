@@ -22,7 +22,7 @@ from dataclasses import replace
 from . import __version__, failsafe, galera, startup
 from .api import HealthServer
 from .config import Settings
-from .dcs import Consul, Watcher
+from .dcs import Consul, Watcher, best_effort
 from .events import Code, Event, EventBus
 from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
@@ -139,13 +139,8 @@ class GaleraSupervisor:
                 self.mysql.fence()
             except MySQLError as exc:
                 log.warning("could not fence before stopping: %s", exc)
-        for what, fn in (("give up the writer lock", self._end_session),
-                         ("deregister from Consul",
-                          lambda: self.consul.deregister(self.s.service_id))):
-            try:
-                fn()
-            except DCSError as exc:
-                log.warning("could not %s: %s (Consul will expire it)", what, exc)
+        best_effort([("give up the writer lock", self._end_session),
+                     ("deregister from Consul", lambda: self.consul.deregister(self.s.service_id))])
         self.mysql.close()
         clean = True
         if self.mysqld is not None and running:
@@ -361,18 +356,9 @@ class GaleraSupervisor:
     def _switchover_to(self, holding: bool) -> str | None:
         """A switchover asked of us in this term ("": to any reader); one left for another
         term of a writer is deleted."""
-        req = self.keys.switchover
-        if not req or not holding:
+        if not holding:
             return None
-        if req.get("from") != self.s.node_name or req.get("session") != self.session:
-            log.warning("ignoring a switchover request left for another writer's term (%s): "
-                        "deleting it", req)
-            try:
-                self.consul.clear_switchover()
-            except DCSError:
-                pass
-            return None
-        return str(req.get("to", ""))
+        return self.consul.switchover_for(self.keys.switchover, self.s.node_name, self.session)
 
     def _in_primary(self, node: str) -> bool:
         doc = self.peers.status(node, max_age=3.0)

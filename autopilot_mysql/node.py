@@ -423,18 +423,9 @@ class LocalNode:
         return ""
 
     def _switchover_to(self, keys: ClusterKeys) -> str | None:
-        req = keys.switchover
-        if not req or not self._holding(keys):
+        if not self._holding(keys):
             return None
-        if req.get("from") != self.s.node_name or req.get("session") != self.session:
-            log.warning("ignoring a switchover request left for another term of the primary "
-                        "(%s): deleting it", req)
-            try:
-                self.consul.clear_switchover()
-            except DCSError:
-                pass
-            return None
-        return req.get("to", "")
+        return self.consul.switchover_for(keys.switchover, self.s.node_name, self.session)
 
     # --- act ------------------------------------------------------------------------------------
 
