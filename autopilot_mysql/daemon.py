@@ -200,8 +200,8 @@ class Daemon:
     def _mysqld_line(self, line: str) -> None:
         """Every line mysqld writes (its output thread): a volume it filled by itself, and a
         recovery that truncated our binary log (election.I8)."""
-        if ("No space left on device" in line or "Disk is full" in line) and self.node:
-            self.node.disk_stall_at = self.clock.monotonic()
+        if self.node:
+            self.node.disk.line(line)
         if "Successfully truncated binlog file" in line and self.node:
             self.node.identity_pending = ("mysqld's recovery truncated this node's binary log "
                                           "(what a replica acknowledged comes back from the "
@@ -489,7 +489,7 @@ class Daemon:
             errant=obs.errant if obs else self.status.errant,
             behind=obs.behind if obs else self.status.behind,
             data_id=self.node.data_id if self.node else "",
-            disk_free=self.node.disk_free if self.node else None,
+            disk_free=self.node.disk.free if self.node else None,
             disk_full=obs.disk_full if obs else self.status.disk_full,
             ack_set=_ack_set_summary(obs) if obs else self.status.ack_set,
             gtid_current_pos=obs.gtid if obs else self.status.gtid_current_pos,

@@ -57,6 +57,11 @@ G9 (failsafe) With FAILSAFE on (the default), a writer that cannot reach Consul 
               over HTTP that it cannot reach Consul either and still knows it as the writer
               (failsafe.py, as for replication); a member that confirms takes no writer lock
               until that lease, plus a margin, ran out by its own clock.
+G10 (disk)    A data volume counts as full below DISK_MIN_FREE free, or while mysqld waits for
+              space. A reader in that state leaves the component cleanly (its applier would
+              stall every commit of the cluster by flow control) and joins again by IST once
+              it has room; a writer hands over (G8) to a Synced reader whose own status says it
+              has room, or, when none has, says so while writes wait.
 """
 
 from __future__ import annotations
@@ -180,6 +185,8 @@ class GaleraObservation:
     handover: Handover | None = None  # the last writer handed over at seqno handover.gtid
     handover_wait: float = 0.0  # seconds more that nodes but its target leave the lock to it
     promised_for: float = 0.0  # G9: we confirmed the writer's failsafe lease for this long
+    disk_full: str = ""  # G10: why our data volume counts as full ("" = it has room)
+    roomy_readers: tuple[str, ...] = ()  # G10, on the writer: readers whose volume has room
 
 
 def _wait(reason: str, role: Role = Role.UNKNOWN, healthy: bool = False) -> Decision:
@@ -242,11 +249,24 @@ def decide(o: GaleraObservation) -> Decision:
                             "writes", role=Role.PRIMARY, healthy=True)
         if o.switchover_to is not None:
             return _switchover(o)
+        if o.disk_full:
+            if o.roomy_readers:
+                return Decision(Action.HAND_OVER, f"{o.disk_full}: handing the writer role over "
+                                f"to a reader with room ({', '.join(o.roomy_readers)}) (G10)",
+                                role=Role.REPLICA, healthy=True)
+            return Decision(Action.STAY_PRIMARY, f"{o.disk_full}, and no Synced reader has "
+                            "room either: writes wait for space. Free space on a data volume "
+                            "(or grow it); nothing is lost meanwhile", role=Role.PRIMARY,
+                            healthy=True)
         return Decision(Action.STAY_PRIMARY, "the writer: Synced in the Primary Component, "
                         "holding the lock", role=Role.PRIMARY, healthy=True)
     if o.read_only is False:
         return Decision(Action.FENCE, f"{o.leader or 'nobody'} holds the writer lock but this "
                         "node is writable: fencing", role=Role.REPLICA, healthy=True)
+    if o.disk_full:
+        return Decision(Action.LEAVE, f"{o.disk_full}: leaving the Primary Component cleanly "
+                        "(a reader that cannot apply would stall every commit of the cluster); "
+                        "it joins again by IST once it has room (G10)")
     if not o.dcs_ok:
         return _wait("Synced, Consul unreachable: serving reads", Role.REPLICA, True)
     if o.session is None:
@@ -312,6 +332,9 @@ def _down(o: GaleraObservation) -> Decision:
         return Decision(Action.PUBLISH_POSITION, f"publishing our state for the census: down "
                         f"at {o.local.position}")
     if o.component_exists:
+        if o.disk_full:
+            return _wait(f"{o.disk_full}: not joining the Primary Component until the volume "
+                         "has room (free space on it, or grow it) (G10)")
         if o.joining not in (None, o.node):
             return _wait(f"{o.joining} is joining the Primary Component: joining after it "
                          "(one state transfer at a time)")

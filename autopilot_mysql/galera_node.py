@@ -23,6 +23,7 @@ from . import __version__, failsafe, galera, startup
 from .api import HealthServer
 from .config import Settings
 from .dcs import Consul, Watcher, best_effort
+from .disk import DiskWatch
 from .events import Code, Event, EventBus
 from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
@@ -74,6 +75,7 @@ class GaleraSupervisor:
         self.join_session: str | None = None  # holds the join lock while we join
         self.lease_from = 0.0  # monotonic send time of our last successful session renewal
         self.writable_gen = 0
+        self.writable_pid: int | None = None  # the mysqld we lifted read_only on
         self.registered_role: Role | None = None
         self.member_record: dict[str, str] | None = None
         self.last_writer: LeaderInfo | None = None  # the last other node seen holding the lock
@@ -88,6 +90,7 @@ class GaleraSupervisor:
         # Primary Component at all.
         self.peers = Peers(settings.health_port)
         self.promise = failsafe.Promise()  # we confirmed a writer's failsafe lease (G9)
+        self.disk = DiskWatch(settings.datadir, settings.disk_min_free, self.clock)  # G10
         self.failsafe_note = ""
         self.last_logged: tuple[str, float] = ("", 0.0)
 
@@ -113,7 +116,7 @@ class GaleraSupervisor:
         self.cnf = startup.write_cnf(self.s, self.server_id, self.address)
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={self.cnf}"], bus=self.bus,
-            extra_args=lambda: self.start_args,
+            extra_args=lambda: self.start_args, on_line=self.disk.line,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         stop = self.stop_requested
@@ -201,6 +204,9 @@ class GaleraSupervisor:
         while not self.stop_requested.wait(WATCHDOG_PERIOD):
             gen = self.writable_gen
             if gen == verified or self.clock.monotonic() < self.lease_from + self.cfg.lease:
+                continue
+            if self.mysqld is None or self.mysqld.pid != self.writable_pid:
+                verified = gen  # restarted since it was opened: it starts read-only (my.cnf)
                 continue
             try:
                 if not own.read_only_now():
@@ -300,6 +306,9 @@ class GaleraSupervisor:
             handover_wait = max(0.0, self.handover_seen[1] + HANDOVER_WAIT - now)
         readers = tuple(sorted(m.node for m in self.members if m.passing and m.node != me
                                and m.role == Role.REPLICA))
+        disk_full = self.disk.full()
+        roomy = tuple(n for n in readers if not (self.peers.status(n, max_age=3.0) or {}).get(
+            "disk_full", True)) if holding and disk_full else ()
         self.peers.want(self._addresses())
         component = any(self._in_primary(n) for n in self._addresses())
         listed = any(m.passing and m.node != me and m.role in (Role.PRIMARY, Role.REPLICA)
@@ -325,7 +334,8 @@ class GaleraSupervisor:
             forced=k.galera_force.get("node") if k.galera_force else None,
             last_committed=st.last_committed if st else -1, readers=readers,
             switchover_to=self._switchover_to(holding), handover=handover,
-            handover_wait=handover_wait, promised_for=max(0.0, self.promise.left()[0]))
+            handover_wait=handover_wait, promised_for=max(0.0, self.promise.left()[0]),
+            disk_full=disk_full, roomy_readers=roomy)
 
     def _failsafe_round(self, now: float) -> None:
         """G9: Consul is unreachable. While we are the writer and our lease still runs, every
@@ -421,7 +431,8 @@ class GaleraSupervisor:
             self._bootstrap(o)
         elif a == Action.LEAVE and self.mysqld is not None:
             self.mysqld.stop(self.s.stop_timeout)  # clean: grastate.dat gets our position
-            self.consul.record_history("galera-left-for-census", {"node": o.node,
+            self.consul.record_history("galera-left-disk-full" if o.disk_full else
+                                       "galera-left-for-census", {"node": o.node,
                                                                   "reason": d.reason})
         elif a == Action.REGISTER:
             self._register(d.role)
@@ -434,11 +445,13 @@ class GaleraSupervisor:
             _, killed = self.mysql.fence()
             rows = self.mysql.execute("SHOW GLOBAL STATUS LIKE 'wsrep_last_committed'")
             seqno = str(rows[0][1]) if rows else str(o.last_committed)
-            self.consul.hand_over(self.session, o.node, seqno, o.switchover_to or "")
+            to = o.switchover_to if o.switchover_to is not None else (
+                o.roomy_readers[0] if o.roomy_readers else "")  # G10: to a reader with room
+            self.consul.hand_over(self.session, o.node, seqno, to)
             log.info("switchover: fenced (%d client connection(s) dropped) at seqno %s and "
-                     "released the writer lock", killed, seqno)
+                     "released the writer lock to %s", killed, seqno, to or "a Synced reader")
             self.consul.record_history("galera-switchover", {
-                "from": o.node, "to": o.switchover_to or "", "seqno": seqno})
+                "from": o.node, "to": to, "seqno": seqno, "reason": d.reason})
         elif a == Action.REJECT_SWITCHOVER:
             self.consul.clear_switchover()
             log.error("%s", d.reason)
@@ -458,6 +471,7 @@ class GaleraSupervisor:
         elif a == Action.PROMOTE:
             if o.handover is not None:  # G8: never trusted again, before we open
                 self.consul.clear_handover()
+            self.writable_pid = self.mysqld.pid if self.mysqld else None
             self.writable_gen += 1
             self.mysql.set_read_only(False)
             log.info("this node is the writer: read_only OFF")
@@ -634,5 +648,6 @@ class GaleraSupervisor:
             extra={"topology": "galera",
                    "wsrep": (f"{st.cluster_status}, {st.state_comment}, size "
                              f"{st.cluster_size}") if st else "mysqld down"},
+            disk_free=self.disk.free, disk_full=o.disk_full if o else self.status.disk_full,
             last_error=error, cycle_at=self.clock.monotonic(),
             lock_valid_until=(self.lease_from + self.cfg.lease) if holding else 0.0)

@@ -7,7 +7,6 @@ while primary its AckSetKeeper keeps the acknowledgement set (ackset.py)."""
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from . import __version__, election, failsafe, gtid
 from .ackset import AckSetKeeper
 from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul
+from .disk import DiskWatch
 from .election import GRACE_MARGIN
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
@@ -24,7 +24,7 @@ from .mysql import datadir as dd
 from .mysql.server import FenceResult, LocalServer
 from .peers import Peers
 from .process import ManagedProcess
-from .utils import Clock, format_size
+from .utils import Clock
 
 log = logging.getLogger(__name__)
 # Seconds to apply the relay log before publishing the position actually applied (shorter
@@ -33,7 +33,6 @@ DRAIN_TIMEOUT = 2.0
 # A lock holder whose relay log makes no progress for this long gives the lock up.
 APPLY_STALL = 15.0
 HANDOVER_TIMEOUT = 10.0  # seconds a switchover may take before the old primary takes part again
-DISK_STALL_MEMORY = 30.0  # seconds a "No space left on device" from mysqld counts
 
 
 class LocalNode:
@@ -96,11 +95,10 @@ class LocalNode:
         self.failsafe_note = ""
         self.refused_config: dict[str, str] | None = None
         self.refused_since: float | None = None  # when the primary first refused our position
-        self.disk_stall_at = 0.0  # when mysqld last said it waits for disk space
         # Set when mysqld's recovery truncated our binary log: a new server_id is needed
         # before replicating (the daemon renews it).
         self.identity_pending = ""
-        self.disk_free: int | None = None
+        self.disk = DiskWatch(Path(settings.datadir), settings.disk_min_free, self.clock)
 
     # --- observe --------------------------------------------------------------------------------
 
@@ -170,7 +168,7 @@ class LocalNode:
             self.failsafe_note = ""
         holding = self._holding(keys)
         silent_for, says = self._leader_silence(now, keys, holding)
-        disk_full = self._disk_full(now)
+        disk_full = self.disk.full()
         healthy = tuple(sorted(m.node for m in self.members if m.passing
                                and m.node != self.s.node_name))
         leader = keys.leader
@@ -261,21 +259,6 @@ class LocalNode:
         if note != self.failsafe_note:
             (log.info if ok else log.warning)("Consul is unreachable; %s", note)
             self.failsafe_note = note
-
-    def _disk_full(self, now: float) -> str:
-        """Why our data volume counts as full ("" = it has room): less than DISK_MIN_FREE free,
-        or mysqld said lately that it waits for space (a volume it filled by itself)."""
-        try:
-            st = os.statvfs(self.s.datadir)
-            self.disk_free = st.f_bavail * st.f_frsize
-        except OSError:
-            self.disk_free = None
-        if self.disk_free is not None and self.disk_free < self.s.disk_min_free:
-            return (f"the data volume has {format_size(self.disk_free)} free "
-                    f"(DISK_MIN_FREE {format_size(self.s.disk_min_free)})")
-        if now - self.disk_stall_at < DISK_STALL_MEMORY:
-            return "mysqld waits for space on the data volume (No space left on device)"
-        return ""
 
     def _roomy(self, healthy: tuple[str, ...]) -> tuple[str, ...]:
         """Healthy members whose own status says their volume has room."""

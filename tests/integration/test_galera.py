@@ -52,6 +52,13 @@ def kv(bed: TestBed, key: str) -> Any:
     return json.loads(base64.b64decode(r.json()[0]["Value"]))
 
 
+def passing(bed: TestBed, node: str) -> bool:
+    """Consul's check of `node` passes (the writer hands over only to a reader Consul lists)."""
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/health/service/mysql",
+                     params={"passing": "1"}, timeout=2)
+    return r.ok and any(e["Service"]["Meta"].get("node") == node for e in r.json())
+
+
 def writer(nodes: list[Node]) -> Node:
     return wait_until(lambda: next((n for n in nodes if n.host.running and not n.host.paused
                                     and n.http("/primary") == 200), None),
@@ -202,6 +209,50 @@ def test_failsafe_keeps_the_writer_writing_through_a_consul_outage(
           f"({client.errors} errors)")
     assert "failsafe" in w.log.read_text() and accepted > 0, "the writer fenced"
     assert writer(nodes) is w
+    every_row_everywhere(nodes, set(client.acked))
+
+
+def test_a_full_volume_takes_a_reader_out_and_moves_the_writer_role_away(bed: TestBed) -> None:
+    """galera.G10: db1 has a 600 MiB volume of its own, the others room. Full as a reader, it
+    leaves (its applier would stall the cluster) and joins again by IST; full as the writer,
+    it hands the role over to a reader with room."""
+    from tests.integration.test_replication import switchover
+
+    nodes = boot_cluster(bed, 3, timeout=BOOT_BOUND, volumes={"db1": 600},
+                         DISK_MIN_FREE="64M", TOPOLOGY="galera")
+    lb = start_router(bed)
+    db1 = nodes[0]
+    if writer(nodes) is db1:
+        switchover(db1, nodes[1].name)
+    wait_until(lambda: db1.http("/replica") == 200, timeout=30, what="db1 a Synced reader")
+    create_table(writer(nodes))
+    client = Writer(lb.host.ip)
+    client.start()
+    wait_until(lambda: len(client.acked) > 20, timeout=30, what="writes through HAProxy")
+    # As a reader: out of the component, and the cluster keeps committing.
+    ballast = db1.host.fill(db1.datadir, leave_mb=40)
+    wait_until(lambda: db1.status()["mysqld"] == "stopped", timeout=30,
+               what="db1 to leave the component")
+    t0 = time.monotonic()
+    wait_until(lambda: len([a for a in client.acked.values() if a.at > t0]) > 50, timeout=30,
+               what="writes while db1 is out")
+    assert "DISK_MIN_FREE" in db1.status()["last_decision"], db1.status()
+    ballast.unlink()
+    wait_until(lambda: db1.http("/replica") == 200 and passing(bed, db1.name), timeout=90,
+               what="db1 back by IST, its Consul check passing")
+    # As the writer: the role moves to a reader with room.
+    switchover(writer(nodes), db1.name)
+    wait_until(lambda: db1.http("/primary") == 200, timeout=30, what="db1 the writer")
+    ballast = db1.host.fill(db1.datadir, leave_mb=40)
+    t1 = time.monotonic()
+    new = writer([n for n in nodes if n is not db1])
+    wait_until(lambda: any(a.at > t1 and a.server == new.name for a in client.acked.values()),
+               timeout=30, what=f"writes through HAProxy on {new.name}")
+    print(f"db1's volume filled as the writer: {new.name} took over, longest write gap "
+          f"{client.longest_gap(t1, time.monotonic()):.2f}s")
+    ballast.unlink()
+    wait_until(lambda: db1.http("/replica") == 200, timeout=90, what="db1 back as a reader")
+    client.halt()
     every_row_everywhere(nodes, set(client.acked))
 
 

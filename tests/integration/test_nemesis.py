@@ -94,8 +94,6 @@ class Nemesis:
 
     def inject(self) -> None:
         kind = self.rng.choices(self.KINDS, self.WEIGHTS)[0]
-        if kind == "disk-full" and self.nodes[0].env.get("TOPOLOGY") == "galera":
-            return
         free = [n for n in self.nodes if n.name not in self.busy()]
         duration = self.rng.uniform(1.0, 10.0)
         now = time.monotonic()
@@ -193,7 +191,7 @@ class Nemesis:
 @pytest.fixture(params=TOPOLOGIES)
 def setup(bed: TestBed, request: pytest.FixtureRequest
           ) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
-    volumes = {f"db{i}": 600 for i in (1, 2, 3)} if request.param == "replication" else None
+    volumes = {f"db{i}": 600 for i in (1, 2, 3)}
     nodes = boot_cluster(bed, 3, timeout=180, volumes=volumes, DISK_MIN_FREE="64M",
                          TOPOLOGY=request.param)
     lb = start_router(bed)

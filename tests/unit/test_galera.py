@@ -1,4 +1,4 @@
-"""galera.py's rules (G1-G9) and the wsrep parsers, on pure values."""
+"""galera.py's rules (G1-G10) and the wsrep parsers, on pure values."""
 
 from __future__ import annotations
 
@@ -220,6 +220,19 @@ def test_g9_a_node_that_confirmed_the_writers_failsafe_lease_neither_takes_nor_d
     # the writer keeps writing while its (failsafe) lease runs, Consul or not
     assert run(**WRITER, dcs_ok=False) == Action.STAY_PRIMARY
     assert run(**{**WRITER, "lease_left": 0.0}, dcs_ok=False) == Action.FENCE
+
+
+def test_g10_a_full_volume_hands_the_writer_role_over_or_takes_a_reader_out() -> None:
+    full = "the data volume has 40.0 MiB free (DISK_MIN_FREE 64.0 MiB)"
+    d = decide(replace(RUN, **WRITER, disk_full=full, roomy_readers=("db3",)))  # type: ignore[arg-type]
+    assert d.action == Action.HAND_OVER and "db3" in d.reason
+    d = decide(replace(RUN, **WRITER, disk_full=full))  # type: ignore[arg-type]
+    assert d.action == Action.STAY_PRIMARY and "no Synced reader has room" in d.reason
+    assert run(disk_full=full) == Action.LEAVE  # a reader: out, before it stalls the cluster
+    assert run(disk_full=full, leader=None) == Action.LEAVE  # and it never takes the lock
+    # down, with a Primary Component to join: it waits for room
+    assert act(disk_full=full, component_exists=True) == Action.WAIT
+    assert act(component_exists=True) == Action.JOIN
 
 
 def test_a_non_primary_node_keeps_running_and_serves_nothing() -> None:
