@@ -79,6 +79,7 @@ class LocalNode:
         # The old primary's last heartbeat, frozen when the lock was seen free (none can
         # follow: each checks the lock); the grace is timed from it (election.I6).
         self.final_hb: Heartbeat | None = None
+        self.final_hb_at = 0.0  # when we first saw final_hb (our clock): the grace counts from it
         self.drained = False
         self.published: str | None = None
         self.relay_kept = False  # see Observation.relay_kept
@@ -134,6 +135,15 @@ class LocalNode:
             if self.release_wanted and self.session is not None:
                 log.warning("giving up the leader lock and our election position: %s",
                             self.release_wanted)
+                if self._holding(self.cluster) and self.mysqld.pid is None:
+                    # The mysqld that was writable has exited (its next start is read-only):
+                    # a handover without a position, so that the next primary need not wait
+                    # out our lease (election.I6).
+                    try:
+                        self.consul.hand_over(self.session, self.s.node_name, "", "")
+                    except DCSError as exc:
+                        log.info("no handover recorded (%s): the next primary waits out our "
+                                 "lease", exc)
                 self.consul.destroy_session(self.session)
                 self._session_gone()
             self.release_wanted = ""
@@ -292,6 +302,9 @@ class LocalNode:
             if self.election_started is None:
                 self.election_started = now
                 self.final_hb = keys.heartbeat
+                # Kept apart from hb_seen, which keeps only recent heartbeats: ours, once we
+                # hold the lock, would push it out and restart the grace for ever.
+                self.final_hb_at = self.hb_seen.get((hb.node, hb.n), now) if hb else now
                 self.drained = False
                 if self.last_leader:
                     log.warning("the leader key is free (last held by %s): election",
@@ -338,8 +351,7 @@ class LocalNode:
             return 0.0  # it fenced itself before it released the lock
         hb = self.final_hb
         if hb is not None:
-            seen = self.hb_seen.get((hb.node, hb.n), now)
-            end = election.grace_ends(seen, max(hb.lease, self.lease), GRACE_MARGIN)
+            end = election.grace_ends(self.final_hb_at, max(hb.lease, self.lease), GRACE_MARGIN)
         elif keys.sync is not None:
             # A set but no heartbeat (written by an older version, or deleted): time the
             # grace from when we saw the key free, which is after the lock went.

@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Iterator
 
@@ -222,6 +224,34 @@ def test_what_a_replica_acknowledged_but_had_not_applied_survives_its_restart(
                timeout=90, what=f"{old.name} to rejoin")
     assert not old.status()["errant"]
     every_row_everywhere(nodes, acked | before)
+
+
+def test_the_primarys_mysqld_killed_alone_is_replaced_without_a_lease_wait(
+        bed: TestBed, cluster: tuple[list[Node], HAProxy]) -> None:
+    """mysqld alone killed on the primary (its supervisor lives): the supervisor records a
+    handover without a position (the writable process is gone; its next start is read-only)
+    and gives up the lock, so the next primary opens without waiting out the old lease. A
+    grace that restarted for ever once the new primary's own heartbeats pushed the old one's
+    out of its memory kept every node read-only (bench/failover.py found it)."""
+    nodes, lb = cluster
+    wait_until(lambda: synced(bed), timeout=60, what="a synced acknowledgement set")
+    old = primary(nodes)
+    client = Writer(lb.host.ip)
+    client.start()
+    wait_until(lambda: len(client.acked) > 20, timeout=30, what="writes through HAProxy")
+    pid = old.mysqld_pid()
+    assert pid is not None
+    with ReadOnlyWatch(nodes) as watch:
+        t0 = time.monotonic()
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: len([a for a in client.acked.values() if a.at > t0]) > 20,
+                   timeout=60, what="writes through HAProxy after the crash")
+    client.halt()
+    new = primary(nodes)
+    print(f"{old.name}'s mysqld killed: {new.name} primary, client gap "
+          f"{client.longest_gap(t0, time.monotonic()):.2f}s")
+    assert watch.never_two_writable()
+    every_row_everywhere(nodes, set(client.acked))
 
 
 def test_the_fence_drops_clients_but_spares_the_supervisor(
