@@ -243,6 +243,11 @@ def switchover(via: Node, to: str) -> str:
     import subprocess
 
     from tests.testbed.cluster import API_TOKEN, VENV_BIN
+    if to:  # the primary refuses a target whose Consul check does not pass yet (right after
+        # boot the role endpoints answer a moment before it does)
+        wait_until(lambda: any(m["node"] == to and m["passing"]
+                               for m in via.status()["members"]), timeout=30,
+                   what=f"{via.name} to see Consul's check of {to} pass")
     out = subprocess.run([str(VENV_BIN / "autopilot-mysql"), "switchover", "--to", to,
                           "--url", via.url(""), "--token", API_TOKEN, "--wait", "30"],
                          capture_output=True, text=True, timeout=60)
