@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .backup.snapshot import extract
+from .backup.snapshot import extract, read_galera_position
 from .backup.store import Manifest, Progress
 from .config import Settings
 from .dcs import Consul
@@ -87,6 +87,10 @@ def _now(s: Settings, snaps: Snapshots) -> int:
     leader = snaps.consul.cluster_state().leader
     primary = leader.node if leader else ""
     role = Role.PRIMARY if primary == s.node_name else Role.REPLICA
+    if snaps.galera and role == Role.PRIMARY:
+        raise SnapshotError(f"{s.node_name} is the Galera writer, which never takes a snapshot "
+                            "(mariabackup desyncs the node while it blocks DDL, and a writer "
+                            "that is not Synced gives up the writer role): run it on a reader")
     with _bar(None, "snapshot") as progress:
         sched = snaps.make_scheduler(
             lambda: NodeStatus(node=s.node_name, role=role, leader=primary), lambda: (),
@@ -133,6 +137,13 @@ def _restore(snaps: Snapshots, m: Manifest, target: Path) -> int:
         if created:
             target.rmdir()
         raise
+    if snaps.galera or m.galera_uuid:
+        pos = read_galera_position(target)
+        print(f"restored snapshot {m.id} into {target} (prepared). Its Galera position is "
+              f"{pos[0] + ':' + str(pos[1]) if pos else '(not recorded)'}: a node started on "
+              "it with that position in grastate.dat (safe_to_bootstrap: 0) joins its cluster "
+              "by IST. chown -R mysql:mysql it first.")
+        return 0
     print(f"restored snapshot {m.id} into {target} (prepared). Its GTID position is {m.gtid}: "
           f"on a server started on it, SET GLOBAL gtid_slave_pos = '{m.gtid}' before "
           "replicating with MASTER_USE_GTID=slave_pos. chown -R mysql:mysql it first.")

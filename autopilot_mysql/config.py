@@ -423,9 +423,6 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     topology = r.text("TOPOLOGY").strip().lower()
     if topology not in TOPOLOGIES:
         r.problem("TOPOLOGY", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}", "galera")
-    elif topology == "galera" and snapshots is not None:
-        r.problem("S3_BUCKET", "snapshots are not built for TOPOLOGY=galera yet (new Galera "
-                  "nodes join by state transfer from a member); unset S3_BUCKET", "")
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(

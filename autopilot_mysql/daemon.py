@@ -33,14 +33,13 @@ from .process import ManagedProcess, RestartPolicy
 from .reprovision import Reprovisioner
 from .snapshots import Snapshots
 from .utils import Clock, SystemClock
+from .watchdog import LeaseWatchdog
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 # mariadbd's words when a recovery was interrupted after it truncated the binary log
 HEURISTIC = "You have to start server with --tc-heuristic-recover"
 CONSUL_TIMEOUT = 1.0  # seconds one Consul call of the HA loop may take
-WATCHDOG_PERIOD = 0.05  # seconds between the fence watchdog's checks of the lease
-STALE_AFTER = 0.3  # the watchdog missed the lease's end by this much: it was frozen
 SUMMARY_EVERY = 60.0  # an unchanged decision is logged at INFO at most this often
 
 
@@ -131,61 +130,14 @@ class Daemon:
         if self.snapshots is not None:
             self.snapshots.start_scheduler(lambda: self.status, lambda: self.members,
                                            self.stop_requested)
-        threading.Thread(target=self._fence_watchdog, name="fence-watchdog",
-                         daemon=True).start()
-        self._loop()
-        return self._shutdown("stop requested")
-
-    def _fence_watchdog(self) -> None:
-        """election.I1, independent of the loop (which may be stuck in a slow Consul call, or
-        was paused with the whole process): once our lease ran out, make sure mysqld is
-        read-only, checking it over our own connection (never trusting what the loop last
-        published), and again each time the loop lifted read_only since. If it cannot be
-        fenced in place (commits wait for acknowledgements that will not come, or mysqld does
-        not answer), crash it: it restarts read-only, without those commits."""
         node = self.node
         assert node is not None
-        own = LocalServer(self.s.socket, connect_timeout=0.5, read_timeout=1.0)
-        verified = -1  # the writable generation last seen read-only after the lease ran out
-        while not self.stop_requested.wait(WATCHDOG_PERIOD):
-            now = self.clock.monotonic()
-            gen = node.writable_gen
-            # mysqld always starts read-only: only a PROMOTE since its start can have lifted it
-            if now < node.lease_from + node.lease or gen in (verified, self.gen_at_start):
-                continue
-            if self.mysqld is None or self.mysqld.state != ProcState.RUNNING:
-                verified = gen  # it restarts read-only
-                continue
-            pid = self.mysqld.pid  # the one we look at: only it may be crashed below
-            late = now - node.lease_from - node.lease
-            if late > STALE_AFTER:
-                # This thread did not run for a while past the lease's end: frozen with the
-                # process (SIGSTOP, a VM pause) or starved. Nothing mysqld did meanwhile can be
-                # trusted, and no acknowledgement is on its way: crash it before asking it
-                # anything (a query to a just-resumed server costs 100 ms and more).
-                verified = gen
-                self._crash_mysqld(f"our lease ran out {late:.1f}s before this watchdog could "
-                                   "look (the process was frozen or starved)", pid)
-                continue
-            try:
-                if own.read_only_now():
-                    verified = gen
-                    continue
-                result, killed = own.fence()
-            except MySQLError as exc:
-                if pid == self.mysqld.pid:
-                    log.error("watchdog: our lease ran out and mysqld does not answer (%s)", exc)
-                    self._crash_mysqld("the lease ran out and mysqld did not answer the fence",
-                                       pid)
-                verified = gen
-                continue
-            verified = gen
-            if result == FenceResult.WAITING:
-                self._crash_mysqld("the lease ran out while commits wait for acknowledgements",
-                                   pid)
-            else:
-                log.warning("watchdog: our lease ran out %.1fs ago while writable: fenced "
-                            "(read_only ON, %d connection(s) dropped)", late, killed)
+        LeaseWatchdog(self.s.socket, lease_end=lambda: node.lease_from + node.lease,
+                      opened=lambda: node.opened, mysqld=lambda: self.mysqld,
+                      crash=self._crash_mysqld, clock=self.clock,
+                      stop=self.stop_requested).start()
+        self._loop()
+        return self._shutdown("stop requested")
 
     def _crash_mysqld(self, why: str, pid: int | None = None) -> None:
         """The fence of last resort: SIGKILL mysqld (restarted at once, read-only; its
@@ -282,9 +234,9 @@ class Daemon:
             recorded = dd.read_node_state(self.s.datadir).get("last_role")
         except DataDirError:
             recorded = None  # unreadable: treated as a replica (it keeps what it holds)
-        was_primary = (node is not None and node.writable_gen != self.gen_at_start) or \
+        was_primary = (node is not None and node.opened.gen != self.gen_at_start) or \
             recorded == "primary"
-        self.gen_at_start = node.writable_gen if node is not None else 0
+        self.gen_at_start = node.opened.gen if node is not None else 0
         if node is None:
             sync, known = self.initial_sync
         else:

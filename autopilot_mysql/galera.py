@@ -53,10 +53,11 @@ G8 (switch)   A switchover moves the writer role without a lease wait and withou
               take the lock; then any Synced node may. A handover counts only from the last
               writer a node saw, and is cleared before the new writer opens.
 G9 (failsafe) With FAILSAFE on (the default), a writer that cannot reach Consul keeps writing
-              while every member that passed its check when Consul last answered confirms
-              over HTTP that it cannot reach Consul either and still knows it as the writer
-              (failsafe.py, as for replication); a member that confirms takes no writer lock
-              until that lease, plus a margin, ran out by its own clock.
+              while every member that passed its check when Consul last answered, and every
+              other member of its Primary Component now, confirms over HTTP that it cannot
+              reach Consul either and still knows it as the writer (failsafe.py, as for
+              replication); a member that confirms takes no writer lock until that lease,
+              plus a margin, ran out by its own clock.
 G10 (disk)    A data volume counts as full below DISK_MIN_FREE free, or while mysqld waits for
               space. A reader in that state leaves the component cleanly (its applier would
               stall every commit of the cluster by flow control) and joins again by IST once
@@ -187,6 +188,17 @@ class GaleraObservation:
     promised_for: float = 0.0  # G9: we confirmed the writer's failsafe lease for this long
     disk_full: str = ""  # G10: why our data volume counts as full ("" = it has room)
     roomy_readers: tuple[str, ...] = ()  # G10, on the writer: readers whose volume has room
+
+
+def failsafe_members(passing: set[str], component: tuple[str, ...],
+                     addresses: dict[str, str], own: str) -> set[str]:
+    """G9: who must confirm the writer's failsafe lease. `passing`: the members Consul listed
+    as passing when it last answered; `component`: wsrep_incoming_addresses (host:port) of our
+    Primary Component now, named by `addresses` (node -> host); `own`: our host. A member
+    of the component we cannot name counts as one that does not confirm."""
+    names = {a: n for n, a in addresses.items()}
+    hosts = {a.rsplit(":", 1)[0] for a in component} - {own}
+    return passing | {names.get(h, f"the member at {h}") for h in hosts}
 
 
 def _wait(reason: str, role: Role = Role.UNKNOWN, healthy: bool = False) -> Decision:

@@ -34,12 +34,13 @@ from .mysql import wsrep
 from .mysql.server import LocalServer
 from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
+from .snapshots import Snapshots
 from .utils import SystemClock
+from .watchdog import LeaseWatchdog, Opened
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
 CONSUL_TIMEOUT = 1.0
-WATCHDOG_PERIOD = 0.05
 SUMMARY_EVERY = 60.0
 HANDOVER_WAIT = 5.0  # G8: seconds only a switchover's target may take the writer lock
 START_RETRY = 5.0  # seconds before a failed bootstrap or join is tried again
@@ -74,8 +75,7 @@ class GaleraSupervisor:
         self.session: str | None = None
         self.join_session: str | None = None  # holds the join lock while we join
         self.lease_from = 0.0  # monotonic send time of our last successful session renewal
-        self.writable_gen = 0
-        self.writable_pid: int | None = None  # the mysqld we lifted read_only on
+        self.opened = Opened()  # each time we lifted read_only, and on which mysqld
         self.registered_role: Role | None = None
         self.member_record: dict[str, str] | None = None
         self.last_writer: LeaderInfo | None = None  # the last other node seen holding the lock
@@ -91,6 +91,7 @@ class GaleraSupervisor:
         self.peers = Peers(settings.health_port)
         self.promise = failsafe.Promise()  # we confirmed a writer's failsafe lease (G9)
         self.disk = DiskWatch(settings.datadir, settings.disk_min_free, self.clock)  # G10
+        self.snapshots: Snapshots | None = None
         self.failsafe_note = ""
         self.last_logged: tuple[str, float] = ("", 0.0)
 
@@ -114,6 +115,18 @@ class GaleraSupervisor:
         except DCSError:
             return self._shutdown("stopped before this node could get a server_id")
         self.cnf = startup.write_cnf(self.s, self.server_id, self.address)
+        if self.s.snapshots is not None:
+            self.snapshots = Snapshots(self.s, self.consul, cnf=self.cnf)
+            if dd.inspect(self.s.datadir) in (dd.DataDirState.EMPTY,
+                                              dd.DataDirState.INTERRUPTED):
+                # galera.G3 still holds: restored data is the cluster's own, at the snapshot's
+                # seqno (a census prefers any member ahead of it; G4 refuses to go behind the
+                # last bootstrap)
+                self.snapshots.provision_empty(
+                    lambda st, err: self._publish(state=st, error=err), self.stop_requested,
+                    galera_uuid=self._recorded_uuid)
+                if self.stop_requested.is_set():
+                    return self._shutdown("stopped while provisioning from a snapshot")
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={self.cnf}"], bus=self.bus,
             extra_args=lambda: self.start_args, on_line=self.disk.line,
@@ -124,7 +137,11 @@ class GaleraSupervisor:
                 Code.MEMBERS_CHANGED, stop).start()
         Watcher("keys-watch", lambda i: self.consul.watch_keys(i, "20s"), self.bus,
                 Code.LEADER_CHANGED, stop).start()
-        threading.Thread(target=self._watchdog, name="fence-watchdog", daemon=True).start()
+        LeaseWatchdog(self.s.socket, lease_end=lambda: self.lease_from + self.cfg.lease,
+                      opened=lambda: self.opened, mysqld=lambda: self.mysqld,
+                      crash=self._crash_mysqld, clock=self.clock, stop=stop).start()
+        if self.snapshots is not None:
+            self.snapshots.start_scheduler(lambda: self.status, lambda: self.members, stop)
         self._loop()
         return self._shutdown("stop requested")
 
@@ -161,6 +178,10 @@ class GaleraSupervisor:
         log.info("stopped%s", "" if clean else " (not cleanly: exit status 1)")
         return 0 if clean else 1
 
+    def _recorded_uuid(self) -> str:
+        rec = self.consul.cluster_state(consistent=True).galera
+        return rec.uuid if rec else ""
+
     def _end_session(self) -> None:
         if self.session is not None:
             self.consul.destroy_session(self.session)  # the writer lock goes with it
@@ -189,37 +210,18 @@ class GaleraSupervisor:
         self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
         return 202, f"switchover from {leader.node} to {to or 'a Synced reader'} requested"
 
+    def _crash_mysqld(self, why: str, pid: int | None) -> None:
+        """The watchdog's last resort: mysqld restarts read-only and joins again (IST); its
+        exit ends our session (observe), so the lock passes at once."""
+        if self.mysqld is not None:
+            self.mysqld.crash(why, pid)
+
     def _request_switchover(self, leader: str, to: str, session: str) -> None:
         try:
             self.consul.request_switchover(leader, to, session)
             log.info("switchover requested: from %s to %s", leader, to or "a Synced reader")
         except DCSError as exc:
             log.error("could not record the switchover request: %s", exc)
-
-    def _watchdog(self) -> None:
-        """galera.G6 independent of the loop: past our lease, read_only, checked over our own
-        connection."""
-        own = LocalServer(self.s.socket, connect_timeout=0.5, read_timeout=1.0)
-        verified = 0
-        while not self.stop_requested.wait(WATCHDOG_PERIOD):
-            gen = self.writable_gen
-            if gen == verified or self.clock.monotonic() < self.lease_from + self.cfg.lease:
-                continue
-            if self.mysqld is None or self.mysqld.pid != self.writable_pid:
-                verified = gen  # restarted since it was opened: it starts read-only (my.cnf)
-                continue
-            try:
-                if not own.read_only_now():
-                    _, killed = own.fence()
-                    log.warning("watchdog: our writer lease ran out while writable: fenced "
-                                "(read_only ON, %d connection(s) dropped)", killed)
-                verified = gen
-            except MySQLError as exc:
-                log.error("watchdog: our writer lease ran out and mysqld does not answer (%s):"
-                          " crashing it", exc)
-                if self.mysqld is not None:
-                    self.mysqld.crash("the writer lease ran out and mysqld did not answer")
-                verified = gen
 
     # --- the loop -------------------------------------------------------------------------------
 
@@ -267,8 +269,12 @@ class GaleraSupervisor:
         elif self.non_primary_since is None:
             self.non_primary_since = now
         dcs_ok = True
+        read_at = now
         try:
             self.keys = self.consul.cluster_state(consistent=True)
+            # After the answer: the lock may have been freed while the read was on its way,
+            # after the previous writer's last renewal (its lease counts from that)
+            read_at = self.clock.monotonic()
         except DCSError:
             dcs_ok = False
         if dcs_ok and self.session is not None:
@@ -288,11 +294,12 @@ class GaleraSupervisor:
         k = self.keys
         leader = k.leader
         me = self.s.node_name
-        if leader is not None and leader.node != me:
-            self.last_writer = leader
-            self.free_since = None
-        elif leader is None and self.free_since is None:
-            self.free_since = now
+        if leader is not None:
+            if leader.node != me:
+                self.last_writer = leader
+            self.free_since = None  # counted afresh each time the lock is free again
+        elif self.free_since is None:
+            self.free_since = read_at
         holding = leader is not None and leader.node == me and self.session is not None \
             and leader.session == self.session
         handover = k.handover if (k.handover is not None and k.handover.from_node in (
@@ -345,9 +352,15 @@ class GaleraSupervisor:
         if not self.cfg.failsafe or self.session is None or leader is None \
                 or leader.session != self.session or now >= self.lease_from + self.cfg.lease:
             return
+        # The catalog we last saw may predate a member's join: it can be Synced and hold a
+        # session by now, so the members of our component must confirm too.
+        addresses = self._addresses()
         ok, note = failsafe.lease_round(
             self.s.repl_password, me=self.s.node_name, lease=self.cfg.lease,
-            members={m.node for m in self.members if m.passing}, addresses=self._addresses(),
+            members=galera.failsafe_members(
+                {m.node for m in self.members if m.passing},
+                self.wsrep.incoming if self.wsrep else (), addresses, self.address),
+            addresses=addresses,
             port=self.s.health_port)
         if ok:
             self.lease_from = now
@@ -471,11 +484,19 @@ class GaleraSupervisor:
         elif a == Action.PROMOTE:
             if o.handover is not None:  # G8: never trusted again, before we open
                 self.consul.clear_handover()
-            self.writable_pid = self.mysqld.pid if self.mysqld else None
-            self.writable_gen += 1
+            # The decision read the lease at the start of the cycle; Consul's timeouts and a
+            # failsafe round may since have used it up (the watchdog had fenced already).
+            if self.clock.monotonic() >= self.lease_from + self.cfg.lease - 0.1:
+                log.warning("our writer lease ran out while opening: not opening for writes")
+                return
             self.mysql.set_read_only(False)
+            # After lifting it: the watchdog looks again (watchdog.py)
+            self.opened = Opened(self.opened.gen + 1, self.mysqld.pid if self.mysqld else None)
             log.info("this node is the writer: read_only OFF")
-            self.consul.record_history("galera-writer", {"node": o.node})
+            try:
+                self.consul.record_history("galera-writer", {"node": o.node})
+            except DCSError as exc:
+                log.warning("writable, but the history does not say so: %s", exc)
         elif a == Action.FENCE:
             _, killed = self.mysql.fence()
             log.warning("fenced: read_only ON, %d client connection(s) dropped", killed)
@@ -646,6 +667,7 @@ class GaleraSupervisor:
             members=self.members, consul_ok=bool(o and o.dcs_ok),
             last_decision=str(d) if d else self.status.last_decision,
             extra={"topology": "galera",
+                   **({"snapshot": self.snapshots.state} if self.snapshots else {}),
                    "wsrep": (f"{st.cluster_status}, {st.state_comment}, size "
                              f"{st.cluster_size}") if st else "mysqld down"},
             disk_free=self.disk.free, disk_full=o.disk_full if o else self.status.disk_full,

@@ -25,6 +25,7 @@ from .mysql.server import FenceResult, LocalServer
 from .peers import Peers
 from .process import ManagedProcess
 from .utils import Clock
+from .watchdog import Opened
 
 log = logging.getLogger(__name__)
 # Seconds to apply the relay log before publishing the position actually applied (shorter
@@ -66,7 +67,7 @@ class LocalNode:
         self.lease_from = 0.0  # send time of our last heartbeat that proved the lock
         self.hb_n = 0
         self.hb_seen: dict[tuple[str, int], float] = {}  # heartbeat -> when we first saw it
-        self.writable_gen = 0  # incremented each time we lift read_only (for the watchdog)
+        self.opened = Opened()  # each time we lift read_only, and on which mysqld (watchdog)
         self.dcs_ok_at = clock.monotonic()
         self.registered_role: Role | None = None
         self.member_record: dict[str, str] | None = None
@@ -551,7 +552,9 @@ class LocalNode:
             # lease wait while we may still be writable.
             self.consul.clear_handover()
         self.mysql.set_read_only(False)
-        self.writable_gen += 1  # after lifting it: the watchdog checks again if need be
+        # After lifting it: the watchdog checks again if need be (the pid read afterwards: a
+        # mysqld restarted in between starts read-only, and is merely looked at).
+        self.opened = Opened(self.opened.gen + 1, self.mysqld.pid)
         self._clear_position()
         self.election_started = None  # won: the next election starts afresh
         if o.forced:

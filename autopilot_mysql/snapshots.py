@@ -39,6 +39,9 @@ class Snapshots:
         self.store = store or SnapshotStore(self.cfg)
         self.server = LocalServer(settings.socket)
         self.scheduler: SnapshotScheduler | None = None
+        # TOPOLOGY=galera: taken on a Synced reader with the Galera position, restored as a
+        # grastate.dat a node joins from by IST
+        self.galera = settings.topology == "galera"
 
     # --- the schedule (daemon) --------------------------------------------------------------
 
@@ -54,7 +57,7 @@ class Snapshots:
             self.cfg, self.store, self.consul, node=self.s.node_name, status=status,
             members=members, primary_binlog=lambda: self.primary_binlog(status().role),
             take=take, verify=self.verify if self.cfg.verify else None,
-            max_lag=self.s.replica_max_lag, stop=stop)
+            max_lag=self.s.replica_max_lag, stop=stop, primary_may=not self.galera)
 
     def start_scheduler(self, status: Callable[[], NodeStatus],
                         members: Callable[[], tuple[Member, ...]],
@@ -84,7 +87,7 @@ class Snapshots:
                                                else Role.REPLICA),
             cnf=self.cnf, socket_path=self.s.socket,
             compression_level=self.cfg.compression_level, progress=progress,
-            should_stop=should_stop)
+            should_stop=should_stop, galera=self.galera)
 
     # --- finding the latest -------------------------------------------------------------------
 
@@ -98,9 +101,12 @@ class Snapshots:
     # --- provisioning (daemon, before mysqld starts) --------------------------------------------
 
     def provision_empty(self, publish: Callable[[str, str], None],
-                        stop: threading.Event) -> bool:
+                        stop: threading.Event, galera_uuid: Callable[[], str] | None = None
+                        ) -> bool:
         """First boot of a node in a cluster that has a snapshot: restore it. Returns False
-        when the cluster has no snapshot (the node initializes and copies by replication).
+        when the cluster has no snapshot (the node initializes and copies by replication; on
+        Galera it joins by a full state transfer), or on Galera when the snapshot is not of
+        the cluster `galera_uuid()` names (Consul's record; "" for a cluster not created yet).
         A failed restore is retried every RESTORE_RETRY seconds, the node unhealthy with the
         cause meanwhile; it never falls back to an empty server."""
         datadir = self.s.datadir
@@ -108,9 +114,19 @@ class Snapshots:
             try:
                 m = self.latest()
                 if m is None:
-                    log.info("the cluster has no snapshot yet: initializing an empty server "
-                             "(it copies everything from the primary by replication)")
+                    log.info("the cluster has no snapshot yet: " + (
+                        "this node joins by a full state transfer" if self.galera else
+                        "initializing an empty server (it copies everything from the primary "
+                        "by replication)"))
                     return False
+                if self.galera:
+                    cluster = galera_uuid() if galera_uuid else ""
+                    if not cluster or m.galera_uuid != cluster:
+                        log.warning("the latest snapshot %s is of Galera cluster %s, not of "
+                                    "this one (%s): not restoring it; this node joins by a "
+                                    "full state transfer", m.id, m.galera_uuid or "(none)",
+                                    cluster or "not created yet")
+                        return False
                 if dd.inspect(datadir) == dd.DataDirState.INTERRUPTED:
                     log.warning("an earlier restore or first boot was interrupted: wiping it")
                     dd.wipe_interrupted(datadir)
@@ -118,7 +134,7 @@ class Snapshots:
                          "from %s", m.id, m.gtid, m.stored_bytes >> 20, m.node, self.store.where)
                 publish(f"restoring snapshot {m.id}", "")
                 restore_datadir(*from_snapshot(self.store, m), datadir,
-                                self._publisher(publish, m))
+                                self._publisher(publish, m), galera=self.galera)
                 return True
             except (SnapshotError, DCSError) as exc:
                 log.error("cannot provision this node from a snapshot (retrying in %.0fs; the "

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed, other_live_beds
+from tests.testbed.components import S3Server, start_minio
 from tests.testbed.util import run
 
 
@@ -21,6 +22,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
     if report.when in ("setup", "call") and report.failed:
         item.stash[FAILED] = True
     return report
+
+
+@pytest.fixture
+def s3(bed: TestBed) -> S3Server:
+    """A MinIO host on the bed (snapshots)."""
+    h = bed.add_host("s3")
+    h.boot()
+    return start_minio(h)
 
 
 FAILED = pytest.StashKey[bool]()

@@ -35,15 +35,18 @@ def snapshot_due(pointer: Mapping[str, Any] | None, *, now: float, interval: flo
     return None
 
 
-def eligible(status: NodeStatus, members: Sequence[Member], max_lag: int) -> str | None:
+def eligible(status: NodeStatus, members: Sequence[Member], max_lag: int,
+             primary_may: bool = True) -> str | None:
     """Why this node may take the cluster's snapshot, or None: a healthy replica that keeps up;
-    the primary only when no other member passes its health check."""
+    the primary only when no other member passes its health check, and only if
+    `primary_may` (a Galera writer never: mariabackup desyncs the node while it blocks DDL,
+    and a writer that is not Synced gives up the writer role)."""
     if not status.healthy:
         return None
     if status.role == Role.REPLICA and status.replicating and status.lag is not None \
             and status.lag <= max_lag:
         return "a healthy replica"
-    if status.role == Role.PRIMARY:
+    if status.role == Role.PRIMARY and primary_may:
         others = [m for m in members if m.node != status.node and m.passing]
         if not others:
             return "the primary, with no healthy replica to take it"

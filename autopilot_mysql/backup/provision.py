@@ -4,7 +4,8 @@ purged binary logs). A `Fetch` unpacks and prepares a backup into a directory an
 position; both sources share everything after it. Both operations are all-or-nothing:
 
     restore:  mark pending -> fetch (unpack + prepare) into #autopilot-restore -> move up ->
-              set the GTID position in a throwaway server -> mark done (a new data id)
+              set the GTID position in a throwaway server (Galera: grastate.dat from the
+              backup's Galera position) -> mark done (a new data id)
     rebuild:  move everything into #autopilot-aside -> restore -> delete the aside copy
               (any failure: empty again and move the old data back)
 
@@ -24,9 +25,18 @@ from pathlib import Path
 
 from ..exceptions import MySQLError, SnapshotError
 from ..mysql import datadir as dd
+from ..mysql import wsrep
 from ..mysql.server import LocalServer
 from . import clone
-from .snapshot import chown_tree, extract, prepare, read_backup_gtid, throwaway_server, unpack
+from .snapshot import (
+    chown_tree,
+    extract,
+    prepare,
+    read_backup_gtid,
+    read_galera_position,
+    throwaway_server,
+    unpack,
+)
 from .store import Manifest, Progress, SnapshotStore
 
 # Unpack and prepare a backup into the (empty) directory; return its GTID position.
@@ -57,9 +67,12 @@ def from_node(url: str, secret: str, me: str, donor: str) -> tuple[Fetch, str]:
 
 
 def restore_datadir(fetch: Fetch, what: str, datadir: Path,
-                    progress: Progress | None = None) -> str:
+                    progress: Progress | None = None, galera: bool = False) -> str:
     """Restore `what` into the (empty) data directory; return its GTID position. Raises
-    SnapshotError with the directory emptied again (our state file, the server_id, is kept)."""
+    SnapshotError with the directory emptied again (our state file, the server_id, is kept).
+    With `galera`, the backup's Galera position becomes grastate.dat instead (the node then
+    joins by IST from it, or by SST when no member's write-set cache reaches back that far);
+    no throwaway server writes anything into the data first."""
     t0 = time.monotonic()
     keep = frozenset({dd.STATE, ASIDE, DISCARD})
     dd.mark_pending(datadir, f"restore of {what}")
@@ -70,8 +83,17 @@ def restore_datadir(fetch: Fetch, what: str, datadir: Path,
             p.rename(datadir / p.name)
         staging.rmdir()
         chown_tree(datadir)
-        throwaway_server(datadir, lambda sock: _set_position(sock, position))
-        dd.mark_done(datadir, f"restored from {what} (GTID {position})")
+        if galera:
+            pos = read_galera_position(datadir)
+            if pos is None:
+                raise SnapshotError(f"{what} holds no Galera position (xtrabackup_galera_info):"
+                                    " it was not taken with --galera-info on a Galera node")
+            wsrep.write_grastate(datadir, wsrep.Position(*pos), safe_to_bootstrap=False)
+            position = f"{pos[0]}:{pos[1]}"
+        else:
+            throwaway_server(datadir, lambda sock: _set_position(sock, position))
+        dd.mark_done(datadir, f"restored from {what} ({'Galera position' if galera else 'GTID'}"
+                     f" {position})")
     except BaseException as exc:
         dd.empty_dir(datadir, keep)
         if isinstance(exc, (SnapshotError, OSError, MySQLError)):

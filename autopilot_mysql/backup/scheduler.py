@@ -47,7 +47,7 @@ class SnapshotScheduler:
                  node: str, status: Callable[[], NodeStatus],
                  members: Callable[[], tuple[Member, ...]], primary_binlog: Callable[[], str],
                  take: TakeFn, verify: VerifyFn | None, max_lag: int,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, primary_may: bool = True) -> None:
         self.cfg = cfg
         self.store = store
         self.consul = consul
@@ -58,6 +58,7 @@ class SnapshotScheduler:
         self.take_fn = take
         self.verify_fn = verify
         self.max_lag = max_lag
+        self.primary_may = primary_may  # policy.eligible
         self.stop = stop
         self.state = "idle"  # shown in /status
         self.retry_at = 0.0
@@ -80,7 +81,7 @@ class SnapshotScheduler:
 
     def tick(self) -> Manifest | None:
         st = self.status()
-        why_me = policy.eligible(st, self.members(), self.max_lag)
+        why_me = policy.eligible(st, self.members(), self.max_lag, self.primary_may)
         if why_me is None:
             return None
         why = self._due()

@@ -71,11 +71,15 @@ def _kill(*procs: subprocess.Popen[bytes] | None) -> None:
 def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_binlog: str,
          cnf: Path, socket_path: Path, compression_level: int,
          progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False,
-         snapshot_id: str | None = None) -> Manifest:
+         snapshot_id: str | None = None, galera: bool = False) -> Manifest:
     """Stream a physical backup of the local server into the store; return its manifest (not
-    yet written: the caller writes it, then moves the pointer)."""
+    yet written: the caller writes it, then moves the pointer). With `galera`, the backup
+    records the node's Galera position (--galera-info: xtrabackup_galera_info, which a
+    restore turns into grastate.dat so the node joins by IST) and the manifest the cluster's
+    UUID."""
     sid = snapshot_id or new_id(node)
     started = time.time()
+    galera_uuid = _cluster_uuid(socket_path) if galera else ""
     with tempfile.TemporaryDirectory(prefix="apm-snapshot-") as tmp:
         work = Path(tmp)
         err = work / "mariabackup.err"
@@ -88,7 +92,8 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                     [*NICE, "mariabackup", f"--defaults-file={cnf}", "--backup",
                      "--stream=xbstream", f"--target-dir={work / 'target'}",
                      f"--extra-lsndir={work / 'lsn'}",
-                     "--user=root", f"--socket={socket_path}"],
+                     "--user=root", f"--socket={socket_path}",
+                     *(["--galera-info"] if galera else [])],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
                     start_new_session=True)
             zs = subprocess.Popen([*NICE, "zstd", "-q", "-c", f"-{compression_level}", "-T0"],
@@ -126,7 +131,23 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                     binlog_file=primary_binlog or info["binlog_file"],
                     server_version=info["version"], started_at=started,
                     finished_at=time.time(), raw_bytes=raw.n, stored_bytes=stored.size,
-                    sha256=stored.sha256, s3_checksum=stored.s3_checksum)
+                    sha256=stored.sha256, s3_checksum=stored.s3_checksum,
+                    galera_uuid=galera_uuid)
+
+
+def _cluster_uuid(socket_path: Path) -> str:
+    server = LocalServer(socket_path, connect_timeout=2, read_timeout=10)
+    try:
+        rows = server.execute("SHOW GLOBAL STATUS LIKE 'wsrep_cluster_state_uuid'")
+    except MySQLError as exc:
+        raise SnapshotError(f"cannot read this node's Galera cluster UUID: {exc}") from exc
+    finally:
+        server.close()
+    uuid = str(rows[0][1]) if rows else ""
+    if not uuid or uuid.startswith("00000000-"):
+        raise SnapshotError("this node is not in a Galera cluster (wsrep_cluster_state_uuid "
+                            f"is {uuid!r}): no snapshot")
+    return uuid
 
 
 class _Counter:
@@ -218,6 +239,22 @@ def read_backup_gtid(target: Path) -> str:
             fields = p.read_text().split()
             return fields[2] if len(fields) >= 3 else ""
     return ""
+
+
+def read_galera_position(target: Path) -> tuple[str, int] | None:
+    """The Galera position (uuid, seqno) an unpacked backup taken with --galera-info holds
+    ("uuid:seqno [gtid]" in xtrabackup_galera_info; mariadb_backup_galera_info in later
+    versions), or None."""
+    for name in ("mariadb_backup_galera_info", "xtrabackup_galera_info"):
+        p = target / name
+        if p.exists():
+            first = (p.read_text().split() or [""])[0]
+            uuid, sep, seqno = first.rpartition(":")
+            try:
+                return (uuid, int(seqno)) if sep and uuid else None
+            except ValueError:
+                return None
+    return None
 
 
 def chown_tree(path: Path, user: str = "mysql") -> None:

@@ -59,6 +59,7 @@ class Manifest:
     s3_checksum: str  # the server's composite SHA-256 of the parts ("<b64>-<parts>")
     compression: str = "zstd"
     format: int = 1
+    galera_uuid: str = ""  # TOPOLOGY=galera: the cluster the data belongs to ("": replication)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, sort_keys=True) + "\n"
@@ -67,7 +68,7 @@ class Manifest:
     def from_json(cls, text: str | bytes) -> Manifest:
         data = json.loads(text)
         names = {f.name for f in fields(cls)}
-        missing = names - set(data) - {"compression", "format"}
+        missing = names - set(data) - {"compression", "format", "galera_uuid"}
         if missing:
             raise ValueError(f"missing {', '.join(sorted(missing))}")
         return cls(**{k: v for k, v in data.items() if k in names})

@@ -16,18 +16,22 @@ import pymysql
 import pytest
 import requests
 
+from tests.integration.test_replication import has_rows, insert
+from tests.integration.test_snapshots import pointer
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import (
     APP_DB,
     APP_PASSWORD,
     APP_USER,
+    VENV_BIN,
     Node,
     boot_cluster,
     healthy_cluster,
     make_node,
+    s3_env,
     start_router,
 )
-from tests.testbed.components import HAProxy
+from tests.testbed.components import HAProxy, S3Server
 from tests.testbed.util import wait_until
 from tests.testbed.workload import Writer, create_table, missing_on, writes_through_consul_outage
 
@@ -371,3 +375,37 @@ def test_a_joiner_killed_mid_sst_and_a_bootstrapper_killed_in_recovery_need_no_o
     wait_until(lambda: healthy_cluster(everyone), timeout=180,
                what="the cluster back on its own after its bootstrapper died")
     every_row_everywhere(everyone, acked)
+
+
+def test_a_new_node_starts_from_a_snapshot_taken_on_a_reader_and_joins_by_ist(
+        bed: TestBed, s3: S3Server) -> None:
+    """Issue 10, 8: the schedule takes the cluster's snapshot on a Synced reader with
+    --galera-info (never on the writer: `backup now` there is refused); a node that boots
+    empty restores it and joins by IST, not by a full state transfer."""
+    env = s3_env(s3, "snapshots", SNAPSHOT_INTERVAL="0", S3_TIMEOUT="3")
+    nodes = boot_cluster(bed, 3, timeout=BOOT_BOUND, TOPOLOGY="galera", **env)
+    w = writer(nodes)
+    acked = set(insert(w, 1, 40))
+    first = wait_until(lambda: pointer(bed), timeout=120, what="the first snapshot")
+    assert first["node"] != w.name, "the Galera writer took the snapshot"
+    manifest = json.loads(s3.client().get_object(
+        Bucket="snapshots", Key=f"mysql/snapshots/{first['id']}/manifest.json")["Body"].read())
+    assert manifest["galera_uuid"] == kv(bed, "galera/cluster")["uuid"]
+    refused = w.host.exec(["env", *[f"{k}={v}" for k, v in w.env.items()],
+                           str(VENV_BIN / "autopilot-mysql"), "backup", "now"], check=False)
+    assert refused.returncode != 0 and "is the Galera writer" in refused.stderr, refused
+    acked |= set(insert(w, 100, 40))  # the new node gets these by IST
+    full = "Sleeping before data transfer for SST"  # a donor's full SST (MARIADB-NOTES)
+    ssts = sum(n.log.read_text().count(full) for n in nodes)
+    db4 = make_node(bed.add_host("db4"), TOPOLOGY="galera", **env)
+    t0 = time.monotonic()
+    db4.boot()
+    db4.wait_http("/replica", 200, timeout=180)
+    print(f"db4 restored snapshot {first['id']} and joined in {time.monotonic() - t0:.1f}s")
+    log = db4.log.read_text()
+    assert f"restoring snapshot {first['id']}" in log
+    assert "IST received" in log, "the node should join by IST from the snapshot's position"
+    assert sum(n.log.read_text().count(full) for n in nodes) == ssts, "a donor streamed an SST"
+    acked |= set(insert(w, 200, 10))
+    for n in [*nodes, db4]:
+        wait_until(lambda n=n: has_rows(n, acked), timeout=60, what=f"every row on {n.name}")

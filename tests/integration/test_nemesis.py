@@ -50,6 +50,10 @@ RESUME_EXCUSE = 0.1
 T0 = time.monotonic()
 
 
+def stamp_now() -> float:
+    return time.monotonic() - T0
+
+
 def stamp() -> str:
     return f"t={time.monotonic() - T0:7.2f}"
 
@@ -206,6 +210,8 @@ def test_random_faults_lose_no_acknowledged_write_and_never_make_two_primaries(
     topology = nodes[0].env.get("TOPOLOGY", "replication")
     print(f"\nnemesis: CHAOS_SEED={SEED} CHAOS_FAULTS={FAULTS} CHAOS_TOPOLOGY={topology} "
           "(replay with these)")
+    print(f"nemesis: t=0 is {time.strftime('%H:%M:%S', time.gmtime(time.time() - stamp_now()))}"
+          " UTC (the hosts' logs are in UTC)")
     writers = [Writer(lb.host.ip, first_id=k * 10**8, pause=0.01) for k in range(1, 4)]
     for w in writers:
         w.start()
@@ -260,4 +266,4 @@ def test_random_faults_lose_no_acknowledged_write_and_never_make_two_primaries(
           f"after the last heal; longest write gap {gaps:.1f}s; two writable in {strict} sample(s) "
           f"(+{excused} within {RESUME_EXCUSE}s of a SIGCONT) of {len(watch.samples)}")
     assert strict == 0, "two nodes were writable at the same time:\n" + "\n".join(
-        nemesis.timeline)
+        sorted(nemesis.timeline + [f"{w}  <- TWO WRITABLE" for w in watch.windows(T0)]))

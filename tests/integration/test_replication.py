@@ -205,6 +205,22 @@ class ReadOnlyWatch:
                 soft += 1
         return strict, soft
 
+    def windows(self, since: float = 0.0) -> list[str]:
+        """Every stretch of samples with more than one writable node, as "t=start..end
+        (seconds, N samples): nodes" with times relative to `since` (monotonic)."""
+        out: list[str] = []
+        run: list[tuple[float, tuple[str, ...]]] = []
+        for t, w in [*self.samples, (float("inf"), ())]:
+            if len(w) > 1 and (not run or run[-1][1] == w):
+                run.append((t, w))
+                continue
+            if run:
+                a, b = run[0][0] - since, run[-1][0] - since
+                out.append(f"t={a:7.2f}..{b:7.2f} ({b - a:.2f}s, {len(run)} samples): "
+                           f"{', '.join(run[0][1])}")
+            run = [(t, w)] if len(w) > 1 else []
+        return out
+
     def __enter__(self) -> ReadOnlyWatch:
         self.thread.start()
         return self

@@ -20,7 +20,7 @@ import requests
 from tests.integration.test_replication import has_rows, ids, insert, primary, roles
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import VENV_BIN, Node, boot_cluster, make_node, s3_env
-from tests.testbed.components import S3Server, start_minio
+from tests.testbed.components import S3Server
 from tests.testbed.util import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -82,13 +82,6 @@ def cli(node: Node, *args: str) -> subprocess.Popen[bytes]:
     """`autopilot-mysql ARGS` inside the node's host, with its environment."""
     return node.host.spawn([str(VENV_BIN / "autopilot-mysql"), *args], env=node.env,
                            log="cli.log")
-
-
-@pytest.fixture
-def s3(bed: TestBed) -> S3Server:
-    h = bed.add_host("s3")
-    h.boot()
-    return start_minio(h)
 
 
 def test_snapshot_life_cycle(bed: TestBed, s3: S3Server) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from autopilot_mysql import galera
 from autopilot_mysql.election import Handover
 from autopilot_mysql.galera import (
     DATA,
@@ -278,3 +279,15 @@ def test_g7_without_quorum_anywhere_a_node_leaves_for_the_census() -> None:
     assert decide(replace(lost, non_primary_for=30.0, component_listed=True)).action \
         == Action.WAIT
     assert decide(replace(lost, non_primary_for=30.0, dcs_ok=False)).action == Action.WAIT
+
+
+def test_g9_the_failsafe_asks_the_component_too_not_only_the_catalog_last_seen() -> None:
+    """A writer cut off from Consul right after a full restart saw no other member passing;
+    the members of its component must confirm all the same, and one it cannot name never
+    confirms."""
+    addresses = {"db2": "10.0.0.2", "db3": "10.0.0.3"}
+    component = ("10.0.0.1:3306", "10.0.0.2:3306", "10.0.0.3:3306")
+    assert galera.failsafe_members(set(), component, addresses, "10.0.0.1") == {"db2", "db3"}
+    assert galera.failsafe_members({"db3"}, ("10.0.0.1:3306",), addresses, "10.0.0.1") == {"db3"}
+    assert galera.failsafe_members(set(), ("10.0.0.1:3306", "10.0.0.9:3306"), addresses,
+                                   "10.0.0.1") == {"the member at 10.0.0.9"}

@@ -13,6 +13,7 @@ from autopilot_mysql.backup import provision
 from autopilot_mysql.backup.store import Manifest
 from autopilot_mysql.exceptions import SnapshotError
 from autopilot_mysql.mysql import datadir as dd
+from autopilot_mysql.mysql import wsrep
 
 M = Manifest(id="20260101T000000Z-db1", node="db1", role="replica", primary="db2", gtid="0-1-5",
              binlog_file="mysql-bin.000001", server_version="10.11", started_at=0.0,
@@ -94,3 +95,34 @@ def test_rebuild_killed_after_the_restore_completed_keeps_the_restore(tmp_path: 
     assert not provision.recover_interrupted_rebuild(tmp_path)
     assert not (tmp_path / provision.DISCARD).exists()
     assert (tmp_path / "ibdata1").read_text() == "restored"
+
+
+class GaleraBackup:
+    """Unpacks into the target what a --galera-info backup holds, as far as a restore looks."""
+
+    def __init__(self, info: str | None) -> None:
+        self.info = info
+
+    def fetch(self, target: Path, progress: object) -> str:
+        target.mkdir()
+        (target / "ibdata1").write_text("data")
+        if self.info is not None:
+            (target / "xtrabackup_galera_info").write_text(self.info)
+        return "0-1-5"
+
+
+def test_a_galera_restore_leaves_a_grastate_to_join_by_ist(tmp_path: Path) -> None:
+    uuid = "30e3e34e-ee24-11f1-88aa-9f096a758e31"
+    position = provision.restore_datadir(GaleraBackup(f"{uuid}:4 0\n").fetch, "snapshot x",
+                                         tmp_path, galera=True)
+    assert position == f"{uuid}:4"
+    gs = wsrep.read_grastate(tmp_path)
+    assert gs is not None and str(gs.position) == f"{uuid}:4" and not gs.safe_to_bootstrap
+    assert dd.inspect(tmp_path) == dd.DataDirState.INITIALIZED
+
+
+def test_a_galera_restore_without_a_galera_position_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(SnapshotError, match="no Galera position.*--galera-info"):
+        provision.restore_datadir(GaleraBackup(None).fetch, "snapshot x", tmp_path,
+                                  galera=True)
+    assert dd.inspect(tmp_path) == dd.DataDirState.EMPTY

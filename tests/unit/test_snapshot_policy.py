@@ -3,6 +3,8 @@ retention deletes; and the parsing of what mariabackup and the bucket hand back.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from autopilot_mysql.backup import policy
@@ -53,6 +55,9 @@ def test_eligible_replica_first_primary_alone() -> None:
     failing = Member(node="db2", service_id="mysql-db2", address="10.0.0.2", port=3306,
                      passing=False)
     assert "no healthy replica" in str(policy.eligible(prim, (failing,), 10))
+    # A Galera writer never (mariabackup desyncs it), even alone; its readers as usual
+    assert policy.eligible(prim, (failing,), 10, primary_may=False) is None
+    assert policy.eligible(replica, (), 10, primary_may=False) == "a healthy replica"
 
 
 def test_retention_keeps_newest_young_and_the_pointer() -> None:
@@ -80,6 +85,10 @@ def test_backup_info_and_manifest_round_trip() -> None:
     assert Manifest.from_json(m.to_json()) == m
     with pytest.raises(ValueError, match="missing"):
         Manifest.from_json('{"id": "x"}')
+    # a manifest written before Galera snapshots existed reads as a replication one
+    old = json.loads(m.to_json())
+    del old["galera_uuid"]
+    assert Manifest.from_json(json.dumps(old)).galera_uuid == ""
     assert _composite([b"a" * 32, b"b" * 32]).endswith("-2")
 
 
