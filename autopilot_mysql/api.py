@@ -90,6 +90,19 @@ def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
     return doc
 
 
+def switchover_refusal(*, leader: str | None, to: str, members: set[str], service: str,
+                       role: str) -> tuple[int, str] | None:
+    """POST /switchover[?to=NODE] checked against the caller's last view (`role`: what the
+    topology calls the node switched from): the HTTP refusal, or None to go ahead."""
+    if leader is None:
+        return 409, f"there is no {role} to switch over from"
+    if to and to not in members:
+        return 404, f"{to} is not a member of {service}"
+    if to == leader:
+        return 409, f"{to} is already the {role}"
+    return None
+
+
 class _Gate:
     """Keeps a connection out of the worker threads until its request has arrived: one
     selector thread holds every accepted socket until it is readable (then a worker answers

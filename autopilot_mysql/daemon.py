@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from . import __version__, election, failsafe, startup
-from .api import CloneStream, HealthServer
+from .api import CloneStream, HealthServer, switchover_refusal
 from .backup import clone
 from .backup.provision import recover_interrupted_rebuild
 from .config import ClusterSettings, Settings, cluster_settings
@@ -361,12 +361,11 @@ class Daemon:
         st = self.status
         to = params.get("to", "")
         leader = self.node.cluster.leader if self.node else None
-        if st.leader is None or leader is None:
-            return 409, "there is no primary to switch over from"
-        if to and to not in {m.node for m in st.members}:
-            return 404, f"{to} is not a member of {self.s.service_name}"
-        if to == st.leader:
-            return 409, f"{to} is already the primary"
+        refused = switchover_refusal(
+            leader=st.leader if leader is not None else None, to=to,
+            members={m.node for m in st.members}, service=self.s.service_name, role="primary")
+        if refused is not None or leader is None:
+            return refused or (409, "there is no primary to switch over from")
         self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
         return 202, f"switchover from {st.leader} to {to or 'the best replica'} requested"
 

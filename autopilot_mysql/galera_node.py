@@ -20,7 +20,7 @@ import time
 from dataclasses import replace
 
 from . import __version__, failsafe, galera, startup
-from .api import HealthServer
+from .api import HealthServer, switchover_refusal
 from .config import Settings
 from .dcs import Consul, Watcher, best_effort
 from .disk import DiskWatch
@@ -201,12 +201,11 @@ class GaleraSupervisor:
         view, handed to the loop as an event (galera.G8)."""
         to = params.get("to", "")
         leader = self.keys.leader
-        if leader is None:
-            return 409, "there is no writer to switch over from"
-        if to and to not in {m.node for m in self.members}:
-            return 404, f"{to} is not a member of {self.s.service_name}"
-        if to == leader.node:
-            return 409, f"{to} is already the writer"
+        refused = switchover_refusal(
+            leader=leader.node if leader else None, to=to,
+            members={m.node for m in self.members}, service=self.s.service_name, role="writer")
+        if refused is not None or leader is None:
+            return refused or (409, "there is no writer to switch over from")
         self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
         return 202, f"switchover from {leader.node} to {to or 'a Synced reader'} requested"
 

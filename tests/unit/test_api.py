@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from autopilot_mysql.api import HealthServer
+from autopilot_mysql.api import HealthServer, switchover_refusal
 from autopilot_mysql.model import NodeStatus, ProcState, Role
 
 NOW = [100.0]
@@ -140,3 +140,15 @@ def test_slow_clients_never_hold_up_the_health_check(server: HealthServer) -> No
     finally:
         for s in idle:
             s.close()
+
+
+def test_switchover_refusals_name_the_reason() -> None:
+    kw = {"members": {"db1", "db2"}, "service": "mysql", "role": "writer"}
+    assert switchover_refusal(leader=None, to="", **kw) == (  # type: ignore[arg-type]
+        409, "there is no writer to switch over from")
+    assert switchover_refusal(leader="db1", to="db9", **kw) == (  # type: ignore[arg-type]
+        404, "db9 is not a member of mysql")
+    assert switchover_refusal(leader="db1", to="db1", **kw) == (  # type: ignore[arg-type]
+        409, "db1 is already the writer")
+    assert switchover_refusal(leader="db1", to="db2", **kw) is None  # type: ignore[arg-type]
+    assert switchover_refusal(leader="db1", to="", **kw) is None  # type: ignore[arg-type]
