@@ -91,16 +91,34 @@ def _now(s: Settings, snaps: Snapshots) -> int:
         raise SnapshotError(f"{s.node_name} is the Galera writer, which never takes a snapshot "
                             "(mariabackup desyncs the node while it blocks DDL, and a writer "
                             "that is not Synced gives up the writer role): run it on a reader")
+    looked = time.monotonic()
+
+    def status() -> NodeStatus:
+        # Galera: the writer role can come to this node while the backup runs; the schedule
+        # then abandons it (scheduler._now_writer), so look again, at most once a second
+        nonlocal looked, role
+        if snaps.galera and time.monotonic() - looked >= 1.0:
+            looked = time.monotonic()
+            try:
+                now = snaps.consul.cluster_state().leader
+                role = Role.PRIMARY if now and now.node == s.node_name else Role.REPLICA
+            except AutopilotError:
+                pass  # Consul unreachable: no new writer can be elected through it either
+        return NodeStatus(node=s.node_name, role=role, leader=primary)
+
     with _bar(None, "snapshot") as progress:
-        sched = snaps.make_scheduler(
-            lambda: NodeStatus(node=s.node_name, role=role, leader=primary), lambda: (),
-            threading.Event(), progress)
-        m = sched.run_once("requested with `autopilot-mysql backup now`", role, force=True)
+        sched = snaps.make_scheduler(status, lambda: (), threading.Event(), progress)
+        m = sched.run_once("requested with `autopilot-mysql backup now`", status().role,
+                           force=True)
     if m is None:
-        holder = snaps.consul.snapshot_lock_holder()
-        sys.stderr.write("autopilot-mysql backup now: no snapshot taken: "
-                         + (f"{holder} is taking one now (the snapshot lock is held)\n"
-                            if holder else "see the error above\n"))
+        if "abandoned" in sched.state:
+            why = (f"{s.node_name} became the Galera writer while it ran: run it again on a "
+                   "reader")
+        elif holder := snaps.consul.snapshot_lock_holder():
+            why = f"{holder} is taking one now (the snapshot lock is held)"
+        else:
+            why = "see the error above"
+        sys.stderr.write(f"autopilot-mysql backup now: no snapshot taken: {why}\n")
         return 1
     print(f"snapshot {m.id}: {m.stored_bytes} bytes stored ({m.raw_bytes} raw), GTID {m.gtid}")
     return 0

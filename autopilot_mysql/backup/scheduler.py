@@ -141,7 +141,8 @@ class SnapshotScheduler:
             if aborted:
                 log.warning("snapshot: aborted %d multipart upload(s) left open by a snapshot "
                             "that died halfway", aborted)
-            m = self.take_fn(role.value, self._progress, self.stop.is_set)
+            m = self.take_fn(role.value, self._progress,
+                             lambda: self.stop.is_set() or self._now_writer(role))
             if self.verify_fn is not None:
                 self.state = "verifying"
                 self.verify_fn(m)
@@ -156,6 +157,14 @@ class SnapshotScheduler:
             self._retention(m.id)
             return m
         except AutopilotError as exc:
+            if isinstance(exc, SnapshotError) and self._now_writer(role):
+                # not a failure: a reader (policy.eligible) takes the next one, no backoff
+                log.warning("snapshot abandoned after %.1fs: this node became the Galera "
+                            "writer while taking it (mariabackup would stall the writer's "
+                            "commits); a Synced reader takes it instead (%s)",
+                            time.monotonic() - t0, exc)
+                self.state = "last snapshot abandoned: this node became the writer"
+                return None
             self.retry_at = time.monotonic() + self.backoff
             log.error("snapshot FAILED after %.1fs, retrying in %.0fs; the cluster's pointer "
                       "still names the previous snapshot: %s", time.monotonic() - t0,
@@ -167,6 +176,12 @@ class SnapshotScheduler:
             raise
         finally:
             renewing.set()
+
+    def _now_writer(self, started_as: Role) -> bool:
+        """A snapshot begun on a reader whose node has since become a writer that may not take
+        one (a Galera writer: policy.eligible's `primary_may`): it is stopped."""
+        return (not self.primary_may and started_as != Role.PRIMARY
+                and self.status().role == Role.PRIMARY)
 
     def _progress(self, n: int) -> None:
         self.state = f"running: {n >> 20} MiB stored"

@@ -30,6 +30,7 @@ from .store import Manifest, Progress, SnapshotStore
 log = logging.getLogger(__name__)
 # The snapshot yields the CPU to mysqld and the supervisor: it must never fail a health check.
 NICE = ("nice", "-n", "10")
+STOP_POLL = 0.2  # seconds between should_stop() checks while mariabackup runs
 _BINLOG_POS = re.compile(r"filename '([^']*)', position '(\d+)'"
                          r"(?:, GTID of the last change '([^']*)')?")
 
@@ -68,6 +69,19 @@ def _kill(*procs: subprocess.Popen[bytes] | None) -> None:
             p.wait()
 
 
+def _stop_when(should_stop: Callable[[], bool], mb: subprocess.Popen[bytes],
+               stopped: threading.Event) -> None:
+    """Kill mariabackup as soon as `should_stop()` (checked every STOP_POLL s), not only at
+    the next part boundary of the upload: a small backup is one part, taken in seconds, and
+    what the caller stops it for (a Galera reader that became the writer) cannot wait."""
+    while mb.poll() is None:
+        if should_stop():
+            stopped.set()
+            mb.kill()
+            return
+        time.sleep(STOP_POLL)
+
+
 def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_binlog: str,
          cnf: Path, socket_path: Path, compression_level: int,
          progress: Progress | None = None, should_stop: Callable[[], bool] = lambda: False,
@@ -103,10 +117,15 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
             pump = threading.Thread(target=raw.pump, args=(mb.stdout, zs.stdin),
                                     name="snapshot-pump", daemon=True)
             pump.start()
+            stopped = threading.Event()  # set when should_stop() killed mariabackup
+            threading.Thread(target=_stop_when, args=(should_stop, mb, stopped),
+                             name="snapshot-stop", daemon=True).start()
             stored = store.upload(sid, zs.stdout, progress, should_stop)
             uploaded = True
             pump.join()
             mb_rc, zs_rc = mb.wait(), zs.wait()
+            if stopped.is_set():
+                raise SnapshotError("snapshot cancelled while mariabackup ran")
             if mb_rc != 0:
                 raise SnapshotError(f"mariabackup failed (exit {mb_rc}): {_stderr_tail(err)}")
             if zs_rc != 0 or raw.error:

@@ -211,7 +211,7 @@ class SnapshotStore:
                 if not data and digests:
                     break
                 if should_stop():
-                    raise SnapshotError("snapshot upload cancelled (the supervisor is stopping)")
+                    raise SnapshotError("snapshot upload cancelled")
                 whole.update(data)
                 size += len(data)
                 digests.append(hashlib.sha256(data).digest())

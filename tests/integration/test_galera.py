@@ -381,16 +381,24 @@ def test_a_new_node_starts_from_a_snapshot_taken_on_a_reader_and_joins_by_ist(
         bed: TestBed, s3: S3Server) -> None:
     """Issue 10, 8: the schedule takes the cluster's snapshot on a Synced reader with
     --galera-info (never on the writer: `backup now` there is refused); a node that boots
-    empty restores it and joins by IST, not by a full state transfer."""
+    empty restores it and joins by IST, not by a full state transfer. A reader made the writer
+    while its snapshot runs abandons it and writes, Synced."""
     env = s3_env(s3, "snapshots", SNAPSHOT_INTERVAL="0", S3_TIMEOUT="3")
     nodes = boot_cluster(bed, 3, timeout=BOOT_BOUND, TOPOLOGY="galera", **env)
     w = writer(nodes)
     acked = set(insert(w, 1, 40))
     first = wait_until(lambda: pointer(bed), timeout=120, what="the first snapshot")
-    assert first["node"] != w.name, "the Galera writer took the snapshot"
     manifest = json.loads(s3.client().get_object(
         Bucket="snapshots", Key=f"mysql/snapshots/{first['id']}/manifest.json")["Body"].read())
     assert manifest["galera_uuid"] == kv(bed, "galera/cluster")["uuid"]
+    # Taken on a reader, which was not made the writer before it finished (the writer role can
+    # move while the cluster boots: a donor gives it up; a snapshot begun on a reader that
+    # becomes the writer is abandoned and taken again on a reader).
+    assert manifest["role"] == "replica", manifest
+    taker = next(n for n in nodes if n.name == first["node"]).log.read_text()
+    done = taker.index(f"snapshot {first['id']} done")
+    during = taker[taker.rindex("snapshot: starting", 0, done):done]
+    assert "this node is the writer" not in during, "the snapshot ran on the Galera writer"
     refused = w.host.exec(["env", *[f"{k}={v}" for k, v in w.env.items()],
                            str(VENV_BIN / "autopilot-mysql"), "backup", "now"], check=False)
     assert refused.returncode != 0 and "is the Galera writer" in refused.stderr, refused
@@ -407,5 +415,38 @@ def test_a_new_node_starts_from_a_snapshot_taken_on_a_reader_and_joins_by_ist(
     assert "IST received" in log, "the node should join by IST from the snapshot's position"
     assert sum(n.log.read_text().count(full) for n in nodes) == ssts, "a donor streamed an SST"
     acked |= set(insert(w, 200, 10))
+    for n in [*nodes, db4]:
+        wait_until(lambda n=n: has_rows(n, acked), timeout=60, what=f"every row on {n.name}")
+
+    # The writer role reaches a reader halfway through its snapshot: mariabackup is killed
+    # (frozen here with SIGSTOP so the switchover surely lands mid-backup), nothing is
+    # published, and the node writes as a Synced writer (no desync or backup lock left over).
+    from tests.integration.test_replication import switchover
+    with w.app() as c, c.cursor() as cur:  # enough data that the copy phase takes a while
+        cur.execute("CREATE TABLE ballast (id INT PRIMARY KEY, b VARBINARY(1024))")
+        for k in range(8):
+            cur.execute("INSERT INTO ballast SELECT seq, RANDOM_BYTES(1024) FROM "
+                        f"seq_{k * 10000 + 1}_to_{(k + 1) * 10000}")
+            c.commit()
+    r = next(n for n in nodes if n is not w)
+    backup = r.host.spawn(["env", *[f"{k}={v}" for k, v in r.env.items()],
+                           str(VENV_BIN / "autopilot-mysql"), "backup", "now"], log="now.log")
+    mb = ["pgrep", "-x", "mariabackup"]
+    wait_until(lambda: r.host.exec(mb, check=False).returncode == 0, timeout=60,
+               what=f"mariabackup running on {r.name}")
+    r.host.exec(["pkill", "-STOP", "-x", "mariabackup"])
+    switchover(w, r.name)
+    assert backup.wait(60) != 0
+    out = (r.host.dir / "now.log").read_text()
+    assert "snapshot abandoned" in out and "became the Galera writer" in out, out
+    assert r.host.exec(mb, check=False).returncode != 0, "mariabackup left running"
+    assert pointer(bed)["id"] == first["id"], "an abandoned snapshot was published"
+    state = wsrep(r)
+    assert state["wsrep_local_state_comment"] == "Synced", state
+    with r.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@wsrep_desync")
+        assert cur.fetchone()[0] == 0, "the killed backup left the node desynced"
+    assert r.http("/primary") == 200
+    acked |= set(insert(r, 300, 10))
     for n in [*nodes, db4]:
         wait_until(lambda n=n: has_rows(n, acked), timeout=60, what=f"every row on {n.name}")
