@@ -74,8 +74,16 @@ def _stop_when(should_stop: Callable[[], bool], mb: subprocess.Popen[bytes],
     """Kill mariabackup as soon as `should_stop()` (checked every STOP_POLL s), not only at
     the next part boundary of the upload: a small backup is one part, taken in seconds, and
     what the caller stops it for (a Galera reader that became the writer) cannot wait."""
+    said = False
     while mb.poll() is None:
-        if should_stop():
+        try:
+            stop = should_stop()
+        except Exception as exc:  # a thread of ours never ends in a traceback
+            if not said:
+                log.warning("snapshot: cannot tell whether to stop it (%s): it goes on", exc)
+                said = True
+            stop = False
+        if stop:
             stopped.set()
             mb.kill()
             return

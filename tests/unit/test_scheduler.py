@@ -118,3 +118,14 @@ def test_a_mariabackup_that_finishes_is_not_flagged_as_stopped() -> None:
     stopped = threading.Event()
     snapshot._stop_when(lambda: False, proc, stopped)
     assert proc.wait(5) == 0 and not stopped.is_set()
+
+
+def test_a_stop_check_that_raises_lets_the_backup_go_on() -> None:
+    proc = subprocess.Popen(["sleep", "0.5"])
+    stopped = threading.Event()
+
+    def broken() -> bool:
+        raise ConnectionError("Consul unreachable")
+
+    snapshot._stop_when(broken, proc, stopped)  # returns when the backup ends, no traceback
+    assert proc.wait(5) == 0 and not stopped.is_set()
