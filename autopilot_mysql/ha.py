@@ -132,6 +132,11 @@ def _replica(o: Observation, writable: bool) -> Decision:
                         "received still in its relay log (acknowledged commits, perhaps): "
                         f"applying them before replicating from {leader}", role=Role.REPLICA,
                         healthy=True)
+    if (r is None or r.master_host != o.leader_address) and o.ack_set_pending > 0:
+        return Decision(Action.WAIT, f"{leader} took the lock: waiting up to "
+                        f"{o.ack_set_pending:.1f}s for its acknowledgement set, to follow it "
+                        "with semi-sync acknowledgements on at once", role=Role.REPLICA,
+                        healthy=True)
     if r is None or r.master_host != o.leader_address:
         return Decision(Action.FOLLOW, f"{leader} is the primary: replicating from it by GTID "
                         f"from {o.gtid or 'the beginning'}", role=Role.REPLICA, healthy=True)

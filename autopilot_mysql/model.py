@@ -56,7 +56,7 @@ class Replication:
     io_running: bool  # Slave_IO_Running = Yes
     sql_running: bool
     seconds_behind: int | None
-    io_connecting: bool = False  # Slave_IO_Running = Connecting (retrying, not stopped)
+    io_connecting: bool = False  # Slave_IO_Running = Connecting or Preparing (not stopped)
     last_io_errno: int = 0
     last_io_error: str = ""
     last_sql_errno: int = 0
@@ -112,6 +112,7 @@ class Observation:
     replica: Replication | None = None  # None: no replication configured
     semi_sync_replica: bool = False  # our IO thread acknowledges (Rpl_semi_sync_slave_status)
     in_ack_set: bool = False  # we are in the current primary's acknowledgement set
+    ack_set_pending: float = 0.0  # seconds to wait for a new primary's set before following
     identity_pending: str = ""  # we need a fresh server_id before replicating (and why)
     errant: tuple[str, ...] = ()  # transactions the primary never had (found earlier)
     behind: str = ""  # the primary purged binary logs we still need (found earlier)

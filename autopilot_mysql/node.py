@@ -34,6 +34,10 @@ DRAIN_TIMEOUT = 2.0
 # A lock holder whose relay log makes no progress for this long gives the lock up.
 APPLY_STALL = 15.0
 HANDOVER_TIMEOUT = 10.0  # seconds a switchover may take before the old primary takes part again
+# Seconds a replica that took part in the election waits for the new primary's acknowledgement
+# set before following it without (the set comes at its promotion: following at once would
+# mean one more IO restart, and the new primary's first commits wait for an acknowledgement).
+ACK_SET_WAIT = 1.0
 
 
 class LocalNode:
@@ -75,6 +79,7 @@ class LocalNode:
         self.cluster = ClusterKeys()
         self.leader: LeaderInfo | None = None
         self.last_leader: str | None = None  # the last other node seen holding the lock
+        self.leader_since: tuple[str, float] | None = None  # (that node, when first seen)
         self.last_problems: tuple[str, ...] = ()
         self.election_started: float | None = None
         # The old primary's last heartbeat, frozen when the lock was seen free (none can
@@ -206,7 +211,8 @@ class LocalNode:
             apply_stalled=self._apply_stalled(now, holding, alive),
             replica=self.replica if alive else None,
             semi_sync_replica=self.semi_sync_replica and alive,
-            in_ack_set=self._in_ack_set(keys), identity_pending=self.identity_pending,
+            in_ack_set=self._in_ack_set(keys), ack_set_pending=self._ack_set_pending(now, keys),
+            identity_pending=self.identity_pending,
             errant=self.errant, behind=self.behind,
             refused=refused, refusal_confirmed=self._refusal_confirmed(refused, now, dcs_ok,
                                                                         leader),
@@ -313,6 +319,8 @@ class LocalNode:
         elif self.leader.node != self.s.node_name:
             # Another node leads: the election (if any) is over for us; the next one starts
             # afresh (drain again, wait the grace again).
+            if self.leader_since is None or self.leader_since[0] != self.leader.node:
+                self.leader_since = (self.leader.node, now)
             self.last_leader = self.leader.node
             self.election_started = None
             self.drained = False
@@ -373,6 +381,17 @@ class LocalNode:
             return False
         data = sync.data_of(self.s.node_name)
         return data is not None and (not data or data == self.data_id)
+
+    def _ack_set_pending(self, now: float, keys: ClusterKeys) -> float:
+        """Seconds still to wait for a new primary's acknowledgement set (ACK_SET_WAIT): only
+        while it has not written one and we published a position for the election it won
+        (its set will name us)."""
+        sync, leader = keys.sync, keys.leader
+        if leader is None or leader.node == self.s.node_name or self.leader_since is None \
+                or self.leader_since[0] != leader.node or self.s.node_name not in keys.positions \
+                or (sync is not None and sync.primary == leader.node):
+            return 0.0
+        return max(0.0, ACK_SET_WAIT - (now - self.leader_since[1]))
 
     def _refusal_confirmed(self, refused: str, now: float, dcs_ok: bool,
                            leader: LeaderInfo | None) -> bool:

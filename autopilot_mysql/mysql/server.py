@@ -130,7 +130,8 @@ class LocalServer:
         return Replication(
             master_host=str(row["Master_Host"]), io_running=row["Slave_IO_Running"] == "Yes",
             sql_running=row["Slave_SQL_Running"] == "Yes",
-            io_connecting=row["Slave_IO_Running"] == "Connecting",
+            # "Preparing": started, not connecting yet (right after START SLAVE), not stopped
+            io_connecting=row["Slave_IO_Running"] in ("Connecting", "Preparing"),
             seconds_behind=None if behind is None else int(behind),
             last_io_errno=int(row.get("Last_IO_Errno") or 0),
             last_io_error=str(row.get("Last_IO_Error") or ""),

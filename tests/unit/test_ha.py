@@ -102,6 +102,20 @@ def test_another_leader_means_follow_or_fence() -> None:
     assert d(**L2, replica=connecting) == Action.STAY_REPLICA
 
 
+def test_a_voter_waits_briefly_for_the_new_primarys_set_before_it_follows() -> None:
+    """A switchover as a client sees it: following before the new primary wrote its set means
+    acknowledgements off, one more IO restart, and the first commits waiting for an ack."""
+    wait = decide(replace(BASE, **L2, ack_set_pending=0.6))  # type: ignore[arg-type]
+    assert wait.action == Action.WAIT and wait.healthy and wait.role == Role.REPLICA
+    assert "acknowledgement set" in wait.reason
+    assert d(**L2, ack_set_pending=0.6, replica=replace(REPLICATING, master_host="10.0.0.1")) \
+        == Action.WAIT
+    assert d(**L2, ack_set_pending=0.0) == Action.FOLLOW  # waited long enough
+    # already following it: the wait is for pointing replication, nothing else
+    assert d(**L2, ack_set_pending=0.6, replica=REPLICATING) == Action.STAY_REPLICA
+    assert d(**L2, ack_set_pending=0.6, read_only=False) == Action.FENCE
+
+
 def test_errant_transactions_are_detected_and_keep_the_node_out() -> None:
     assert d(**L2, replica=REPLICATING, refused="errant",
              refusal_confirmed=True) == Action.MARK_ERRANT
