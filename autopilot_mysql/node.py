@@ -306,6 +306,7 @@ class LocalNode:
                 for k in sorted(self.hb_seen, key=self.hb_seen.__getitem__)[:-8]:
                     del self.hb_seen[k]
         if self.leader is None:
+            self.leader_since = None  # whoever takes the lock next starts a new term
             if self.election_started is None:
                 self.election_started = now
                 self.final_hb = keys.heartbeat
