@@ -196,6 +196,12 @@ def test_what_a_replica_acknowledged_but_had_not_applied_survives_its_restart(
     wait_until(lambda: synced(bed), timeout=60, what="a synced acknowledgement set")
     old = primary(nodes)
     holder, other = [n for n in nodes if n is not old]
+    # Both replicas acknowledging first: a member that joins the set restarts its IO thread,
+    # and a commit it had received asynchronously just before is never acknowledged by it
+    # (CI: the primary waited SEMI_SYNC_TIMEOUT for it once `other` was stopped).
+    wait_until(lambda: all(n.status()["ack_set"].get("this_node_acknowledges")
+                           for n in (holder, other)), timeout=60,
+               what="both replicas acknowledging")
     before = {1, 2, 3}
     with old.app() as c, c.cursor() as cur:
         cur.executemany("INSERT INTO chaos VALUES (%s, 'before')", [(i,) for i in before])
