@@ -252,6 +252,36 @@ def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState
                    f"({gtid.render(candidates[me]) or 'empty'}; {others})", winner=me)
 
 
+def term_followers(winner: str, held: str, positions: Sequence[Published]
+                   ) -> tuple[dict[str, str], dict[str, str]]:
+    """The new primary's first acknowledgement set (I3: the nodes that took part in the
+    election follow it), as node -> data id, and the nodes left out, with why: those whose
+    published position holds transactions the winner lacks. The winner will refuse them as
+    errant; taken in, such a node stays a member, acknowledging nothing, until the I4 proof
+    removes it, and if it is re-provisioned meanwhile every election after waits on its old
+    data (nemesis seed 326437764). An unreadable position is taken in: the member's own
+    cycle sorts it out. `held`: the winner's position as it opens."""
+    try:
+        ours: gtid.Position | None = gtid.parse(held)
+    except ValueError:
+        ours = None
+    members: dict[str, str] = {}
+    left_out: dict[str, str] = {}
+    for p in positions:
+        if p.node == winner:
+            continue
+        try:
+            theirs = gtid.parse(p.gtid)
+        except ValueError:
+            theirs = {}
+        extra = gtid.ahead_of(theirs, ours) if ours is not None else []
+        if extra:
+            left_out[p.node] = f"its position {p.gtid} holds {', '.join(extra)}, which we lack"
+        else:
+            members[p.node] = p.data
+    return members, left_out
+
+
 def may_truncate_unacknowledged(sync: SyncState | None, node: str, known: bool,
                                 was_primary: bool = False) -> bool:
     """I8: may this node's next mysqld start truncate what was never durably committed?

@@ -183,9 +183,11 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.ABORT_HANDOVER, f"nobody took the lock within "
                         f"{o.handover_timeout:.0f}s of our handover: taking part in the "
                         "election again (we hold the handed-over position)", healthy=True)
-    if o.errant:
+    if o.errant and o.forced != o.node:
         return Decision(Action.WAIT, f"no primary, and this node holds errant transactions "
-                        f"({', '.join(o.errant)}): it may not take part", role=Role.UNKNOWN)
+                        f"({', '.join(o.errant)}): it may not take part (re-provision it, or "
+                        f"force it: autopilot-mysql failover --candidate {o.node} --force)",
+                        role=Role.UNKNOWN)
     if o.promised_for > 0:
         return Decision(Action.WAIT, f"this node confirmed {o.promised_to}'s failsafe lease "
                         f"(Consul was down for both): not taking part in an election for "

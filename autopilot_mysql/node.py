@@ -91,7 +91,12 @@ class LocalNode:
         self.relay_kept = False  # see Observation.relay_kept
         self.relay_checked_pid: int | None = None
         self.published_term = 0
-        self.errant: tuple[str, ...] = ()
+        # Transactions the primary never had, found when it refused our position: kept in the
+        # data directory's state file, so that a restart does not forget them (nemesis seed
+        # 326437764: a restarted errant node published a position, joined the winner's
+        # acknowledgement set, re-provisioned, and blocked every election after). A new data
+        # directory (datadir.mark_done) starts without.
+        self.errant: tuple[str, ...] = self._recorded_errant()
         self.behind = ""
         self.relay_pending = False
         self.apply_seen: tuple[str, float] | None = None  # (applied, since) while holding
@@ -482,6 +487,8 @@ class LocalNode:
                 log.info("acquired the leader lock at position %s", o.gtid or "(empty)")
                 if o.forced:
                     self._record_forced(o)
+                    self.clear_errant("an operator forced this node to take over: its data, "
+                                      "errant transactions included, is the cluster's now")
                 self._wake()
             else:
                 log.info("the leader lock was not acquired (taken meanwhile, or the "
@@ -555,7 +562,10 @@ class LocalNode:
         synced: until a member holds what we hold, only we may take over); the nodes that
         took part in the election follow us and may acknowledge."""
         assert self.session is not None
-        followers = {p.node: p.data for p in o.positions if p.node != self.s.node_name}
+        followers, left_out = election.term_followers(self.s.node_name, o.gtid, o.positions)
+        for node, why in sorted(left_out.items()):
+            log.warning("%s is left out of our acknowledgement set: %s (it will be refused as "
+                        "errant, and re-provisioned)", node, why)
         if self.keeper.start_term(self.session, self.data_id, o.sync, followers) is None:
             log.warning("could not write our acknowledgement set (the lock or the set changed "
                         "meanwhile): not opening yet")
@@ -643,14 +653,41 @@ class LocalNode:
         """What this node's binary log is about to receive: its own commits (primary) or a
         primary's (replica). Kept in the data directory's state file, so that after a crash,
         even of the whole host, the next start knows whether its recovery may truncate."""
+        # Without it, a crash recovery treats this node as a replica (keeps everything):
+        # errant at worst, never a lost commit.
+        self._record("its role", last_role=role)
+
+    def _record(self, what: str, **changes: object) -> bool:
+        """Write `changes` to the data directory's state file (None: remove the key)."""
         try:
             state = dd.read_node_state(self.s.datadir)
-            if state.get("last_role") != role:
-                dd.write_node_state(self.s.datadir, {**state, "last_role": role})
+            new = {k: v for k, v in {**state, **changes}.items() if v is not None}
+            if new != state:
+                dd.write_node_state(self.s.datadir, new)
+            return True
         except (DataDirError, OSError) as exc:
-            # Without it, a crash recovery treats this node as a replica (keeps everything):
-            # errant at worst, never a lost commit.
-            log.error("cannot record this node's role in its state file: %s", exc)
+            log.error("cannot record %s in this node's state file: %s", what, exc)
+            return False
+
+    def _recorded_errant(self) -> tuple[str, ...]:
+        try:
+            errant = dd.recorded_errant(self.s.datadir)
+        except DataDirError:
+            return ()  # the daemon reports an unreadable state file before we get here
+        if errant:
+            log.error("this node's state file records transactions a primary refused as "
+                      "errant: %s. It stays out of replication and elections until it is "
+                      "re-provisioned (automatic with snapshots, or: empty its data directory "
+                      "and restart it), or an operator forces it to take over: "
+                      "autopilot-mysql failover --candidate %s --force", ", ".join(errant),
+                      self.s.node_name)
+        return errant
+
+    def clear_errant(self, why: str) -> None:
+        if self.errant:
+            log.warning("no longer errant: %s", why)
+        self.errant = ()
+        self._record("that it is no longer errant", errant=None)
 
     def _recover_relay(self) -> None:
         """Once per mysqld start, before the first election position: what the relay log kept
@@ -686,6 +723,7 @@ class LocalNode:
             log.warning("could not list the errant GTIDs from our binary log: %s", exc)
             found = ()
         self.errant = found or tuple(gtid.ahead_of(gtid.parse(o.gtid), base)) or (o.gtid,)
+        self._record("its errant transactions", errant=list(self.errant))
         self.mysql.execute("STOP SLAVE")
         log.error("this node holds transactions the primary %s never had: %s. It stays "
                   "read-only, out of replication and unhealthy until it is re-provisioned",

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 PENDING = "autopilot-init.pending"
 DONE = "autopilot-init.done"
 STATE = "autopilot.json"
+PER_DATA = ("errant", "last_role")  # state file keys about the data, not the node
 IGNORED = {"lost+found", STATE}  # present on fresh volumes, or ours and kept across re-inits
 
 
@@ -100,6 +101,12 @@ def read_node_state(datadir: Path) -> dict[str, object]:
     return data if isinstance(data, dict) else {}
 
 
+def recorded_errant(datadir: Path) -> tuple[str, ...]:
+    """The errant transactions recorded for this data (node.py), () when none."""
+    found = read_node_state(datadir).get("errant")
+    return tuple(str(g) for g in found) if isinstance(found, list) else ()
+
+
 def write_node_state(datadir: Path, state: dict[str, object]) -> None:
     datadir.mkdir(parents=True, exist_ok=True)
     _write_durably(datadir / STATE, json.dumps(state, indent=1, sort_keys=True) + "\n")
@@ -131,8 +138,10 @@ def mark_pending(datadir: Path, what: str) -> None:
 
 
 def mark_done(datadir: Path, what: str) -> None:
-    """End of a first boot or a restore: the directory holds new data, with a new data id."""
-    state = read_node_state(datadir)
+    """End of a first boot or a restore: the directory holds new data, with a new data id.
+    What the state file said about the old data goes with it: its errant transactions and
+    the role its binary log was written in (new data counts as a replica's: election.I8)."""
+    state = {k: v for k, v in read_node_state(datadir).items() if k not in PER_DATA}
     write_node_state(datadir, {**state, "data_id": uuid.uuid4().hex})
     _write_durably(datadir / DONE, f"{what} {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
     (datadir / PENDING).unlink(missing_ok=True)

@@ -234,3 +234,17 @@ def test_I8_recovery_keeps_what_only_this_node_may_hold() -> None:
     assert election.may_truncate_unacknowledged(SYNCED, "db1", known=True)
     assert not election.may_truncate_unacknowledged(SYNCED, "db1", known=False)
     assert not election.may_truncate_unacknowledged(None, "db1", known=True)
+
+
+def test_I3_a_follower_holding_what_the_winner_lacks_is_left_out_of_its_first_set() -> None:
+    """Nemesis seed 326437764: such a node is refused as errant; taken in, it stayed a member
+    until it was re-provisioned, and every election after waited on its old data."""
+    positions = [Published("db1", "0-6-8321", "d1"), Published("db2", "0-2-8320,1-2-4", "d2"),
+                 Published("db3", "0-2-8319", "d3"), Published("db4", "garbage", "d4"),
+                 Published("db5", "", "d5")]
+    members, left_out = election.term_followers("db2", "0-2-8320,1-2-4", positions)
+    assert members == {"db3": "d3", "db4": "d4", "db5": "d5"}
+    assert list(left_out) == ["db1"] and "0-6-8321" in left_out["db1"]
+    # a follower further in the winner's own domain is refused as well
+    _, left_out = election.term_followers("db3", "0-2-8319", positions)
+    assert sorted(left_out) == ["db1", "db2"]

@@ -122,6 +122,9 @@ def test_errant_transactions_are_detected_and_keep_the_node_out() -> None:
     stuck = decide(replace(BASE, **L2, errant=("0-1-8..0-1-9",)))  # type: ignore[arg-type]
     assert stuck.action == Action.WAIT and not stuck.healthy and "0-1-8..0-1-9" in stuck.reason
     assert d(errant=("0-1-9",), gtid="0-1-9", published="0-1-9") == Action.WAIT  # no candidate
+    # ... unless an operator forces it to take over (its errant transactions are then kept)
+    forced = decide(replace(BASE, errant=("0-1-9",), gtid="0-1-9", forced=BASE.node))
+    assert forced.action == Action.PUBLISH_POSITION
 
 
 def test_a_node_behind_purged_binary_logs_is_not_errant() -> None:
