@@ -44,6 +44,7 @@ CONSUL_TIMEOUT = 1.0
 SUMMARY_EVERY = 60.0
 HANDOVER_WAIT = 5.0  # G8: seconds only a switchover's target may take the writer lock
 START_RETRY = 5.0  # seconds before a failed bootstrap or join is tried again
+JOINER_STOP_TIMEOUT = 5.0  # G7: seconds a stuck joiner gets to stop before SIGKILL
 
 
 class GaleraSupervisor:
@@ -84,6 +85,10 @@ class GaleraSupervisor:
         self.handover_seen: tuple[tuple[str, str], float] | None = None  # (from, seqno), when
         self.wsrep: wsrep.WsrepStatus | None = None
         self.non_primary_since: float | None = None
+        # This mysqld run's last group view, from its log (None: none yet): a joiner says
+        # nothing over SQL until its state transfer is done, and one whose donor died waits
+        # for ever outside any Primary Component (G7; CI's nemesis seed 231689).
+        self.view_primary: bool | None = None
         # The other nodes' own word (GET /status): a Primary Component exists only if one of
         # them says it serves in one now. Consul's catalog still shows members passing for
         # seconds after a power cut, and a node that joined on that started mysqld into no
@@ -129,7 +134,7 @@ class GaleraSupervisor:
                     return self._shutdown("stopped while provisioning from a snapshot")
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={self.cnf}"], bus=self.bus,
-            extra_args=lambda: self.start_args, on_line=self.disk.line,
+            extra_args=lambda: self.start_args, on_line=self._mysqld_line,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         stop = self.stop_requested
@@ -263,7 +268,8 @@ class GaleraSupervisor:
             except MySQLError:
                 pass
         self.wsrep = st
-        if st is None or st.primary:
+        stuck_joining = st is None and proc == ProcState.RUNNING and self.view_primary is False
+        if (st is None or st.primary) and not stuck_joining:
             self.non_primary_since = None
         elif self.non_primary_since is None:
             self.non_primary_since = now
@@ -442,7 +448,11 @@ class GaleraSupervisor:
         elif a == Action.BOOTSTRAP:
             self._bootstrap(o)
         elif a == Action.LEAVE and self.mysqld is not None:
-            self.mysqld.stop(self.s.stop_timeout)  # clean: grastate.dat gets our position
+            # Clean: grastate.dat gets our position. A joiner that lost its donor ignores
+            # SIGTERM (it waits for the transfer): its data is its old position, or what
+            # --wsrep-recover finds, or, mid-SST, none; no need to wait the full timeout.
+            self.mysqld.stop(self.s.stop_timeout if o.mysql_alive
+                             else min(self.s.stop_timeout, JOINER_STOP_TIMEOUT))
             self.consul.record_history("galera-left-disk-full" if o.disk_full else
                                        "galera-left-for-census", {"node": o.node,
                                                                   "reason": d.reason})
@@ -599,6 +609,7 @@ class GaleraSupervisor:
                 self.start_args.append(f"--wsrep-sst-donor={','.join(readers)},")
         log.info("starting mysqld: %s", " ".join(self.start_args))
         self.local = None
+        self.view_primary = None
         self.mysqld.start()
 
     def _first_synced(self, o: GaleraObservation) -> None:
@@ -616,6 +627,13 @@ class GaleraSupervisor:
             dd.write_node_state(self.s.datadir, {**state, "server_id": self.server_id,
                                                  "node": o.node})
             dd.mark_done(self.s.datadir, "joined by state transfer")
+
+    def _mysqld_line(self, line: str) -> None:
+        """Every line of mysqld's output (its output thread)."""
+        self.disk.line(line)
+        view = wsrep.component_of(line)
+        if view is not None:
+            self.view_primary = view
 
     def _register(self, role: Role) -> None:
         self.consul.register(

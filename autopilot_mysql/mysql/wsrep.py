@@ -125,6 +125,17 @@ def recover_position(cnf: Path) -> tuple[Position | None, str]:
     return parse_recovered(text), "\n".join(text.splitlines()[-5:])
 
 
+_COMPONENT = re.compile(r"WSREP: New COMPONENT: primary = (yes|no)\b")
+
+
+def component_of(line: str) -> bool | None:
+    """A mysqld log line announcing its new group view (Galera's gcs_group: "New COMPONENT:
+    primary = yes|no, ..."): whether that view is a Primary Component; None for other lines.
+    The only word on it while mysqld does not answer queries yet (joining)."""
+    m = _COMPONENT.search(line)
+    return None if m is None else m.group(1) == "yes"
+
+
 @dataclass(frozen=True)
 class WsrepStatus:
     """SHOW GLOBAL STATUS LIKE 'wsrep%' of a running node."""

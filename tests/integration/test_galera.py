@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -375,6 +376,44 @@ def test_a_joiner_killed_mid_sst_and_a_bootstrapper_killed_in_recovery_need_no_o
     wait_until(lambda: healthy_cluster(everyone), timeout=180,
                what="the cluster back on its own after its bootstrapper died")
     every_row_everywhere(everyone, acked)
+
+
+def test_a_joiner_whose_whole_component_died_mid_transfer_stops_for_the_census(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    """CI's nemesis seed 231689: a joiner lost its donor, and with it the last Primary
+    Component, during its state transfer. Its mysqld never answers and never exits, and the
+    census (G2) waited for ever on "db3 is starting". Now it stops after NON_PRIMARY_GRACE
+    (G7) and takes part in the census; the cluster comes back with no operator."""
+    nodes, lb = galera
+    create_table(writer(nodes))
+    client = Writer(lb.host.ip, pause=0)
+    client.start()
+    wait_until(lambda: len(client.acked) > 200, timeout=30, what="writes through HAProxy")
+    joiner = next(n for n in nodes if n.http("/primary") != 200)
+    joiner.host.kill()
+    for p in joiner.datadir.iterdir():  # a fresh volume: it joins by a full state transfer
+        shutil.rmtree(p) if p.is_dir() else p.unlink()
+    size = joiner.log.stat().st_size
+    joiner.host.restart(graceful=False)
+    wait_until(lambda: "--role 'joiner'" in joiner.log.read_bytes()[size:].decode(),
+               timeout=90, what=f"{joiner.name}'s state transfer to start")
+    rest = [n for n in nodes if n is not joiner]
+    for n in rest:  # the donor sleeps 10 s before it streams: both die meanwhile
+        n.host.kill()
+    client.halt()
+    client.join(10)
+    acked = set(client.acked)
+    print(f"{', '.join(n.name for n in rest)} killed during {joiner.name}'s state transfer")
+    for n in rest:
+        n.host.restart(graceful=False)
+    wait_until(lambda: "its state transfer cannot finish" in
+               joiner.log.read_bytes()[size:].decode(), timeout=120,
+               what=f"{joiner.name} to stop its stuck mysqld for the census")
+    wait_until(lambda: healthy_cluster(nodes), timeout=240,
+               what="the cluster back on its own, the joiner included")
+    record = kv(bed, "galera/cluster")
+    assert record["by"] != joiner.name and not record["forced"], record  # it held no data
+    every_row_everywhere(nodes, acked)
 
 
 def test_a_new_node_starts_from_a_snapshot_taken_on_a_reader_and_joins_by_ist(

@@ -281,6 +281,30 @@ def test_g7_without_quorum_anywhere_a_node_leaves_for_the_census() -> None:
     assert decide(replace(lost, non_primary_for=30.0, dcs_ok=False)).action == Action.WAIT
 
 
+def test_g7_a_joiner_whose_donor_died_leaves_for_the_census_too() -> None:
+    """CI's nemesis seed 231689: the joiner lost the Primary Component during its state
+    transfer; mysqld never answers, and the census waited on "db3 is starting" for ever."""
+    stuck = replace(RUN, mysql_alive=False, read_only=None, primary=False, synced=False,
+                    leader=None)
+    waiting = decide(replace(stuck, non_primary_for=3.0))
+    assert waiting.action == Action.WAIT and "not a Primary Component" in waiting.reason
+    assert decide(replace(stuck, non_primary_for=30.0)).action == Action.LEAVE
+    for elsewhere in (dict(component_exists=True), dict(component_listed=True),
+                      dict(dcs_ok=False)):  # a donor may still come, or Consul cannot say
+        assert decide(replace(stuck, non_primary_for=30.0, **elsewhere)).action \
+            == Action.WAIT  # type: ignore[arg-type]
+    # with no word of a non-Primary view it is a normal start: never killed
+    assert "nothing kills it" in decide(replace(stuck, non_primary_for=0.0)).reason
+
+
+def test_the_group_view_is_read_from_mysqlds_log() -> None:
+    assert wsrep.component_of("2026-12-02 17:00:01 0 [Note] WSREP: New COMPONENT: primary = "
+                              "no, bootstrap = no, my_idx = 0, memb_num = 1") is False
+    assert wsrep.component_of("[Note] WSREP: New COMPONENT: primary = yes, bootstrap = no, "
+                              "my_idx = 1, memb_num = 2") is True
+    assert wsrep.component_of("[Note] WSREP: Shifting JOINER -> OPEN (TO: 12)") is None
+
+
 def test_g9_the_failsafe_asks_the_component_too_not_only_the_catalog_last_seen() -> None:
     """A writer cut off from Consul right after a full restart saw no other member passing;
     the members of its component must confirm all the same, and one it cannot name never
