@@ -50,6 +50,7 @@ class AckSetKeeper:
         self.waiting: tuple[float, int] | None = None  # (since, yes_tx then)
         self.last_hwm_at = 0.0
         self.last_plan = ""
+        self.left_out: dict[str, str] = {}  # node -> what it holds beyond us (logged once)
 
     # --- a term begins ----------------------------------------------------------------------
 
@@ -127,6 +128,14 @@ class AckSetKeeper:
         if plan.steps:
             self._carry_out(session, plan, views, addresses)
 
+    def _beyond_us(self, view: ReplicaView) -> str:
+        """What a replica reports holding that we lack ("" = nothing, or unknown): such a
+        node is refused as errant, and a member re-provisioned before the I4 proof removes
+        it blocks every election after (election.term_followers)."""
+        if not view.received:
+            return ""
+        return election.beyond(view.received, self.mysql.vars().position)
+
     def _carry_out(self, session: str, plan: Plan, views: Mapping[str, ReplicaView],
                    addresses: Mapping[str, str]) -> None:
         if plan.reason and plan.reason != self.last_plan:
@@ -144,6 +153,14 @@ class AckSetKeeper:
                 continue  # the member it counted on did not join after all
             try:
                 if step == Step.ADD:
+                    extra = self._beyond_us(views[arg])
+                    if extra:
+                        if self.left_out.get(arg) != extra:
+                            log.warning("%s is not admitted to the acknowledgement set: its "
+                                        "position holds %s, which we lack (it will be refused "
+                                        "as errant, and re-provisioned)", arg, extra)
+                            self.left_out[arg] = extra
+                        continue
                     members = dict(sync.members)
                     members[arg] = views[arg].data
                     if self._write(session, sync.with_members(members)):

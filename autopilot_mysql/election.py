@@ -252,6 +252,16 @@ def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState
                    f"({gtid.render(candidates[me]) or 'empty'}; {others})", winner=me)
 
 
+def beyond(theirs: str, ours: str) -> str:
+    """The transactions a node's position `theirs` holds that `ours` lacks, as GTID ranges
+    ("" = none, or either position unreadable): a primary at `ours` refuses that node as
+    errant."""
+    try:
+        return ", ".join(gtid.ahead_of(gtid.parse(theirs), gtid.parse(ours)))
+    except ValueError:
+        return ""
+
+
 def term_followers(winner: str, held: str, positions: Sequence[Published]
                    ) -> tuple[dict[str, str], dict[str, str]]:
     """The new primary's first acknowledgement set (I3: the nodes that took part in the
@@ -259,24 +269,17 @@ def term_followers(winner: str, held: str, positions: Sequence[Published]
     published position holds transactions the winner lacks. The winner will refuse them as
     errant; taken in, such a node stays a member, acknowledging nothing, until the I4 proof
     removes it, and if it is re-provisioned meanwhile every election after waits on its old
-    data (nemesis seed 326437764). An unreadable position is taken in: the member's own
-    cycle sorts it out. `held`: the winner's position as it opens."""
-    try:
-        ours: gtid.Position | None = gtid.parse(held)
-    except ValueError:
-        ours = None
+    data (nemesis seed 326437764). The primary's keeper admits no such node later either
+    (ackset.py). An unreadable position is taken in: the member's own cycle sorts it out.
+    `held`: the winner's position as it opens."""
     members: dict[str, str] = {}
     left_out: dict[str, str] = {}
     for p in positions:
         if p.node == winner:
             continue
-        try:
-            theirs = gtid.parse(p.gtid)
-        except ValueError:
-            theirs = {}
-        extra = gtid.ahead_of(theirs, ours) if ours is not None else []
+        extra = beyond(p.gtid, held)
         if extra:
-            left_out[p.node] = f"its position {p.gtid} holds {', '.join(extra)}, which we lack"
+            left_out[p.node] = f"its position {p.gtid} holds {extra}, which we lack"
         else:
             members[p.node] = p.data
     return members, left_out

@@ -248,3 +248,7 @@ def test_I3_a_follower_holding_what_the_winner_lacks_is_left_out_of_its_first_se
     # a follower further in the winner's own domain is refused as well
     _, left_out = election.term_followers("db3", "0-2-8319", positions)
     assert sorted(left_out) == ["db1", "db2"]
+    # the same rule for a replica the primary would admit later (ackset.py)
+    assert election.beyond("0-6-8321", "0-2-8320") == "0-6-8321"
+    assert election.beyond("0-2-8319", "0-2-8320,1-2-4") == ""
+    assert election.beyond("garbage", "0-2-8320") == ""
