@@ -67,6 +67,36 @@ def describe_status(code: int) -> str:
     return f"exited with status {code}"
 
 
+def session_members(sid: int) -> dict[int, str]:
+    """Every process (pid -> name) of the session `sid` (Linux /proc), the leader included."""
+    out: dict[int, str] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # gone meanwhile
+        name, _, rest = stat.partition(" (")[2].rpartition(") ")
+        fields = rest.split()
+        if len(fields) > 3 and fields[3] == str(sid):
+            out[int(entry.name)] = name
+    return out
+
+
+def signal_session(sid: int, sig: int) -> list[str]:
+    """Send `sig` to every process of the session `sid`; their names and pids."""
+    hit = []
+    for pid, name in session_members(sid).items():
+        try:
+            os.kill(pid, sig)
+            hit.append(f"{name} ({pid})")
+        except (ProcessLookupError, PermissionError):
+            continue
+    return hit
+
+
 class ManagedProcess:
     def __init__(self, name: str, argv: Sequence[str], *, bus: EventBus,
                  env: Mapping[str, str] | None = None, cwd: str | None = None,
@@ -116,6 +146,7 @@ class ManagedProcess:
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 raise ProcessError(f"{self.name} is already running (pid {self._proc.pid})")
+            self._reap_leftovers(self._proc)
             argv = self.argv + list(self.extra_args() if self.extra_args else ())
             try:
                 proc = subprocess.Popen(
@@ -146,6 +177,7 @@ class ManagedProcess:
             self._stopping = True
             if proc is None or proc.poll() is not None:
                 self._state = ProcState.STOPPED
+                self._reap_leftovers(proc)
                 return True
             self._state = ProcState.STOPPING
         self.log.info("stopping %s (pid %d) with %s, up to %.0fs", self.name, proc.pid,
@@ -193,10 +225,25 @@ class ManagedProcess:
 
     @staticmethod
     def _signal_group(proc: subprocess.Popen[bytes], sig: int) -> None:
+        """The child's process group, and every other process of its session: helpers that
+        put themselves in a group of their own (a Galera SST script runs socat under
+        `timeout`, which does) would otherwise outlive it, holding its port and writing into
+        the data directory of the next run."""
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
+        signal_session(proc.pid, sig)
+
+    def _reap_leftovers(self, proc: subprocess.Popen[bytes] | None) -> None:
+        """Before a new start: what the last run left in its session (it exited, or was
+        killed, while a helper of its own group still ran) goes first."""
+        if proc is None:
+            return
+        left = signal_session(proc.pid, signal.SIGKILL)
+        if left:
+            self.log.warning("killed %d process(es) that %s's last run (pid %d) left behind: %s",
+                             len(left), self.name, proc.pid, ", ".join(left))
 
     def _pump(self, proc: subprocess.Popen[bytes]) -> None:
         """Fold the child's output into our log, then record its exit."""

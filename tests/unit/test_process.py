@@ -42,3 +42,54 @@ def test_json_log_lines() -> None:
     doc = json.loads(JsonFormatter().format(rec))
     assert doc["level"] == "info" and doc["logger"] == "autopilot_mysql.daemon"
     assert doc["msg"] == "promote: opening for writes" and doc["ts"].endswith("Z")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(") ")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_helper_in_a_group_of_its_own_goes_with_the_child() -> None:
+    """A Galera SST script runs socat under `timeout`, which puts it in a process group of its
+    own: killing mysqld's group left it listening on the SST port, and the next join failed
+    ("Error while getting data from donor node: exit codes: 1 0")."""
+    import sys
+    import time
+    from pathlib import Path
+    from tempfile import TemporaryDirectory
+
+    from autopilot_mysql.events import EventBus
+    from autopilot_mysql.process import ManagedProcess, session_members
+
+    with TemporaryDirectory() as tmp:
+        pidfile = Path(tmp) / "helper"
+        script = ("import subprocess, sys, time; p = subprocess.Popen(['sleep', '60'], "
+                  "process_group=0, stdout=subprocess.DEVNULL); "
+                  f"open({str(pidfile)!r}, 'w').write(str(p.pid)); time.sleep(60)")
+        for how in ("stop", "exit"):
+            pidfile.unlink(missing_ok=True)
+            m = ManagedProcess("child", [sys.executable, "-c", script if how == "stop" else
+                                         script.replace("time.sleep(60)", "sys.exit(3)")],
+                               bus=EventBus())
+            m.start()
+            deadline = time.monotonic() + 10
+            while not pidfile.exists() or not pidfile.read_text():
+                assert time.monotonic() < deadline, "the helper never started"
+                time.sleep(0.02)
+            helper = int(pidfile.read_text())
+            leader = m._proc.pid  # type: ignore[union-attr]
+            assert helper in session_members(leader)
+            if how == "stop":
+                m.stop(5)  # the child's group and the helper's
+            else:
+                m._proc.wait(5)  # type: ignore[union-attr]
+                assert _alive(helper)  # the child exited; its helper lives on ...
+                m.start()  # ... until the next start reaps it (a stop of an exited child
+                m.stop(5)  # reaps the new run's)
+            deadline = time.monotonic() + 5
+            while _alive(helper):
+                assert time.monotonic() < deadline, f"{how}: the helper outlived its child"
+                time.sleep(0.02)
