@@ -67,8 +67,9 @@ def describe_status(code: int) -> str:
     return f"exited with status {code}"
 
 
-def session_members(sid: int) -> dict[int, str]:
-    """Every process (pid -> name) of the session `sid` (Linux /proc), the leader included."""
+def session_members(sid: int, outside_group: bool = False) -> dict[int, str]:
+    """Every process (pid -> name) of the session `sid` (Linux /proc), the leader included;
+    with `outside_group`, only those not in the leader's process group."""
     out: dict[int, str] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
@@ -80,15 +81,17 @@ def session_members(sid: int) -> dict[int, str]:
             continue  # gone meanwhile
         name, _, rest = stat.partition(" (")[2].rpartition(") ")
         fields = rest.split()
-        if len(fields) > 3 and fields[3] == str(sid):
+        if len(fields) > 3 and fields[3] == str(sid) \
+                and not (outside_group and fields[2] == str(sid)):
             out[int(entry.name)] = name
     return out
 
 
-def signal_session(sid: int, sig: int) -> list[str]:
-    """Send `sig` to every process of the session `sid`; their names and pids."""
+def signal_session(sid: int, sig: int, outside_group: bool = False) -> list[str]:
+    """Send `sig` to every process of the session `sid` (see session_members); their names
+    and pids."""
     hit = []
-    for pid, name in session_members(sid).items():
+    for pid, name in session_members(sid, outside_group).items():
         try:
             os.kill(pid, sig)
             hit.append(f"{name} ({pid})")
@@ -233,7 +236,8 @@ class ManagedProcess:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
             pass
-        signal_session(proc.pid, sig)
+        # Once each: a second SIGTERM makes Consul's agent skip its graceful leave.
+        signal_session(proc.pid, sig, outside_group=True)
 
     def _reap_leftovers(self, proc: subprocess.Popen[bytes] | None) -> None:
         """Before a new start: what the last run left in its session (it exited, or was
