@@ -54,17 +54,27 @@ class AckSetKeeper:
 
     # --- a term begins ----------------------------------------------------------------------
 
+    def term_set(self, data: str, old: SyncState | None,
+                 followers: Mapping[str, str]) -> SyncState:
+        """Our term's first acknowledgement set (election.I3: not synced yet; the nodes that
+        took part in the election will follow us), to be written over `old` (its index)."""
+        base = old or SyncState(primary=self.node, primary_data=data)
+        return SyncState(primary=self.node, primary_data=data,
+                         members=tuple(sorted((n, d) for n, d in followers.items()
+                                              if n != self.node)),
+                         synced=False, hwm=base.hwm, index=base.index)
+
     def start_term(self, session: str, data: str, old: SyncState | None,
                    followers: Mapping[str, str]) -> SyncState | None:
-        """Our acknowledgement set before we open (election.I3: not synced yet; the nodes
-        that took part in the election will follow us). None: the write failed."""
-        base = old or SyncState(primary=self.node, primary_data=data)
-        new = SyncState(primary=self.node, primary_data=data,
-                        members=tuple(sorted((n, d) for n, d in followers.items()
-                                             if n != self.node)),
-                        synced=False, hwm=base.hwm, index=base.index)
+        """Write our term's first set before we open. None: the write failed."""
+        new = self.term_set(data, old, followers)
         if not self.consul.write_sync(session, new):
             return None
+        self.began(new)
+        return new
+
+    def began(self, new: SyncState) -> None:
+        """Our term's first set is written (by start_term, or with the lock: a take-over)."""
         self.sync = new
         self.targets.clear()
         self.away_since.clear()
@@ -72,7 +82,6 @@ class AckSetKeeper:
         for address in self.mysql.shut_out_addresses(self.repl_user):
             self.mysql.let_in(self.repl_user, address)  # a former term's, or a restored copy's
         self.shut_out.clear()
-        return new
 
     # --- every cycle while primary -----------------------------------------------------------
 

@@ -217,16 +217,35 @@ class Consul:
             self.keys.switchover, json.dumps({"from": leader, "to": to or "",
                                               "session": session})))
 
-    def hand_over(self, session: str, node: str, gtid: str, to: str) -> None:
+    def hand_over(self, session: str, node: str, gtid: str, to: str, term: int = -1) -> None:
         """Record that we fenced ourselves at `gtid` (the next primary waits no fence grace
-        and must hold that position), then release the leader lock."""
+        and must hold that position; `to`, in the term `term`, may take the lock on it alone:
+        election.I10) and release the leader lock, in one transaction that checks our
+        session holds it."""
+        doc: dict[str, Any] = {"from": node, "gtid": gtid, "to": to}
+        if term >= 0:
+            doc["term"] = term
         if not self._txn("handover record", [
                 keys.txn_check_session(self.keys.leader, session),
-                keys.txn_set(self.keys.handover, {"from": node, "gtid": gtid, "to": to}),
-                keys.txn_delete(self.keys.switchover)]):
+                keys.txn_set(self.keys.handover, doc),
+                keys.txn_delete(self.keys.switchover),
+                keys.txn_unlock(self.keys.leader, session)]):
             raise DCSError("the handover could not be recorded: our session no longer holds "
                            "the lock")
-        self.release_leader(session)
+
+    def take_over(self, session: str, node: str, address: str, gtid: str, sync: SyncState,
+                  handover_index: int) -> bool:
+        """election.I10: take the leader key handed over to us and write our term's first
+        acknowledgement set `sync`, in one transaction that checks the handover record and
+        the set are unchanged since they were read (at `sync.index`), and deletes the record
+        (before we open: a later election must not skip the grace on it)."""
+        return self._txn("leader key take-over", [
+            keys.txn_check_index(self.keys.sync, sync.index),
+            keys.txn_check_index(self.keys.handover, handover_index),
+            keys.txn_lock(self.keys.leader, {"node": node, "address": address, "gtid": gtid},
+                          session),
+            keys.txn_set(self.keys.sync, sync.doc()),
+            keys.txn_delete(self.keys.handover)])
 
     def switchover_for(self, req: dict[str, str] | None, node: str, session: str | None
                        ) -> str | None:

@@ -71,6 +71,17 @@ I9 (relay)  A member of M acknowledges what it *received*; MariaDB's GTID replic
             log beyond what it holds (mysql/server.py apply_relay_log) before it publishes a
             position or replicates: its claim stays what it acknowledged. A non-member's relay
             log holds no acknowledgement (I2), and is left to replication.
+I10 (handover) A switchover's target may take the lock on the handover alone, without the
+            positions I5(a) names: the old primary fenced itself (read_only, no commit in
+            flight) at `gtid`, then recorded it with its target and M's index, releasing the
+            lock in the same transaction that checked its session held it. Every acknowledged
+            commit of every term is in its binary log up to `gtid` (it covered its own
+            election's), so a target that applied `gtid` holds them all, and no other position
+            can hold more (replicas receive from the primary only; an errant node is never in
+            M). Only in the term the handover was recorded in (M's index unchanged), and in a
+            transaction that checks both the handover and M are unchanged; the old primary
+            fenced first, so I6 holds without a grace. The first M of the new term keeps the
+            old M's members and takes the old primary in, so acknowledgements never pause.
 
 (A) follows from I2-I5 and I9: an acknowledged commit is on a member of M (or on the unsynced
 primary), the winner holds every such position, and replicas receive the binary log in order.
@@ -154,6 +165,48 @@ class Handover:
     from_node: str
     gtid: str
     to: str = ""  # the requested target; "" = the best replica
+    term: int = -1  # M's index when it was recorded (I10); -1: unknown (no take-over)
+    index: int = 0  # Consul's ModifyIndex of the record (the take-over checks it)
+
+
+def may_take_over(h: Handover | None, node: str, sync: SyncState | None) -> bool:
+    """I10: may `node` take the free lock on this handover alone?"""
+    return (h is not None and h.to == node and h.from_node != node and bool(h.gtid)
+            and h.term >= 0 and h.term == term(sync))
+
+
+def handover_followers(winner: str, held: str, sync: SyncState | None, h: Handover,
+                       positions: Sequence[Published]) -> tuple[dict[str, str], dict[str, str]]:
+    """I10: the first acknowledgement set after a take-over, as node -> data id, and the
+    nodes left out with why (as term_followers): the old set's members with their recorded
+    data ids, the old primary with the data id it wrote M with, and every node that
+    published a position in this term; but never one whose published position holds what
+    the winner lacks."""
+    current = term(sync)
+    published = [p for p in positions if p.term == current]
+    members, left_out = term_followers(winner, held, published)
+    candidates: dict[str, str] = dict(sync.members) if sync is not None else {}
+    if sync is not None and sync.primary == h.from_node:
+        candidates[sync.primary] = sync.primary_data
+    for node, data in candidates.items():
+        if node != winner and node not in left_out:
+            members.setdefault(node, data)
+    return members, left_out
+
+
+def handover_target(sync: SyncState | None, healthy: Sequence[str],
+                    lag: Mapping[str, float | None]) -> str:
+    """A switchover to "the best replica", chosen by the primary before it hands over (I10
+    then lets the target take the lock at once): a healthy member of M (it received every
+    acknowledged commit), the least behind in applying (`lag`: seconds, None unknown), then
+    by name; else any healthy node the same way. "" = nobody healthy (an election chooses)."""
+    members = set(sync.names) if sync is not None else set()
+
+    def key(n: str) -> tuple[bool, float, str]:
+        behind = lag.get(n)
+        return (n not in members, float("inf") if behind is None else behind, n)
+    ordered = sorted(healthy, key=key)
+    return ordered[0] if ordered else ""
 
 
 def required(sync: SyncState | None) -> tuple[tuple[str, str], ...]:

@@ -9,8 +9,9 @@ The safety rules themselves (who may take the lock, when a new primary may open,
 acknowledgement set changes) are election.py's invariants; this chain applies them:
 - writable only with a valid lease (election.I1): an expired lease, a lost session, another
   node's lock, an unregistered service all fence first;
-- the free lock goes to the node election.decide_election names (I5, I7); the others wait,
-  saying which positions are missing or why nobody may take it;
+- the free lock goes to the node election.decide_election names (I5, I7), or at once to a
+  switchover's target that holds the handed-over position (I10); the others wait, saying
+  which positions are missing or why nobody may take it;
 - the new holder opens once it applied what it received and the old lease ran out (I6);
 - a replica follows the primary, with semi-sync acknowledgements on exactly when it is in the
   primary's acknowledgement set (I2).
@@ -80,6 +81,8 @@ def decide(o: Observation) -> Decision:
         if not o.check_passing:
             return Decision(Action.WAIT, "waiting for Consul's health check of this node to "
                             "pass before joining the election", healthy=True)
+        if o.leader is None and _takes_over(o):
+            return _election(o, writable)  # the take-over creates its session (no extra cycle)
         return Decision(Action.CREATE_SESSION, "creating a Consul session to take part in "
                         "the election", healthy=True)
     if o.leader is None:
@@ -162,6 +165,12 @@ def _replica(o: Observation, writable: bool) -> Decision:
                     role=Role.REPLICA, healthy=True)
 
 
+def _takes_over(o: Observation) -> bool:
+    """election.I10: a switchover named us, in this term, and nothing stops us opening."""
+    return election.may_take_over(o.handover, o.node, o.sync) and not o.takeover_tried \
+        and not o.disk_full and not o.apply_stalled
+
+
 def _published(o: Observation) -> bool:
     """Our published position is what we hold, for this election's term (election.I5)."""
     return o.published == o.gtid and o.published_term == election.term(o.sync)
@@ -196,6 +205,11 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.RECOVER_RELAY, "no primary, and mysqld restarted with "
                         "transactions it had received still in its relay log (acknowledged "
                         "commits, perhaps): applying them before the election", healthy=True)
+    if _takes_over(o):
+        assert o.handover is not None
+        return Decision(Action.TAKE_OVER, f"{o.handover.from_node} handed the primary role "
+                        f"over to this node at {o.handover.gtid} (switchover): applying up to "
+                        "it, taking the lock and opening", healthy=True)
     if o.replica is not None and not o.drained:
         return Decision(Action.DRAIN, "the primary is gone: stopping replication and applying "
                         "the relay log before the election", healthy=True)

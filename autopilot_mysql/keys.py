@@ -11,7 +11,7 @@ nobody fights over it.
     positions/<node>  {gtid, data, can_apply, term} election (session)    election.I5
     sync              {primary, primary_data, members, synced, hwm}        election.I2-I4
     heartbeat         {node, n, lease}             the primary's proof of the lock, each cycle
-    handover          {from, gtid, to}             a switchover's fenced position
+    handover          {from, gtid, to, term}       a switchover's fenced position  I10
     switchover        {from, to, session}          a pending switchover request
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
@@ -203,7 +203,10 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
             if f is None:
                 bad(key, raw, "not a handover record {from, gtid, to}")
             else:
-                handover = Handover(f["from"], f["gtid"], f.get("to", ""))
+                term = doc.get("term", -1)
+                handover = Handover(f["from"], f["gtid"], f.get("to", ""),
+                                    term if isinstance(term, int) and not isinstance(
+                                        term, bool) else -1, index)
         elif key == names.switchover:
             switchover = _str_fields(doc, ("from",), ("to", "session"))
             if switchover is None:
@@ -280,6 +283,11 @@ def txn_lock(key: str, doc: Mapping[str, Any], session: str) -> dict[str, Any]:
     op = txn_set(key, doc)
     op["KV"].update(Verb="lock", Session=session)
     return op
+
+
+def txn_unlock(key: str, session: str) -> dict[str, Any]:
+    """Release the lock `session` holds on `key` (its value emptied: a free leader key)."""
+    return {"KV": {"Verb": "unlock", "Key": key, "Session": session, "Value": ""}}
 
 
 def txn_delete(key: str) -> dict[str, Any]:

@@ -138,6 +138,7 @@ class Observation:
     promote_in: float = 0.0  # we hold the lock: seconds until the old primary's lease ran out
     switchover_to: str | None = None  # a switchover was requested ("" = to the best replica)
     handover: Handover | None = None  # the old primary handed over to this election
+    takeover_tried: bool = False  # we tried to take this handover over already (election.I10)
     handing_over: bool = False  # we fenced and released the lock for a switchover
     handover_age: float = 0.0  # seconds since we handed over
     handover_timeout: float = 10.0
@@ -165,6 +166,7 @@ class Action(StrEnum):
     PUBLISH_POSITION = "publish_position"
     STAY_PRIMARY = "stay_primary"
     HAND_OVER = "hand_over"  # switchover: fence, record our position, release the lock
+    TAKE_OVER = "take_over"  # a switchover's target: take the handed-over lock and open
     DEPOSE = "depose"  # the primary lost Consul and fenced itself: end its session (election)
     ABORT_HANDOVER = "abort_handover"  # nobody took the lock we handed over: take part again
     RELEASE = "release"  # we hold the lock but cannot open (stuck apply): give it up

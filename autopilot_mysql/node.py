@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__, election, failsafe, gtid
@@ -15,7 +16,7 @@ from .ackset import AckSetKeeper
 from .config import ClusterSettings, Settings, cluster_settings
 from .dcs import Consul
 from .disk import DiskWatch
-from .election import GRACE_MARGIN
+from .election import GRACE_MARGIN, SyncState
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .keys import ClusterKeys, Heartbeat, LeaderInfo
@@ -101,6 +102,7 @@ class LocalNode:
         self.relay_pending = False
         self.apply_seen: tuple[str, float] | None = None  # (applied, since) while holding
         self.handed_over_at: float | None = None
+        self.takeover_tried = 0  # the handover record (its Consul index) we tried to take over
         self.peers = peers
         self.silent_since: float | None = None  # when we began asking a silent leader
         self.promise = promise  # failsafe: what we promised a primary cut off with us
@@ -233,7 +235,9 @@ class LocalNode:
             promised_for=max(0.0, self.promise.left()[0]), promised_to=self.promise.left()[1],
             promote_in=self._promote_in(now, keys, holding, read_only, handover),
             switchover_to=self._switchover_to(keys),
-            handover=handover, handing_over=self.handed_over_at is not None,
+            handover=handover, takeover_tried=bool(handover and handover.index
+                                                    and handover.index == self.takeover_tried),
+            handing_over=self.handed_over_at is not None,
             handover_age=(now - self.handed_over_at) if self.handed_over_at else 0.0,
             handover_timeout=HANDOVER_TIMEOUT, lease=self.lease, disk_full=disk_full,
             roomy_members=self._roomy(healthy) if holding else ())
@@ -493,6 +497,8 @@ class LocalNode:
             else:
                 log.info("the leader lock was not acquired (taken meanwhile, or the "
                          "acknowledgement set changed): deciding again")
+        elif a == Action.TAKE_OVER:
+            self._take_over(o)
         elif a == Action.PROMOTE:
             self._promote(o)
         elif a == Action.FENCE:
@@ -519,13 +525,22 @@ class LocalNode:
                       "a copy of a replica); nothing of its own is lost", self.behind)
         elif a == Action.HAND_OVER:
             assert self.session is not None
-            if not self.fence():
+            # Named before we fence: the target then takes the lock on our handover alone
+            # (election.I10), without an election.
+            to = o.switchover_to or election.handover_target(
+                o.sync, o.roomy_members if o.disk_full else o.healthy_members,
+                self._lags(o.roomy_members if o.disk_full else o.healthy_members))
+            if not self.fence(drop=False):
                 return
             position = self.mysql.vars().position
-            self.consul.hand_over(self.session, self.s.node_name, position,
-                                  o.switchover_to or "")
+            self.consul.hand_over(self.session, self.s.node_name, position, to,
+                                  term=election.term(o.sync))
             self.handed_over_at = self.clock.monotonic()
-            log.info("switchover: fenced at %s and released the leader lock", position)
+            # After the handover (read_only alone stops every write): the target is not
+            # kept waiting while our clients go.
+            killed = self.mysql.drop_clients()
+            log.info("switchover: fenced at %s, released the leader lock to %s, %d client "
+                     "connection(s) dropped", position, to or "the election", killed)
         elif a == Action.DEPOSE:
             leader = self.cluster.leader
             if leader is not None and leader.session:
@@ -557,16 +572,72 @@ class LocalNode:
         if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
             self.register(d.role)
 
-    def _promote(self, o: Observation) -> None:
+    def _take_over(self, o: Observation) -> None:
+        """election.I10: the switchover's target applies up to the handed-over position, takes
+        the lock on the handover alone and opens, all in this one action (no election: the
+        old primary fenced before it released the lock). When it cannot, it says why and
+        takes part in an election instead."""
+        h = o.handover
+        assert h is not None
+        self.takeover_tried = h.index
+        self.drained = True
+        if self.session is None:
+            self.session = self.consul.create_session(
+                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
+                service_id=self.s.service_id)
+            log.info("created Consul session %s (TTL %.0fs)", self.session,
+                     self.cfg.session_ttl)
+        applied = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT, received=h.gtid)
+        held = self.mysql.vars().position
+        if not applied or not gtid.covers(gtid.parse(held), gtid.parse(h.gtid)):
+            log.warning("switchover: this node did not apply everything up to %s, where %s "
+                        "handed over, within %.0fs (it holds %s): taking part in an election "
+                        "instead", h.gtid, h.from_node, DRAIN_TIMEOUT, held or "(empty)")
+            self._wake()
+            return
+        followers, left_out = election.handover_followers(self.s.node_name, held, o.sync, h,
+                                                          o.positions)
+        new = self.keeper.term_set(self.data_id, o.sync, followers)
+        sent = self.clock.monotonic()
+        if not self.consul.take_over(self.session, self.s.node_name, self.address, held, new,
+                                     h.index):
+            log.info("switchover: the handed-over lock was not taken (the handover or the "
+                     "acknowledgement set changed meanwhile): taking part in an election")
+            self._wake()
+            return
+        self.lease_from = sent  # the transaction proved the lock as of when it was sent
+        log.info("took the leader lock %s handed over at %s", h.from_node, h.gtid)
+        self._promote(replace(o, gtid=held, lock_valid_until=sent + self.lease, handover=None,
+                              session=self.session), (new, left_out))
+
+    def _lags(self, nodes: tuple[str, ...]) -> dict[str, float | None]:
+        """Replication lag each node's own status last reported (None: unknown)."""
+        out: dict[str, float | None] = {}
+        for n in nodes:
+            doc = self.peers.status(n, max_age=3.0)
+            lag = doc.get("lag") if doc else None
+            out[n] = float(lag) if isinstance(lag, (int, float)) else None
+        return out
+
+    def _promote(self, o: Observation,
+                 written: tuple[SyncState, dict[str, str]] | None = None) -> None:
         """election.I3 and I6: our term's acknowledgement set is written before we open (not
         synced: until a member holds what we hold, only we may take over); the nodes that
-        took part in the election follow us and may acknowledge."""
+        took part in the election follow us and may acknowledge. `written`: a take-over
+        wrote the set with the lock already (election.I10), with the nodes it left out."""
         assert self.session is not None
-        followers, left_out = election.term_followers(self.s.node_name, o.gtid, o.positions)
+        if written is not None:
+            new, left_out = written
+            followers = dict(new.members)
+        else:
+            followers, left_out = election.term_followers(self.s.node_name, o.gtid,
+                                                          o.positions)
         for node, why in sorted(left_out.items()):
             log.warning("%s is left out of our acknowledgement set: %s (it will be refused as "
                         "errant, and re-provisioned)", node, why)
-        if self.keeper.start_term(self.session, self.data_id, o.sync, followers) is None:
+        if written is not None:
+            self.keeper.began(written[0])
+        elif self.keeper.start_term(self.session, self.data_id, o.sync, followers) is None:
             log.warning("could not write our acknowledgement set (the lock or the set changed "
                         "meanwhile): not opening yet")
             return
@@ -585,12 +656,17 @@ class LocalNode:
         # After lifting it: the watchdog checks again if need be (the pid read afterwards: a
         # mysqld restarted in between starts read-only, and is merely looked at).
         self.opened = Opened(self.opened.gen + 1, self.mysqld.pid)
+        try:
+            self.mysql.forget_replication()
+        except MySQLError as exc:  # only settings left behind: the next promotion retries
+            log.warning("could not remove the replication settings after opening: %s", exc)
         self._clear_position()
         self.election_started = None  # won: the next election starts afresh
         if o.forced:
             self.consul.clear_forced()
         log.info("promoted: replication off, read_only OFF: this node is the primary "
                  "(acknowledgement set: %s)", ", ".join(followers) or "none yet")
+        self._wake()  # the next cycle publishes us as writable: routers find us at once
 
     def _record_forced(self, o: Observation) -> None:
         required = [n for n, _ in election.required(o.sync)]
@@ -622,15 +698,18 @@ class LocalNode:
             log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
         self.registered_role = role
 
-    def fence(self) -> bool:
-        """read_only on and clients dropped; when commits wait for acknowledgements that will
-        not come, crash mysqld instead (its semi-sync recovery truncates them). True when
-        fenced in place."""
-        result, killed = self.mysql.fence()
+    def fence(self, drop: bool = True) -> bool:
+        """read_only on and (`drop`) clients dropped; when commits wait for acknowledgements
+        that will not come, crash mysqld instead (its semi-sync recovery truncates them).
+        True when fenced in place."""
+        result, killed = self.mysql.fence(drop=drop)
         if result == FenceResult.WAITING:
             self.hard_restart("commits wait for acknowledgements that do not come")
             return False
-        log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
+        if drop:
+            log.warning("fenced: read_only is ON, %d client connection(s) dropped", killed)
+        else:
+            log.warning("fenced: read_only is ON")
         return True
 
     def release(self) -> None:

@@ -56,6 +56,7 @@ class FenceResult(StrEnum):
 
 
 FENCE_TIMEOUT = 0.3  # seconds SET read_only may take before the fence crashes mysqld instead
+FENCE_ACK_WAIT = 0.05  # seconds without an acknowledgement while commits wait: they never get one
 _STATUS = ("(SELECT variable_value FROM information_schema.global_status WHERE "
            "variable_name = '{}')")
 
@@ -347,21 +348,23 @@ class LocalServer:
         self.execute("SET GLOBAL server_id = %s", (server_id,))
         return self.vars().position
 
-    def stop_replication(self) -> None:
-        self.execute("STOP SLAVE")
-        self.execute("RESET SLAVE ALL")
-
     def prepare_primary(self, semi_sync: bool) -> None:
-        """Before opening: replication off, and semi-synchronous acknowledgements awaited
-        (after sync: an acknowledged commit is in a replica's relay log) when `semi_sync`."""
-        self.stop_replication()
+        """Before opening: replication threads stopped, and semi-synchronous acknowledgements
+        awaited (after sync: an acknowledged commit is in a replica's relay log) when
+        `semi_sync`. The replication settings and relay logs go after opening
+        (forget_replication: deleting files is the slowest part, and nothing needs it)."""
+        self.execute("STOP SLAVE")
         self.execute("SET GLOBAL rpl_semi_sync_slave_enabled = OFF")
         self.set_semi_sync_primary(semi_sync)
+
+    def forget_replication(self) -> None:
+        self.execute("RESET SLAVE ALL")
 
     def set_read_only(self, on: bool) -> None:
         self.execute(f"SET GLOBAL read_only = {'ON' if on else 'OFF'}")
 
-    def fence(self, timeout: float = FENCE_TIMEOUT) -> tuple[FenceResult, int]:
+    def fence(self, timeout: float = FENCE_TIMEOUT, drop: bool = True
+              ) -> tuple[FenceResult, int]:
         """Stop accepting writes: read_only ON, then drop client connections. SET read_only
         waits for commits in progress; commits that wait for a semi-sync acknowledgement that
         never comes (our replicas follow another primary, or cannot reach us) would hold it for
@@ -370,13 +373,21 @@ class LocalServer:
         `timeout`, it reports WAITING: the caller crashes mysqld instead, and MariaDB's
         semi-sync recovery (--init-rpl-role=SLAVE) truncates those commits, never
         acknowledged, at the next start. Returns the result and how many connections were
-        dropped."""
+        dropped. `drop=False` leaves the clients and semi-sync to `drop_clients` (a switchover
+        hands over first: read_only alone already stops every write)."""
         st = self.primary_state()
         if st.wait_sessions:
-            time.sleep(0.05)
-            again = self.primary_state()
-            if again.wait_sessions and again.yes_tx == st.yes_tx:
-                return FenceResult.WAITING, 0  # acknowledgements stopped
+            # Under load a commit nearly always waits for its acknowledgement, which comes
+            # within a millisecond or two: look again every few milliseconds, and report
+            # WAITING only when none came for FENCE_ACK_WAIT.
+            deadline = time.monotonic() + FENCE_ACK_WAIT
+            while True:
+                time.sleep(0.003)
+                again = self.primary_state()
+                if not again.wait_sessions or again.yes_tx != st.yes_tx:
+                    break
+                if time.monotonic() >= deadline:
+                    return FenceResult.WAITING, 0  # acknowledgements stopped
         try:
             conn = pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True,
                                    connect_timeout=self.connect_timeout, read_timeout=timeout,
@@ -396,12 +407,17 @@ class LocalServer:
                 conn.close()
             except Exception:
                 pass
+        return FenceResult.FENCED, self.drop_clients() if drop else 0
+
+    def drop_clients(self) -> int:
+        """After read_only: the clients go (they reconnect, through a router, to the new
+        primary), and master-side semi-sync with them: nothing of the application can be
+        committing now (read_only waited for it, new writes are refused), so it would only
+        hold up root over the local socket (READ ONLY ADMIN), an operator writing on purpose.
+        Returns how many connections were dropped."""
         killed = self.kill_client_connections()
-        # No longer a primary: nothing of the application can be committing now (read_only
-        # waited for it, new writes are refused), so master-side semi-sync only holds up root
-        # over the local socket (READ ONLY ADMIN), an operator writing on purpose.
         self.set_semi_sync_primary(False)
-        return FenceResult.FENCED, killed
+        return killed
 
     def read_only_now(self) -> bool:
         return bool(self.execute("SELECT @@global.read_only")[0][0])

@@ -306,13 +306,20 @@ def test_switchover_both_directions_with_a_short_pause(cluster: list[Node]) -> N
     for n in cluster:
         wait_until(lambda n=n: has_rows(n, acked), timeout=30, what=f"rows on {n.name}")
     pauses = []
-    for old, new in ((a, b), (b, a)):
+    for old, to in ((a, b.name), (b, a.name), (a, "")):
+        took = f"took the leader lock {old.name} handed over at"
+        before = {n.name: n.log.read_text().count(took) for n in cluster}
         with ReadOnlyWatch(cluster) as watch:
-            print(switchover(old, new.name).strip())
-            wait_until(lambda new=new: new.http("/primary") == 200, timeout=30,
-                       what=f"{new.name} to be the primary")
+            print(switchover(old, to).strip())
+            new = wait_until(lambda old=old: next((n for n in cluster if n is not old
+                                                   and n.http("/primary") == 200), None),
+                             timeout=30, what=f"a new primary after {old.name}")
         assert watch.never_two_writable()
+        assert not to or new.name == to
         pauses.append(watch.longest_gap())
+        # election.I10: the target took the lock on the handover alone, no election (a
+        # switchover "to the best replica" names its target before it hands over)
+        assert new.log.read_text().count(took) == before[new.name] + 1
         # The former primary must not keep master-side semi-sync on as a replica: its SQL
         # thread would wait for an acknowledgement after every applied transaction.
         wait_until(lambda old=old: old.http("/replica") == 200, timeout=30,

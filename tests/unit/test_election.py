@@ -252,3 +252,54 @@ def test_I3_a_follower_holding_what_the_winner_lacks_is_left_out_of_its_first_se
     assert election.beyond("0-6-8321", "0-2-8320") == "0-6-8321"
     assert election.beyond("0-2-8319", "0-2-8320,1-2-4") == ""
     assert election.beyond("garbage", "0-2-8320") == ""
+
+
+# --- I10: a switchover's target takes the lock on the handover alone ---------------------------
+
+def test_I10_only_the_named_target_in_the_handovers_own_term_may_take_over() -> None:
+    sync = SyncState(primary="db1", primary_data="d1", members=(("db2", "d2"),), synced=True,
+                     index=42)
+    h = Handover("db1", "0-1-130", "db2", term=42, index=50)
+    assert election.may_take_over(h, "db2", sync)
+    assert not election.may_take_over(h, "db3", sync)  # not the target
+    assert not election.may_take_over(h, "db1", sync)  # the old primary itself
+    assert not election.may_take_over(None, "db2", sync)
+    # a term began since (a primary wrote M): the handover is of an earlier term
+    assert not election.may_take_over(h, "db2", SyncState("db2", "d2", index=57))
+    # an older version's record (no term), a mysqld-exit handover (no position), no target
+    assert not election.may_take_over(Handover("db1", "0-1-130", "db2"), "db2", sync)
+    assert not election.may_take_over(Handover("db1", "", "db2", term=42), "db2", sync)
+    assert not election.may_take_over(Handover("db1", "0-1-130", "", term=42), "db2", sync)
+    # a cluster whose first primary never wrote M: term 0
+    assert election.may_take_over(Handover("db1", "0-1-3", "db2", term=0), "db2", None)
+
+
+def test_I10_the_first_set_after_a_take_over_keeps_the_members_and_takes_the_old_primary() -> None:
+    sync = SyncState(primary="db1", primary_data="d1", members=(("db2", "d2"), ("db3", "d3")),
+                     synced=True, index=42)
+    h = Handover("db1", "0-1-130", "db2", term=42)
+    # nobody published (the take-over needs no election): the old members and the old
+    # primary, with the data ids M recorded, may acknowledge at once
+    members, left_out = election.handover_followers("db2", "0-1-130", sync, h, [])
+    assert members == {"db1": "d1", "db3": "d3"} and not left_out
+    # a published position of this term wins over the recorded data id (a node that was
+    # re-provisioned publishes its new one); one of another term counts for nothing
+    published = [Published("db3", "0-1-130", "d3-new", term=42),
+                 Published("db4", "0-1-130", "d4", term=41)]
+    members, _ = election.handover_followers("db2", "0-1-130", sync, h, published)
+    assert members == {"db1": "d1", "db3": "d3-new"}
+    # never one whose position holds what the winner lacks, even if M names it
+    published = [Published("db3", "0-1-130,1-9-4", "d3", term=42)]
+    members, left_out = election.handover_followers("db2", "0-1-130", sync, h, published)
+    assert members == {"db1": "d1"} and list(left_out) == ["db3"]
+
+
+def test_I10_the_best_replica_is_a_member_least_behind() -> None:
+    sync = SyncState(primary="db1", primary_data="d1", members=(("db3", "d3"), ("db4", "d4")),
+                     synced=True)
+    lag = {"db2": 0.0, "db3": 4.0, "db4": 1.0}
+    assert election.handover_target(sync, ("db2", "db3", "db4"), lag) == "db4"
+    assert election.handover_target(sync, ("db2", "db3", "db4"), {}) == "db3"  # by name
+    assert election.handover_target(sync, ("db2",), lag) == "db2"  # no member is healthy
+    assert election.handover_target(None, ("db3", "db2"), {}) == "db2"
+    assert election.handover_target(sync, (), lag) == ""

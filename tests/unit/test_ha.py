@@ -267,6 +267,27 @@ def test_after_a_handover_the_target_wins_ties_and_skips_the_fence_grace() -> No
     assert d(handing_over=True, published="") == Action.WAIT
 
 
+def test_I10_a_switchover_target_takes_the_handed_over_lock_in_one_action() -> None:
+    sync = SyncState(primary="db0", primary_data="d0", members=(("db1", "d1"),), synced=True,
+                     index=42)
+    h = Handover("db0", "0-1-10", "db1", term=42, index=50)
+    replicating = dict(replica=REPLICATING, gtid="0-1-9", sync=sync)
+    # no drain, no published position, no election: the take-over does it all
+    take = decide(replace(BASE, **replicating, handover=h))  # type: ignore[arg-type]
+    assert take.action == Action.TAKE_OVER and "db0" in take.reason
+    # even without a session yet (it creates one itself), once its check passes
+    assert d(**replicating, handover=h, session=None) == Action.TAKE_OVER
+    assert d(**replicating, handover=h, session=None, check_passing=False) == Action.WAIT
+    # anyone else, a stale term, a failed attempt, or a full volume: the election as before
+    assert d(**replicating, handover=replace(h, to="db2")) == Action.DRAIN
+    assert d(**replicating, handover=replace(h, term=41)) == Action.DRAIN
+    assert d(**replicating, handover=h, takeover_tried=True) == Action.DRAIN
+    assert d(**replicating, handover=h, disk_full="full") == Action.DRAIN
+    # what stops any election stops a take-over too
+    assert d(**replicating, handover=h, relay_kept=True) == Action.RECOVER_RELAY
+    assert d(**replicating, handover=h, errant=("0-9-1",)) == Action.WAIT
+
+
 def test_a_handover_nobody_takes_is_aborted() -> None:
     """Defect 9: the target died; the old primary takes part again after the timeout."""
     assert d(handing_over=True, published="", handover_age=9.0) == Action.WAIT

@@ -26,7 +26,7 @@ GOOD = [
     item(N.sync, {"primary": "db1", "primary_data": "d1", "members": {"db2": "d2"},
                   "synced": True, "hwm": "0-1-4"}, index=42),
     item(N.heartbeat, {"node": "db1", "n": 9, "lease": 2.0}),
-    item(N.handover, {"from": "db0", "gtid": "0-1-3", "to": "db1"}),
+    item(N.handover, {"from": "db0", "gtid": "0-1-3", "to": "db1", "term": 42}, index=43),
     item(N.switchover, {"from": "db1", "to": "db2", "session": "s1"}),
     item(N.members + "db2", {"server_id": "2", "data": "d2", "address": "10.0.0.2"}),
 ]
@@ -39,7 +39,7 @@ def test_every_key_parses() -> None:
                            "db3": Published("db3", "0-1-4", "d3", term=-1)}  # of no term
     assert k.sync is not None and k.sync.members == (("db2", "d2"),) and k.sync.index == 42
     assert k.heartbeat is not None and (k.heartbeat.n, k.heartbeat.lease) == (9, 2.0)
-    assert k.handover == Handover("db0", "0-1-3", "db1")
+    assert k.handover == Handover("db0", "0-1-3", "db1", term=42, index=43)
     assert k.switchover == {"from": "db1", "to": "db2", "session": "s1"}
     assert k.members["db2"]["address"] == "10.0.0.2" and not k.problems
 
@@ -60,3 +60,12 @@ def test_a_held_but_unreadable_leader_key_is_nobody_free_to_take(bad: str) -> No
     assert k.leader is None and k.leader_unreadable and k.problems
     released = keys.parse(N, [item(N.leader, bad)])  # no session: the key is simply free
     assert released.leader is None and not released.leader_unreadable
+
+
+@pytest.mark.parametrize("term", ["42", True, 4.2, None])
+def test_a_handover_without_an_integer_term_allows_no_take_over(term: object) -> None:
+    """election.I10 needs the term the handover was recorded in; anything else (an older
+    version's record, a hand edit) parses with none, and an election decides instead."""
+    doc = {"from": "db0", "gtid": "0-1-3", "to": "db1", "term": term}
+    k = keys.parse(N, [item(N.handover, doc)])
+    assert k.handover is not None and k.handover.term == -1 and not k.problems
