@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("version")
     args = p.parse_args(argv)
     if args.cmd == "run":
-        from .init import main as init_main
-        return init_main()
+        from .init import exec_lean
+        exec_lean()  # the shim alone replaces this process (it lives as long as the container)
     if args.cmd == "supervise":
         return _supervise()
     if args.cmd == "check-config":

@@ -87,6 +87,13 @@ def test_boot_passes_consul_check_and_app_user_writes(bed: TestBed,
     assert isinstance(meta, dict) and meta["server_id"] == str(st["server_id"])
     status_text = requests.get(node.url("/status"), timeout=2).text
     assert "secret" not in status_text  # no password of the test environment leaks
+    # PID 1 is the shim alone (init.exec_lean): no site-packages, none of the package's
+    # imports, for the container's whole life
+    assert node.host.pid1 is not None
+    argv = Path(f"/proc/{node.host.pid1}/cmdline").read_bytes().split(b"\0")
+    assert b"-S" in argv and argv[-2].endswith(b"autopilot_mysql/init.py"), argv
+    maps = Path(f"/proc/{node.host.pid1}/maps").read_text()
+    assert "site-packages" not in maps and "_ssl" not in maps
     print(f"check passing {elapsed:.1f}s after boot")
 
 
