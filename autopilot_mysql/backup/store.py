@@ -26,8 +26,6 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
 from typing import IO, Any
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import SnapshotSettings
@@ -91,6 +89,12 @@ class SnapshotStore:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.root = f"{cfg.prefix}/snapshots/"
+        if client is None:
+            # Imported here, by the first store (snapshots are on), not with the module:
+            # boto3 and botocore's client machinery hold about 10 MiB in every process that
+            # loads them, and every node imports this module.
+            import boto3
+            from botocore.config import Config
         self.client = client or boto3.client(
             "s3", endpoint_url=cfg.endpoint or None, region_name=cfg.region or None,
             aws_access_key_id=cfg.access_key or None,
