@@ -33,9 +33,8 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import consul
-import requests
 
-from . import keys
+from . import consul_http, keys
 from .election import SyncState
 from .events import Code, Event, EventBus
 from .exceptions import DCSError
@@ -54,7 +53,7 @@ class Consul:
     def __init__(self, host: str, port: int, service_name: str, *, timeout: float = 3.0) -> None:
         self.address = f"{host}:{port}"
         self.service_name = service_name
-        self.client = consul.Consul(host=host, port=port, connections_timeout=timeout)
+        self.client = consul_http.Consul(host=host, port=port, timeout=timeout)
         self.keys = keys.Names(service_name)
         self.prefix = self.keys.prefix
         self.leader_key = self.keys.leader
@@ -65,7 +64,7 @@ class Consul:
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
-        except (consul.ConsulException, requests.RequestException, OSError, ValueError) as exc:
+        except (consul.ConsulException, OSError, ValueError) as exc:
             raise DCSError(f"Consul at {self.address}: {what} failed: {exc}") from exc
 
     # --- liveness -------------------------------------------------------------------------------
@@ -140,7 +139,7 @@ class Consul:
             return True
         except consul.NotFound:
             return False
-        except (consul.ConsulException, requests.RequestException, OSError, ValueError) as exc:
+        except (consul.ConsulException, OSError, ValueError) as exc:
             raise DCSError(f"Consul at {self.address}: session renew failed: {exc}") from exc
 
     def destroy_session(self, session: str) -> None:
