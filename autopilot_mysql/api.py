@@ -135,9 +135,16 @@ class _Gate:
                               (client_address, time.monotonic() + REQUEST_TIMEOUT))
         self.wake_w.send(b"x")
 
+    def _next_expiry(self) -> float | None:
+        """Seconds until the oldest waiting connection expires (None: none waits): the
+        thread sleeps until then, or until a connection is admitted or readable."""
+        with self.lock:
+            deadlines = [k.data[1] for k in self.sel.get_map().values() if k.data is not None]
+        return max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+
     def _run(self) -> None:
         while not self.stopped.is_set():
-            for key, _ in self.sel.select(timeout=0.25):
+            for key, _ in self.sel.select(timeout=self._next_expiry()):
                 if key.data is None:
                     self.wake_r.recv(4096)
                     continue

@@ -120,3 +120,17 @@ def test_waiting_commits_or_no_answer_crash_mysqld() -> None:
     r.server.fails = True
     r.look()
     assert r.crashes and "did not answer" in r.crashes[0][0]
+
+
+def test_it_sleeps_until_the_lease_ends_and_looks_at_once() -> None:
+    """A few wake-ups a second while idle (idle cost), and a look at the lease's end exactly,
+    never a period later (the grace other nodes wait covers the fence, not a sleep)."""
+    r = Rig(lease_end=100.1)
+    assert r.wd.next_look() == 0.1 or abs(r.wd.next_look() - 0.1) < 1e-9
+    r.clock.now = 100.1
+    assert r.wd.next_look() == 0.0
+    assert r.look() == ["read", "fence"]
+    assert r.wd.next_look() == 0.25  # verified: nothing due until the next lift
+    r.opened = Opened(2, 42)  # the loop lifted read_only again, with a renewed lease
+    r.end = 105.0
+    assert r.wd.next_look() == 0.25
