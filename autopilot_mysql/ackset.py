@@ -51,6 +51,9 @@ class AckSetKeeper:
         self.last_hwm_at = 0.0
         self.last_plan = ""
         self.left_out: dict[str, str] = {}  # node -> what it holds beyond us (logged once)
+        # The last cycle found nothing to do and nothing to wait for: the loop may look less
+        # often (node.LocalNode.beat) until something changes.
+        self.settled = False
 
     # --- a term begins ----------------------------------------------------------------------
 
@@ -76,6 +79,7 @@ class AckSetKeeper:
     def began(self, new: SyncState) -> None:
         """Our term's first set is written (by start_term, or with the lock: a take-over)."""
         self.sync = new
+        self.settled = False
         self.targets.clear()
         self.away_since.clear()
         self.waiting = None
@@ -136,6 +140,9 @@ class AckSetKeeper:
             targets=self.targets)
         if plan.steps:
             self._carry_out(session, plan, views, addresses)
+        # Nothing to prove, write or time: every member attached, no commit waiting.
+        self.settled = not plan.steps and not self.targets and self.waiting is None \
+            and not self.away_since
 
     def _beyond_us(self, view: ReplicaView) -> str:
         """What a replica reports holding that we lack ("" = nothing, or unknown): such a

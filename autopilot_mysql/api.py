@@ -103,16 +103,44 @@ def switchover_refusal(*, leader: str | None, to: str, members: set[str], servic
     return None
 
 
+# An answer: (status code, content type, body).
+Answer = tuple[int, str, bytes]
+REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
+
+
+def _simple_get(data: bytes) -> tuple[str, bool] | None:
+    """The target of a whole GET or HEAD request without a body, and whether it is HEAD;
+    None for anything else (a worker thread reads it with http.server)."""
+    end = data.find(b"\r\n\r\n")
+    line_end = data.find(b"\r\n")
+    if end < 0 or line_end < 0:
+        return None
+    parts = data[:line_end].split()
+    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD") or not parts[2].startswith(b"HTTP/"):
+        return None
+    if b"\ncontent-length:" in data[:end].lower() or b"\ntransfer-encoding:" in data[:end].lower():
+        return None
+    try:
+        return parts[1].decode("ascii"), parts[0] == b"HEAD"
+    except UnicodeDecodeError:
+        return None
+
+
 class _Gate:
     """Keeps a connection out of the worker threads until its request has arrived: one
-    selector thread holds every accepted socket until it is readable (then a worker answers
-    it at once, the data being there) or REQUEST_TIMEOUT passed (then it is closed). So
-    clients that connect and send nothing, however many, hold no thread, and Consul's and
-    HAProxy's checks are never queued behind them. At most MAX_REQUESTS are answered at
-    once; beyond that a ready request gets a 503 at once instead of waiting."""
+    selector thread holds every accepted socket until it is readable or REQUEST_TIMEOUT
+    passed (then it is closed). So clients that connect and send nothing, however many, hold
+    no thread, and Consul's and HAProxy's checks are never queued behind them. A plain GET of
+    a check or of /status, the bulk of the traffic (Consul's check every second, a load
+    balancer's every few hundred milliseconds), is answered right here from the status
+    snapshot: no thread, no parsing beyond the request line. Anything else goes to a worker
+    thread; at most MAX_REQUESTS at once, beyond that a ready request gets a 503 at once
+    instead of waiting."""
 
-    def __init__(self, httpd: ThreadingHTTPServer) -> None:
+    def __init__(self, httpd: ThreadingHTTPServer,
+                 inline: Callable[[str, bool], Answer | None] | None = None) -> None:
         self.httpd = httpd
+        self.inline = inline
         self.sel = selectors.DefaultSelector()
         self.lock = threading.Lock()
         self.slots = threading.BoundedSemaphore(MAX_REQUESTS)
@@ -161,7 +189,36 @@ class _Gate:
                 log.debug("dropping %s: no request within %.0fs", k.data[0][0], REQUEST_TIMEOUT)
                 self.httpd.shutdown_request(k.fileobj)  # type: ignore[arg-type]
 
+    def _answer_inline(self, request: socket.socket, client_address: Any) -> bool:
+        """Answer a plain GET here (True), or leave the request untouched (False)."""
+        if self.inline is None:
+            return False
+        try:
+            data = request.recv(8192, socket.MSG_PEEK)
+        except OSError:
+            return False
+        got = _simple_get(data)
+        answer = self.inline(*got) if got is not None else None
+        if got is None or answer is None:
+            return False
+        code, ctype, body = answer
+        head = (f"HTTP/1.0 {code} {REASONS.get(code, 'Unknown')}\r\nServer: autopilot-mysql\r\n"
+                f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+                "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode()
+        try:
+            request.recv(data.find(b"\r\n\r\n") + 4)  # the request, now consumed
+            request.settimeout(0.5)  # a few KiB fit any socket buffer; never stall the gate
+            request.sendall(head if got[1] else head + body)
+        except OSError as exc:
+            log.debug("client %s went away: %s", client_address[0], exc)
+        log.debug("%s \"%s %s\" %d (inline)", client_address[0],
+                  "HEAD" if got[1] else "GET", got[0], code)
+        self.httpd.shutdown_request(request)
+        return True
+
     def _dispatch(self, request: socket.socket, client_address: Any) -> None:
+        if self._answer_inline(request, client_address):
+            return
         if not self.slots.acquire(blocking=False):
             log.debug("busy: turning away %s", client_address[0])
             try:
@@ -236,7 +293,7 @@ class HealthServer:
                     log.exception("error answering %s", client_address[0])
 
         self.httpd = Server((host, port), Handler)
-        self.gate = _Gate(self.httpd)
+        self.gate = _Gate(self.httpd, inline=self.route)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="http",
                                        daemon=True)
 
@@ -310,11 +367,30 @@ class HealthServer:
         req.close_connection = True
 
     def _answer(self, req: BaseHTTPRequestHandler, *, body: bool) -> None:
-        path, _, query = req.path.partition("?")
-        path = path.rstrip("/") or "/"
+        path = req.path.partition("?")[0].rstrip("/") or "/"
         if path == "/clone" and self.clone is not None and body:
             self._clone(req)
             return
+        code, ctype, data = self.answer(req.path)
+        req.send_response(code)
+        req.send_header("Content-Type", ctype)
+        req.send_header("Content-Length", str(len(data)))
+        req.send_header("Cache-Control", "no-store")
+        req.end_headers()
+        if body:
+            req.wfile.write(data)
+
+    def route(self, target: str, head: bool) -> Answer | None:
+        """The gate's inline answer to GET/HEAD `target`; None: a worker answers it."""
+        path = target.partition("?")[0].rstrip("/") or "/"
+        if path != "/status" and path not in ROUTES:
+            return None
+        return self.answer(target)
+
+    def answer(self, target: str) -> Answer:
+        """GET `target` (a path and its query) answered from the latest status."""
+        path, _, query = target.partition("?")
+        path = path.rstrip("/") or "/"
         try:
             max_lag = float(urllib.parse.parse_qs(query).get("lag", [self.max_lag])[0])
         except ValueError:
@@ -341,11 +417,4 @@ class HealthServer:
             code = 404
             payload = f"unknown path {path}; try one of /status {' '.join(ROUTES)}\n"
             ctype = "text/plain; charset=utf-8"
-        data = payload.encode()
-        req.send_response(code)
-        req.send_header("Content-Type", ctype)
-        req.send_header("Content-Length", str(len(data)))
-        req.send_header("Cache-Control", "no-store")
-        req.end_headers()
-        if body:
-            req.wfile.write(data)
+        return code, ctype, payload.encode()

@@ -297,7 +297,8 @@ class Daemon:
         node = self.node
         assert node is not None
         while not self.stop_requested.is_set():
-            for ev in self.bus.wait(node.cfg.loop_wait):
+            events = self.bus.wait(node.cfg.loop_wait)
+            for ev in events:
                 self._on_event(ev)
             if self.stop_requested.is_set():
                 break
@@ -306,7 +307,12 @@ class Daemon:
             if node.identity_pending and self.mysqld is not None \
                     and self.mysqld.state == ProcState.RUNNING:
                 self._renew_identity()
-            obs = node.observe(stopping=self.stop_requested.is_set())
+            if not events and node.beat():
+                # The lease the role checks answer on (the rest of the status stands).
+                self.status = replace(self.status,
+                                      lock_valid_until=node.lease_from + node.lease)
+                continue
+            obs = node.observe(stopping=self.stop_requested.is_set(), woken=bool(events))
             decision = decide(obs)
             self._log_decision(decision)
             try:

@@ -39,6 +39,16 @@ HANDOVER_TIMEOUT = 10.0  # seconds a switchover may take before the old primary 
 # set before following it without (the set comes at its promotion: following at once would
 # mean one more IO restart, and the new primary's first commits wait for an acknowledgement).
 ACK_SET_WAIT = 1.0
+# A steady node (the last cycle stayed primary or replica, and no event woke this one) asks
+# Consul only what this cycle needs: the primary its heartbeat (which proves its session
+# holds the lock), a replica the cluster's keys (its proof that Consul answers, for the
+# failsafe). The rest is read this often, and at once after any change (the keys' watch
+# wakes the loop), a failure, or when not steady.
+FULL_READ_EVERY = 5.0  # the primary's read of every key (the watch's safety net)
+CHECK_EVERY = 2.0  # our own check's status
+# A settled primary (its acknowledgement set has nothing to prove, write or time) looks at
+# everything this often; in between, each LOOP_WAIT, it only renews its lease (beat).
+OBSERVE_EVERY = 2.0
 
 
 class LocalNode:
@@ -113,18 +123,35 @@ class LocalNode:
         # before replicating (the daemon renews it).
         self.identity_pending = ""
         self.disk = DiskWatch(Path(settings.datadir), settings.disk_min_free, self.clock)
+        self.steady = False  # the last cycle decided STAY_PRIMARY or STAY_REPLICA
+        self.full_read_at = 0.0  # when every key was last read
+        self.renew_at = 0.0  # when our session is next renewed (SESSION_TTL / 4 apart)
+        self.check_at = 0.0  # when our check's status is next read
+        self.check: str | None = None  # its last status
+        self.looked_at = 0.0  # when the last full observation began
 
     # --- observe --------------------------------------------------------------------------------
 
-    def observe(self, stopping: bool) -> Observation:
+    def observe(self, stopping: bool, woken: bool = True) -> Observation:
+        """One cycle's look. `woken`: an event (a change of the keys or the members, a child's
+        exit, a request) woke this cycle; else it is a timed one, and a steady node reads
+        only what can have changed unannounced (see FULL_READ_EVERY)."""
         now = self.clock.monotonic()
+        self.looked_at = now
+        steady = self.steady and not woken and not stopping
+        # A steady primary, holding the lock over this mysqld with replication off: the
+        # keys change only by its own heartbeat (the watch announces anything else).
+        quiet_primary = steady and self._holding(self.cluster) and self.replica is None \
+            and self.mysqld.pid == self.relay_checked_pid \
+            and now - self.full_read_at < FULL_READ_EVERY
         alive, read_only = False, None
         if self.mysqld.state == ProcState.RUNNING:
             try:
                 v = self.mysql.vars()
                 alive, read_only, self.version = True, v.read_only, v.version
                 self.semi_sync_replica = v.semi_sync_replica
-                self.replica = self.mysql.replica_status()
+                if not quiet_primary:
+                    self.replica = self.mysql.replica_status()
                 if self.mysqld.pid != self.relay_checked_pid:  # the first look at this mysqld
                     self.relay_checked_pid = self.mysqld.pid
                     r = self.replica
@@ -160,31 +187,41 @@ class LocalNode:
                 self.consul.destroy_session(self.session)
                 self._session_gone()
             self.release_wanted = ""
-            if self.session is not None and not self.consul.renew_session(self.session):
-                log.warning("our Consul session %s is gone (expired or invalidated)",
-                            self.session)
-                self._session_gone()
-            # Elections decide on a linearizable read (a stale acknowledgement set could
-            # name members that are no longer the ones that matter).
-            keys = self.consul.cluster_state(consistent=self.leader is None)
-            self.cluster = keys
-            self._adopt_settings(keys)
-            if keys.problems != self.last_problems:
-                for p in keys.problems:
-                    log.warning("%s", p)
-                self.last_problems = keys.problems
-            self.leader = keys.leader
+            if self.session is not None and (not steady or now >= self.renew_at):
+                self.renew_at = now + self.cfg.session_ttl / 4
+                if not self.consul.renew_session(self.session):
+                    log.warning("our Consul session %s is gone (expired or invalidated)",
+                                self.session)
+                    self._session_gone()
+            if not quiet_primary:
+                # Elections decide on a linearizable read (a stale acknowledgement set
+                # could name members that are no longer the ones that matter).
+                keys = self.consul.cluster_state(consistent=self.leader is None)
+                self.full_read_at = now
+                self.cluster = keys
+                self._adopt_settings(keys)
+                if keys.problems != self.last_problems:
+                    for p in keys.problems:
+                        log.warning("%s", p)
+                    self.last_problems = keys.problems
+                self.leader = keys.leader
             if self._holding(keys):
                 assert self.session is not None
                 sent = self.clock.monotonic()
                 self.hb_n += 1
                 if self.consul.heartbeat(self.session, self.s.node_name, self.hb_n, self.lease):
                     self.lease_from = sent
-            check = self.consul.check_status(self.s.service_id)
+                else:  # the lock is not ours any more, or the session is gone: look again
+                    self.steady, self.renew_at = False, 0.0
+            if not steady or now >= self.check_at or self.check != "passing":
+                self.check = self.consul.check_status(self.s.service_id)
+                self.check_at = now + CHECK_EVERY
+            check = self.check
             dcs_ok = True
             self.dcs_ok_at = now
         except DCSError as exc:
             log.debug("Consul: %s", exc)
+            self.renew_at = self.check_at = 0.0
             self._failsafe_round(keys)
         if dcs_ok:
             self._track(now, keys)
@@ -241,6 +278,30 @@ class LocalNode:
             handover_age=(now - self.handed_over_at) if self.handed_over_at else 0.0,
             handover_timeout=HANDOVER_TIMEOUT, lease=self.lease, disk_full=disk_full,
             roomy_members=self._roomy(healthy) if holding else ())
+
+    def beat(self) -> bool:
+        """Between full looks, a settled primary only proves it holds the lock and renews
+        its lease (election.I1): one Consul transaction. True when that was all this cycle
+        needed; False when a full cycle is due (not settled, OBSERVE_EVERY passed, or the
+        heartbeat failed). Anything that changes meanwhile wakes the loop by itself: the
+        keys' and the members' watches, mysqld's exit."""
+        now = self.clock.monotonic()
+        if not (self.steady and self.keeper.settled and self.session is not None
+                and self._holding(self.cluster) and self.mysqld.state == ProcState.RUNNING
+                and self.mysqld.pid == self.relay_checked_pid
+                and now - self.looked_at < OBSERVE_EVERY):
+            return False
+        self.hb_n += 1
+        try:
+            ok = self.consul.heartbeat(self.session, self.s.node_name, self.hb_n, self.lease)
+        except DCSError as exc:
+            log.debug("Consul: %s", exc)
+            ok = False
+        if not ok:
+            self.steady = False  # the full cycle sees why (and runs the failsafe round)
+            return False
+        self.lease_from = self.dcs_ok_at = now
+        return True
 
     def apply_settings(self, cfg: ClusterSettings) -> None:
         """The cluster-wide settings (config.ClusterSettings), from Consul when it has them."""
@@ -456,6 +517,7 @@ class LocalNode:
 
     def act(self, d: Decision, o: Observation) -> None:
         a = d.action
+        self.steady = a in (Action.STAY_PRIMARY, Action.STAY_REPLICA) and o.dcs_ok
         if a == Action.RESTART_MYSQLD:
             self.mysqld.start()
         elif a == Action.REGISTER:

@@ -152,3 +152,34 @@ def test_switchover_refusals_name_the_reason() -> None:
         409, "db1 is already the writer")
     assert switchover_refusal(leader="db1", to="db2", **kw) is None  # type: ignore[arg-type]
     assert switchover_refusal(leader="db1", to="", **kw) is None  # type: ignore[arg-type]
+
+
+def test_plain_gets_are_answered_by_the_gate_and_the_rest_by_a_worker(
+        server: HealthServer) -> None:
+    """Consul's and HAProxy's checks, and /status, are answered without a thread (idle cost);
+    what is not a whole plain GET (a body, a request cut in two) still gets its answer."""
+    import socket
+    import threading
+
+    from autopilot_mysql.api import _simple_get
+    assert _simple_get(b"GET /primary?lag=3 HTTP/1.0\r\nHost: x\r\n\r\n") == ("/primary?lag=3",
+                                                                             False)
+    assert _simple_get(b"HEAD /health HTTP/1.1\r\n\r\n") == ("/health", True)
+    assert _simple_get(b"GET /health HTTP/1.1\r\nHost: x\r\n") is None  # headers not all in
+    assert _simple_get(b"POST /switchover HTTP/1.1\r\n\r\n") is None
+    assert _simple_get(b"GET /health HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc") is None
+    STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                           cycle_at=99.9, lock_valid_until=101.0)
+    before = threading.active_count()
+    assert get(server, "/primary")[0] == 200 and get(server, "/replica")[0] == 503
+    assert threading.active_count() == before  # no worker thread was started
+    port = server.httpd.server_address[1]
+    with socket.create_connection(("127.0.0.1", port), timeout=3) as c:  # cut in two
+        c.sendall(b"GET /primary HTTP/1.0\r\n")
+        import time
+        time.sleep(0.1)
+        c.sendall(b"Host: x\r\n\r\n")
+        reply = b""
+        while chunk := c.recv(4096):
+            reply += chunk
+    assert reply.startswith(b"HTTP/1.0 200") and b"primary OK" in reply
