@@ -23,6 +23,7 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 
 from . import __version__
 from .config import Settings
@@ -42,7 +43,19 @@ def _settings() -> Settings | int:
         return exc.exit_code
 
 
+def _lean() -> None:
+    """The supervisor lives as long as the container: keep out what it never uses. requests
+    (which py-consul imports) guesses the character set of a response that names none with
+    charset_normalizer, 3-4 MiB of compiled modules; nothing the supervisor reads needs a
+    guess (Consul's answers are JSON, which requests decodes without it; our nodes' name
+    UTF-8), and requests without it falls back to UTF-8, after one warning silenced here."""
+    for name in ("charset_normalizer", "chardet"):
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]
+    warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
+
+
 def _supervise() -> int:
+    _lean()
     from .daemon import Daemon
     from .utils import setup_logging
 

@@ -15,15 +15,18 @@ Contract (in the spirit of Patroni's AbstractDCS):
 - Sessions are created with behavior=delete and lock-delay 0: when a session is invalidated
   (TTL expiry, its node's serfHealth or its service check failing, or destroy), the leader key
   disappears at once and another node may take it without waiting. Consul may take up to twice
-  the TTL to expire a session, never less than the TTL: the HA loop fences a primary whose last
-  successful renewal is older than half the TTL, so it is read-only before anyone else can win.
+  the TTL to expire a session, never less than the TTL; the loop renews it every third of the
+  TTL. Safety does not rest on the TTL: the primary's lease runs from its last heartbeat
+  (election.I1), and a new primary waits it out (I6).
 - Watches use Consul blocking queries (no polling on a timer) and publish events on the bus;
-  the primary's heartbeat, which changes every cycle, wakes nobody.
+  the primary's heartbeat, which changes every cycle, lives outside the watched prefix and
+  wakes nobody.
 - Keys and their documents are in `keys.py`; a malformed value is skipped and named there.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import json
 import logging
@@ -199,15 +202,28 @@ class Consul:
         idx, items = self._call("cluster keys watch", lambda: self.client.kv.get(
             self.prefix, recurse=True, index=index, wait=wait))
         value = tuple(sorted((str(i["Key"]), int(i.get("ModifyIndex") or 0))
-                             for i in items or [] if i.get("Key") != self.keys.heartbeat))
+                             for i in items or []))
         return int(idx or 0), value
 
     def cluster_state(self, consistent: bool = False) -> ClusterKeys:
-        """Every key of the service (keys.py), from one recursive read; `consistent`: a
-        linearizable read, for election decisions."""
-        _, items = self._call("cluster keys read", lambda: self.client.kv.get(
-            self.prefix, recurse=True, consistency="consistent" if consistent else None))
-        return keys.parse(self.keys, items or [])
+        """Every key of the service (keys.py) and the primary's heartbeat, from one read-only
+        transaction (one request); `consistent`: a linearizable read, for election
+        decisions."""
+        ops = [{"KV": {"Verb": "get-tree", "Key": k}} for k in (self.prefix, self.keys.heartbeat)]
+        code, body = self._call("cluster keys read", lambda: self.client.http.put(
+            lambda r: (r.code, r.body), "/v1/txn", data=json.dumps(ops),
+            params=[("consistent", "")] if consistent else None))
+        if code != 200:
+            raise DCSError(f"Consul at {self.address}: cluster keys read failed: HTTP {code} "
+                           f"{str(body)[:200]}")
+        try:
+            results = json.loads(body).get("Results") or []
+            items = [{**r["KV"], "Value": base64.b64decode(r["KV"].get("Value") or "")}
+                     for r in results if isinstance(r, dict) and isinstance(r.get("KV"), dict)]
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise DCSError(f"Consul at {self.address}: cluster keys read: unreadable answer "
+                           f"({exc})") from exc
+        return keys.parse(self.keys, items)
 
     def request_switchover(self, leader: str, to: str | None, session: str) -> None:
         """A request for the primary holding `session` (a request left behind never fires

@@ -11,6 +11,7 @@ nobody fights over it.
     positions/<node>  {gtid, data, can_apply, term} election (session)    election.I5
     sync              {primary, primary_data, members, synced, hwm}        election.I2-I4
     heartbeat         {node, n, lease}             the primary's proof of the lock, each cycle
+                                                   (service/<name>-heartbeat: not watched)
     handover          {from, gtid, to, term}       a switchover's fenced position  I10
     switchover        {from, to, session}          a pending switchover request
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
@@ -44,7 +45,10 @@ class Names:
         self.leader = self.prefix + "leader"
         self.positions = self.prefix + "positions/"
         self.sync = self.prefix + "sync"
-        self.heartbeat = self.prefix + "heartbeat"
+        # Outside the prefix the keys' watch blocks on: the primary writes it every cycle,
+        # and it would wake every node's watch (the primary's own included) as often. Each
+        # cycle's read (dcs.Consul.cluster_state) takes it with the prefix, in one request.
+        self.heartbeat = f"service/{service}-heartbeat"
         self.handover = self.prefix + "handover"
         self.switchover = self.prefix + "switchover"
         self.forced = self.prefix + "forced"

@@ -45,7 +45,9 @@ ACK_SET_WAIT = 1.0
 # failsafe). The rest is read this often, and at once after any change (the keys' watch
 # wakes the loop), a failure, or when not steady.
 FULL_READ_EVERY = 5.0  # the primary's read of every key (the watch's safety net)
-CHECK_EVERY = 2.0  # our own check's status
+# Our own check's status: a change of it changes the service's health, which the members'
+# watch announces (a full cycle reads it then); this is the safety net.
+CHECK_EVERY = 10.0
 # A settled primary (its acknowledgement set has nothing to prove, write or time) looks at
 # everything this often; in between, each LOOP_WAIT, it only renews its lease (beat).
 OBSERVE_EVERY = 2.0
@@ -188,7 +190,10 @@ class LocalNode:
                 self._session_gone()
             self.release_wanted = ""
             if self.session is not None and (not steady or now >= self.renew_at):
-                self.renew_at = now + self.cfg.session_ttl / 4
+                # Consul ends a session between TTL and twice the TTL after its last
+                # renewal; a third of the TTL leaves two more tries (the lease is the
+                # heartbeat's, not the session's)
+                self.renew_at = now + self.cfg.session_ttl / 3
                 if not self.consul.renew_session(self.session):
                     log.warning("our Consul session %s is gone (expired or invalidated)",
                                 self.session)

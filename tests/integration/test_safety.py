@@ -290,7 +290,7 @@ def cli(node: Node, *args: str) -> tuple[int, str]:
 def heartbeat_lease(bed: TestBed) -> float | None:
     import base64
     import json
-    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/heartbeat",
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql-heartbeat",
                      timeout=2)
     return float(json.loads(base64.b64decode(r.json()[0]["Value"]))["lease"]) if r.ok else None
 
