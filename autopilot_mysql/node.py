@@ -127,7 +127,7 @@ class LocalNode:
         self.disk = DiskWatch(Path(settings.datadir), settings.disk_min_free, self.clock)
         self.steady = False  # the last cycle decided STAY_PRIMARY or STAY_REPLICA
         self.full_read_at = 0.0  # when every key was last read
-        self.renew_at = 0.0  # when our session is next renewed (SESSION_TTL / 4 apart)
+        self.renew_at = 0.0  # when our session is next renewed (SESSION_TTL / 3 apart)
         self.check_at = 0.0  # when our check's status is next read
         self.check: str | None = None  # its last status
         self.looked_at = 0.0  # when the last full observation began
