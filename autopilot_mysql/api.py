@@ -138,7 +138,7 @@ class _Gate:
     instead of waiting."""
 
     def __init__(self, httpd: ThreadingHTTPServer,
-                 inline: Callable[[str, bool], Answer | None] | None = None) -> None:
+                 inline: Callable[[str], Answer | None] | None = None) -> None:
         self.httpd = httpd
         self.inline = inline
         self.sel = selectors.DefaultSelector()
@@ -198,7 +198,7 @@ class _Gate:
         except OSError:
             return False
         got = _simple_get(data)
-        answer = self.inline(*got) if got is not None else None
+        answer = self.inline(got[0]) if got is not None else None
         if got is None or answer is None:
             return False
         code, ctype, body = answer
@@ -380,8 +380,9 @@ class HealthServer:
         if body:
             req.wfile.write(data)
 
-    def route(self, target: str, head: bool) -> Answer | None:
-        """The gate's inline answer to GET/HEAD `target`; None: a worker answers it."""
+    def route(self, target: str) -> Answer | None:
+        """The gate's inline answer to GET/HEAD `target` (the gate leaves out a HEAD's body);
+        None: a worker answers it."""
         path = target.partition("?")[0].rstrip("/") or "/"
         if path != "/status" and path not in ROUTES:
             return None

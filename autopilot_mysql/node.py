@@ -528,10 +528,7 @@ class LocalNode:
         elif a == Action.REGISTER:
             self.register(d.role)
         elif a == Action.CREATE_SESSION:
-            self.session = self.consul.create_session(
-                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
-                service_id=self.s.service_id)
-            log.info("created Consul session %s (TTL %.0fs)", self.session, self.cfg.session_ttl)
+            self._create_session()
             self._wake()
         elif a == Action.DRAIN:
             target = o.handover.gtid if o.handover is not None else None
@@ -648,12 +645,7 @@ class LocalNode:
         assert h is not None
         self.takeover_tried = h.index
         self.drained = True
-        if self.session is None:
-            self.session = self.consul.create_session(
-                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
-                service_id=self.s.service_id)
-            log.info("created Consul session %s (TTL %.0fs)", self.session,
-                     self.cfg.session_ttl)
+        session = self.session if self.session is not None else self._create_session()
         applied = self.mysql.stop_io_and_drain(DRAIN_TIMEOUT, received=h.gtid)
         held = self.mysql.vars().position
         if not applied or not gtid.covers(gtid.parse(held), gtid.parse(h.gtid)):
@@ -666,7 +658,7 @@ class LocalNode:
                                                           o.positions)
         new = self.keeper.term_set(self.data_id, o.sync, followers)
         sent = self.clock.monotonic()
-        if not self.consul.take_over(self.session, self.s.node_name, self.address, held, new,
+        if not self.consul.take_over(session, self.s.node_name, self.address, held, new,
                                      h.index):
             log.info("switchover: the handed-over lock was not taken (the handover or the "
                      "acknowledgement set changed meanwhile): taking part in an election")
@@ -675,7 +667,15 @@ class LocalNode:
         self.lease_from = sent  # the transaction proved the lock as of when it was sent
         log.info("took the leader lock %s handed over at %s", h.from_node, h.gtid)
         self._promote(replace(o, gtid=held, lock_valid_until=sent + self.lease, handover=None,
-                              session=self.session), (new, left_out))
+                              session=session), (new, left_out))
+
+    def _create_session(self) -> str:
+        """Our session, tied to this node's serfHealth and service check (dcs.Consul)."""
+        session = self.session = self.consul.create_session(
+            name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
+            service_id=self.s.service_id)
+        log.info("created Consul session %s (TTL %.0fs)", session, self.cfg.session_ttl)
+        return session
 
     def _lags(self, nodes: tuple[str, ...]) -> dict[str, float | None]:
         """Replication lag each node's own status last reported (None: unknown)."""
