@@ -16,6 +16,7 @@ class Code(StrEnum):
     SIGNAL = "signal"  # source: signal name (SIGTERM, SIGHUP, ...)
     STOP = "stop"  # a graceful stop was requested
     SWITCHOVER = "switchover"  # source: "api"; payload: (leader, target node or "")
+    VIEW_CHANGED = "view_changed"  # source: "mysqld"; payload: Primary or not, None: processed
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,21 @@ G10 (disk)    A data volume counts as full below DISK_MIN_FREE free, or while my
               stall every commit of the cluster by flow control) and joins again by IST once
               it has room; a writer hands over (G8) to a Synced reader whose own status says it
               has room, or, when none has, says so while writes wait.
+G11 (evict)   A member whose Galera port refuses connections (nothing listens there: its
+              mysqld is gone, its host's kernel still answers) is evicted from our Primary
+              Component at once (evs.evict) instead of after evs.suspect_timeout, during which
+              no node of the component can commit, whoever writes. Galera counts an evicted
+              member as one that left cleanly (checked here: a node that evicted both others
+              of three stayed Primary alone), so the proof must be strong and the rest must
+              be a majority without it: only a refusal counts, twice (a silent, paused,
+              partitioned or slow member is left to Galera's own timeout); it must be the one
+              peer mysqld lost (several lost at once look like a partition, not a death);
+              the members left, without those already being evicted, must be more than
+              half of our view (never in a cluster of two); one member on that host only,
+              never ourselves, only from a Primary Component. The eviction list is cleared
+              once the member left the view (its mysqld, restarted, joins under a new
+              identity). A node that learns it was evicted (alive after all) stops mysqld
+              cleanly and joins again.
 """
 
 from __future__ import annotations
@@ -182,6 +197,7 @@ class GaleraObservation:
     # seconds mysqld has been outside a Primary Component: answering queries, or (not
     # answering yet, joining) by its log's last view
     non_primary_for: float = 0.0
+    evicted: bool = False  # mysqld's log: this run was evicted from the cluster (G11)
     leader: str | None = None
     lease_left: float = 0.0  # our lease as the writer (<= 0: expired or none)
     open_in: float = 0.0  # we hold the lock: seconds until the previous writer surely fenced
@@ -248,6 +264,10 @@ def decide(o: GaleraObservation) -> Decision:
         if o.leader == o.node:
             return Decision(Action.RELEASE, "not in a Primary Component: giving up the writer "
                             "role")
+        if o.evicted:
+            return Decision(Action.LEAVE, "this node was evicted from the cluster (mysqld's "
+                            "log: its group layer must restart; a peer took it for dead): "
+                            "stopping mysqld cleanly, it joins again by IST (G11)")
         if o.dcs_ok and not o.component_exists and not o.component_listed \
                 and o.non_primary_for >= NON_PRIMARY_GRACE:
             return Decision(Action.LEAVE, f"outside any Primary Component for "
@@ -410,3 +430,19 @@ def _same(published: CensusDoc | None, local: CensusDoc) -> bool:
     return published is not None and (published.state, published.uuid, published.seqno,
                                        published.data) == (DOWN, local.uuid, local.seqno,
                                                            local.data)
+
+
+def evictee(host: str, lost: int, members: tuple[tuple[str, str, str], ...], own_uuid: str,
+            primary: bool, evicted: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+    """G11: whom to evict now that the Galera port on `host` refused connections twice:
+    (gcomm UUID, node name), or None. `lost`: how many peers mysqld said it lost at once;
+    `members`: our component's view (uuid, incoming address host:port, node name), as
+    mysql.wsrep_cluster_members says; `evicted`: our eviction list (members of the view in it
+    are on their way out and count as gone)."""
+    leaving = sum(1 for u, _, _ in members if u in evicted)
+    if not primary or lost != 1 or 2 * (len(members) - leaving - 1) <= len(members):
+        return None
+    there = [(u, name) for u, addr, name in members if addr.rsplit(":", 1)[0] == host]
+    if len(there) != 1 or there[0][0] == own_uuid or there[0][0] in evicted:
+        return None  # not in our view any more, ambiguous, ourselves, or on its way out
+    return there[0]

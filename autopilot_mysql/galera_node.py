@@ -25,6 +25,7 @@ from .config import Settings
 from .dcs import Consul, Watcher, best_effort
 from .disk import DiskWatch
 from .events import Code, Event, EventBus
+from .eviction import Evictor
 from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
 from .keys import ClusterKeys, LeaderInfo
@@ -89,6 +90,7 @@ class GaleraSupervisor:
         # nothing over SQL until its state transfer is done, and one whose donor died waits
         # for ever outside any Primary Component (G7; CI's nemesis seed 231689).
         self.view_primary: bool | None = None
+        self.evicted = False  # this mysqld run was evicted (its log said so; G11)
         # The other nodes' own word (GET /status): a Primary Component exists only if one of
         # them says it serves in one now. Consul's catalog still shows members passing for
         # seconds after a power cut, and a node that joined on that started mysqld into no
@@ -96,6 +98,7 @@ class GaleraSupervisor:
         self.peers = Peers(settings.health_port)
         self.promise = failsafe.Promise()  # we confirmed a writer's failsafe lease (G9)
         self.disk = DiskWatch(settings.datadir, settings.disk_min_free, self.clock)  # G10
+        self.evictor = Evictor(settings.socket, self.stop_requested)  # G11
         self.snapshots: Snapshots | None = None
         self.failsafe_note = ""
         self.last_logged: tuple[str, float] = ("", 0.0)
@@ -145,6 +148,7 @@ class GaleraSupervisor:
         LeaseWatchdog(self.s.socket, lease_end=lambda: self.lease_from + self.cfg.lease,
                       opened=lambda: self.opened, mysqld=lambda: self.mysqld,
                       crash=self._crash_mysqld, clock=self.clock, stop=stop).start()
+        self.evictor.start()
         if self.snapshots is not None:
             self.snapshots.start_scheduler(lambda: self.status, lambda: self.members, stop)
         self._loop()
@@ -262,7 +266,11 @@ class GaleraSupervisor:
         if proc == ProcState.RUNNING:
             try:
                 rows = self.mysql.execute("SHOW GLOBAL STATUS LIKE 'wsrep%%'")
-                st = wsrep.parse_status({str(k).lower(): str(v) for k, v in rows})
+                status = {str(k).lower(): str(v) for k, v in rows}
+                st = wsrep.parse_status(status)
+                if status.get("wsrep_evs_evict_list"):
+                    # a peer's eviction we only learnt of (G11): empty it once it is gone
+                    self.evictor.evicting()
                 read_only = self.mysql.read_only_now()
                 alive = True
             except MySQLError:
@@ -331,6 +339,7 @@ class GaleraSupervisor:
             mysql_alive=alive, read_only=read_only, joining=k.galera_joining,
             check_passing=self._check_passing(dcs_ok, st),
             non_primary_for=now - self.non_primary_since if self.non_primary_since else 0.0,
+            evicted=self.evicted,
             primary=bool(st and st.primary), synced=bool(st and st.synced),
             state_comment=st.state_comment if st else "",
             writer_in_component=bool(st and leader and st.has_member(leader.address)),
@@ -454,6 +463,7 @@ class GaleraSupervisor:
             self.mysqld.stop(self.s.stop_timeout if o.mysql_alive
                              else min(self.s.stop_timeout, JOINER_STOP_TIMEOUT))
             self.consul.record_history("galera-left-disk-full" if o.disk_full else
+                                       "galera-left-evicted" if o.evicted else
                                        "galera-left-for-census", {"node": o.node,
                                                                   "reason": d.reason})
         elif a == Action.REGISTER:
@@ -610,6 +620,7 @@ class GaleraSupervisor:
         log.info("starting mysqld: %s", " ".join(self.start_args))
         self.local = None
         self.view_primary = None
+        self.evicted = False
         self.mysqld.start()
 
     def _first_synced(self, o: GaleraObservation) -> None:
@@ -631,9 +642,20 @@ class GaleraSupervisor:
     def _mysqld_line(self, line: str) -> None:
         """Every line of mysqld's output (its output thread)."""
         self.disk.line(line)
+        lost = wsrep.nonlive_peers(line)
+        if lost:
+            self.evictor.lost(lost)
+        if wsrep.evicted(line):
+            self.evicted = True
+        if wsrep.evicting(line):
+            self.evictor.evicting()
         view = wsrep.component_of(line)
         if view is not None:
             self.view_primary = view
+        if view is not None or wsrep.view_processed(line):
+            # Wake the loop: a member left or joined (a writer to depose, a lock to take); once
+            # more when mysqld processed the view (its status says so from then on)
+            self.bus.publish(Event(Code.VIEW_CHANGED, "mysqld", view))
 
     def _register(self, role: Role) -> None:
         self.consul.register(

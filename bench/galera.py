@@ -6,8 +6,11 @@ TOPOLOGY=galera) with HAProxy in front (etc/haproxy.cfg) and a client writing th
 5 ms, then measures:
 - bootstrap: from starting Consul and three empty nodes to one writer and two Synced readers
   (one bootstrap, two joins by mariabackup SST, one at a time);
-- writer failover: SIGKILL of the writer's whole host, the client's longest gap through
-  HAProxy until its writes flow on the new writer;
+- writer failover: SIGKILL of the writer's whole host (its kernel refuses connections to its
+  Galera port: evicted at once, galera.G11), the client's longest gap through HAProxy until
+  its writes flow on the new writer;
+- writer failover, host silent: the writer's host paused (SIGSTOP, as a host gone silent:
+  Galera's evs.suspect_timeout decides), the same gap;
 - join by IST: the killed host restarted, until it is a Synced reader again;
 - join by SST: a new empty node, until it is a Synced reader;
 - join from a snapshot: a new empty node of a cluster whose schedule took a snapshot on a
@@ -47,7 +50,7 @@ from tests.testbed.workload import Writer, create_table  # noqa: E402
 
 HAND_RUN = {"coordinated crash: cluster back": 7.5}
 OPERATOR_WAIT = 30.0  # mariadb-operator waits this long before it starts a recovery
-TARGETS = {"writer failover (client)": 2.0}
+TARGETS = {"writer failover (client)": 2.0, "writer failover, host silent (client)": 2.0}
 
 
 def flowing_again(writer: Writer, t0: float, on: str | None = None, timeout: float = 120
@@ -89,6 +92,17 @@ def one_round() -> dict[str, float]:
         w.host.restart(graceful=False)
         wait_until(lambda: healthy_cluster(nodes), timeout=120, what="the old writer back")
         out["join by IST (restarted node)"] = time.monotonic() - t0
+
+        w = next(n for n in nodes if n.http("/primary") == 200)
+        rest = [n for n in nodes if n is not w]
+        t0 = time.monotonic()
+        w.host.pause()  # silent: no refusal proves its mysqld gone (G11 cannot evict)
+        new = wait_until(lambda: next((n for n in rest if n.http("/primary") == 200), None),
+                         timeout=60, what="a new writer")
+        flowing_again(writer, t0, new.name)
+        out["writer failover, host silent (client)"] = writer.longest_gap(t0, time.monotonic())
+        w.host.resume()
+        wait_until(lambda: healthy_cluster(nodes), timeout=120, what="the paused writer back")
 
         t0 = time.monotonic()
         extra = make_node(bed.add_host("db4"), TOPOLOGY="galera")  # no S3_BUCKET: SST

@@ -136,6 +136,47 @@ def component_of(line: str) -> bool | None:
     return None if m is None else m.group(1) == "yes"
 
 
+_EVICTED = "this node has been evicted out of the cluster"
+
+
+def evicted(line: str) -> bool:
+    """A mysqld log line saying a peer evicted this node (its group layer must restart)."""
+    return _EVICTED in line
+
+
+_VIEW_STATUS = re.compile(r"^\s+status: (primary|non-primary|disconnected)\s*$")
+
+
+def view_processed(line: str) -> bool:
+    """The "status:" line of the view mysqld logs once it has processed a new group view
+    (its status variables say so from now on; "New COMPONENT" comes before)."""
+    return _VIEW_STATUS.match(line) is not None
+
+
+def evicting(line: str) -> bool:
+    """A mysqld log line saying it evicts a member ("Evicting node <uuid> permanently")."""
+    return "WSREP: Evicting node " in line
+
+
+_NONLIVE = re.compile(r"WSREP: .*nonlive peers: (.*)$")
+_PEER = re.compile(r"^tcp://(.+):(\d+)$")
+
+
+def nonlive_peers(line: str) -> tuple[tuple[str, int], ...]:
+    """The Galera addresses (host, port) a mysqld log line says it just lost its connection to
+    (gcomm's "turning message relay requesting on, nonlive peers: tcp://10.0.0.2:4567 ...");
+    () for other lines."""
+    m = _NONLIVE.search(line)
+    if m is None:
+        return ()
+    out = []
+    for word in m.group(1).split():
+        peer = _PEER.match(word.rstrip(","))
+        if peer is not None:
+            out.append((peer.group(1).strip("[]"), int(peer.group(2))))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class WsrepStatus:
     """SHOW GLOBAL STATUS LIKE 'wsrep%' of a running node."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -147,6 +148,17 @@ def test_writer_host_killed_one_new_writer_and_the_old_one_rejoins_by_ist(
     gap = client.longest_gap(t0, time.monotonic())
     print(f"writer {old.name} killed: {new.name} writes; longest write gap through HAProxy "
           f"{gap:.1f}s")
+    # G11: its host's kernel refused the survivors' knocks on its Galera port: evicted, not
+    # waited out (evs.suspect_timeout), and the eviction lists were emptied again
+    assert any(re.search(rf"{old.name}'s Galera port \S+ refuses connections .*: evicting it",
+                         n.log.read_text()) for n in rest), f"nobody evicted {old.name}"
+    def evict_list(n: Node) -> str:
+        with n.root() as c, c.cursor() as cur:
+            cur.execute("SHOW GLOBAL STATUS LIKE 'wsrep_evs_evict_list'")
+            return str(cur.fetchone()[1])
+    for n in rest:
+        wait_until(lambda n=n: evict_list(n) == "", timeout=15,
+                   what=f"{n.name}'s eviction list emptied")
     old.host.restart(graceful=False)
     wait_until(lambda: healthy_cluster(nodes), timeout=120,
                what=f"{old.name} back as a Synced reader")

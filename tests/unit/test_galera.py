@@ -303,6 +303,9 @@ def test_the_group_view_is_read_from_mysqlds_log() -> None:
     assert wsrep.component_of("[Note] WSREP: New COMPONENT: primary = yes, bootstrap = no, "
                               "my_idx = 1, memb_num = 2") is True
     assert wsrep.component_of("[Note] WSREP: Shifting JOINER -> OPEN (TO: 12)") is None
+    assert wsrep.view_processed("  status: primary") and wsrep.view_processed("  status: "
+                                                                              "non-primary")
+    assert not wsrep.view_processed("status: primary in a sentence")
 
 
 def test_g9_the_failsafe_asks_the_component_too_not_only_the_catalog_last_seen() -> None:
@@ -315,3 +318,59 @@ def test_g9_the_failsafe_asks_the_component_too_not_only_the_catalog_last_seen()
     assert galera.failsafe_members({"db3"}, ("10.0.0.1:3306",), addresses, "10.0.0.1") == {"db3"}
     assert galera.failsafe_members(set(), ("10.0.0.1:3306", "10.0.0.9:3306"), addresses,
                                    "10.0.0.1") == {"the member at 10.0.0.9"}
+
+
+def test_g11_whom_a_refused_galera_port_evicts() -> None:
+    """Only the one peer mysqld lost, the one member of our view on that host, never
+    ourselves, only from a Primary Component that keeps a majority of its view without it
+    (Galera counts an evicted member as one that left cleanly)."""
+    view = (("u1", "10.0.0.1:3306", "db1"), ("u2", "10.0.0.2:3306", "db2"),
+            ("u3", "10.0.0.3:3306", "db3"))
+    assert galera.evictee("10.0.0.2", 1, view, "u1", primary=True) == ("u2", "db2")
+    assert galera.evictee("10.0.0.2", 1, view, "u1", primary=False) is None
+    assert galera.evictee("10.0.0.2", 2, view, "u1", primary=True) is None  # a partition?
+    assert galera.evictee("10.0.0.2", 1, view[:2], "u1", primary=True) is None  # 1 of 2 left
+    assert galera.evictee("10.0.0.1", 1, view, "u1", primary=True) is None  # ourselves
+    # one of three already on its way out: a second eviction would leave a minority
+    assert galera.evictee("10.0.0.3", 1, view, "u1", primary=True,
+                          evicted=frozenset({"u2"})) is None
+    assert galera.evictee("10.0.0.2", 1, view, "u1", primary=True,
+                          evicted=frozenset({"u2"})) is None  # already being evicted
+    five = view + (("u4", "10.0.0.4:3306", "db4"), ("u5", "10.0.0.5:3306", "db5"))
+    assert galera.evictee("10.0.0.3", 1, five, "u1", primary=True,
+                          evicted=frozenset({"u2"})) == ("u3", "db3")  # 3 of 5 stay
+    assert galera.evictee("10.0.0.9", 1, view, "u1", primary=True) is None  # already left
+    assert galera.evictee("10.0.0.2", 1, view + (("u4", "10.0.0.2:3307", "db4"),), "u1",
+                          primary=True) is None  # two members on that host: ambiguous
+    assert galera.evictee("10.0.0.1", 1, view + (("u5", "10.0.0.10:3306", "db10"),), "u2",
+                          primary=True) == ("u1", "db1")  # a host, not a prefix of one
+
+
+def test_g11_lost_peers_are_read_from_mysqlds_log() -> None:
+    line = ("2026-12-03 11:55:42 0 [Note] WSREP: (6575ddf6-9e4c, 'tcp://0.0.0.0:4567') turning "
+            "message relay requesting on, nonlive peers: tcp://10.213.0.12:4567 "
+            "tcp://10.213.0.13:4567 ")
+    assert wsrep.nonlive_peers(line) == (("10.213.0.12", 4567), ("10.213.0.13", 4567))
+    assert wsrep.nonlive_peers("[Note] WSREP: (a, 'tcp://0.0.0.0:4567') turning message relay "
+                               "requesting off") == ()
+    assert wsrep.nonlive_peers("[Note] WSREP: forgetting 66911f74-b17a "
+                               "(tcp://10.213.0.12:4567)") == ()
+    assert wsrep.evicted("2026-12-03 11:58:50 0 [ERROR] WSREP: exception from gcomm, backend "
+                         "must be restarted: this node has been evicted out of the cluster, "
+                         "gcomm backend restart is required (FATAL)")
+    assert not wsrep.evicted("[Note] WSREP: Evicting node d5be33b3-925c permanently from "
+                             "cluster")
+    assert wsrep.evicting("[Note] WSREP: Evicting node d5be33b3-925c permanently from cluster")
+    assert not wsrep.evicting("[Note] WSREP: unevicting d5be33b3-925c")
+
+
+def test_g11_a_node_told_it_was_evicted_stops_mysqld_to_join_again() -> None:
+    """Its group layer will not reconnect by itself: waiting for Galera would be for ever,
+    while other members serve (G7 would never stop it)."""
+    evicted = replace(RUN, primary=False, synced=False, leader="db3", read_only=True,
+                      component_exists=True, component_listed=True, evicted=True)
+    d = decide(evicted)
+    assert d.action == Action.LEAVE and "evicted" in d.reason
+    assert decide(replace(evicted, evicted=False)).action == Action.WAIT
+    # a writable one is fenced first
+    assert decide(replace(evicted, read_only=False)).action == Action.FENCE
