@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import queue
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -30,30 +29,17 @@ from pathlib import Path
 from . import galera
 from .exceptions import MySQLError
 from .mysql.server import LocalServer
+from .utils import nothing_listens, port_refused
 
 log = logging.getLogger(__name__)
-KNOCK_TIMEOUT = 0.3  # seconds a connection attempt to a peer's Galera port may take
-KNOCK_AGAIN = 0.05  # seconds between the two knocks that must both be refused
 LEAVE_WAIT = 10.0  # seconds the evicted member gets to leave our view before we stop looking
 CLEAR = ("", 0, 0)  # the task that tidies the eviction list
 MEMBERS_SQL = "SELECT node_uuid, node_incoming_address, node_name FROM mysql.wsrep_cluster_members"
 
 
-def refused(host: str, port: int, timeout: float = KNOCK_TIMEOUT) -> bool:
-    """Whether a TCP connection to host:port is refused (nothing listens there). False when
-    it is accepted, times out or fails in any other way."""
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return False
-    except ConnectionRefusedError:
-        return True
-    except OSError:
-        return False
-
-
 class Evictor:
     def __init__(self, sock: Path, stop: threading.Event,
-                 knock: Callable[[str, int], bool] = refused) -> None:
+                 knock: Callable[[str, int], bool] = port_refused) -> None:
         self.own = LocalServer(sock, connect_timeout=0.5, read_timeout=2.0)
         self.stop = stop
         self.knock = knock
@@ -101,8 +87,7 @@ class Evictor:
                          "(evs.suspect_timeout) removes a member that is gone", exc)
 
     def handle(self, host: str, port: int, lost: int = 1) -> None:
-        if lost != 1 or not (self.knock(host, port) and not self.stop.wait(KNOCK_AGAIN)
-                and self.knock(host, port)):
+        if lost != 1 or not nothing_listens(host, (port,), self.knock, self.stop.wait):
             return  # alive, or silent: not ours to judge
         st = self._status()
         target = galera.evictee(host, lost, self._members(), st.get("wsrep_gcomm_uuid", ""),

@@ -9,9 +9,10 @@ as part of the command line).
 - Reaps every child, orphans included (as PID 1, or as a child subreaper when not PID 1).
 - Forwards SIGTERM, SIGINT, SIGHUP, SIGUSR1 and SIGUSR2 to the supervisor.
 - When the supervisor exits, stops everything still running: SIGTERM (mysqld then shuts
-  InnoDB down cleanly), SIGKILL after STOP_TIMEOUT. The exit status is the supervisor's: 0
-  after a graceful stop, 2 for a configuration error, non-zero when it crashed or was killed,
-  so the container's restart policy takes over.
+  InnoDB down cleanly), SIGKILL after STOP_TIMEOUT; the Consul agent last, once mysqld is
+  gone (the agent's exit ends the node's session, and so starts an election). The exit
+  status is the supervisor's: 0 after a graceful stop, 2 for a configuration error,
+  non-zero when it crashed or was killed, so the container's restart policy takes over.
 """
 
 from __future__ import annotations
@@ -110,16 +111,29 @@ def _comm(pid: int) -> str:
 
 
 def _stop_all(timeout: float) -> None:
-    """SIGTERM to every remaining child (mysqld, the consul agent, orphans), then SIGKILL.
-    Each exit is reported: mysqld's own output went to the supervisor, so its status here is
-    what tells the operator whether it shut down cleanly (status 0)."""
+    """SIGTERM to every remaining child, then SIGKILL; the Consul agent last: it keeps this
+    node's session, and so a primary's lock, until mysqld is gone, so that no election starts
+    while mysqld still shuts down (its clients are served until then, and nobody fences it:
+    its supervisor is gone). Each exit is reported: mysqld's own output went to the
+    supervisor, so its status here is what tells the operator whether it shut down cleanly
+    (status 0)."""
     me = os.getpid()
     names = {pid: _comm(pid) for pid in _children(me)}
     if not names:
         return
-    _say("stopping remaining process(es) " + ", ".join(f"{n} ({p})" for p, n in names.items())
-         + f" with SIGTERM, up to {timeout:.0f}s before SIGKILL")
-    for pid in names:
+    deadline = time.monotonic() + timeout
+    agents = {pid for pid, name in names.items() if name == "consul"}
+    first = [pid for pid in names if pid not in agents]
+    if first:
+        _stop(first, names, deadline - (2.0 if agents else 0.0), me)
+    if agents:
+        _stop(sorted(agents), names, max(deadline, time.monotonic() + 1.0), me)
+
+
+def _stop(pids: list[int], names: dict[int, str], deadline: float, me: int) -> None:
+    _say("stopping " + ", ".join(f"{names[p]} ({p})" for p in pids) + " with SIGTERM, up to "
+         f"{max(0.0, deadline - time.monotonic()):.0f}s before SIGKILL")
+    for pid in pids:
         try:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
@@ -134,14 +148,17 @@ def _stop_all(timeout: float) -> None:
                 _say(f"{names[pid]} ({pid}) {how}"
                      + (" (a clean shutdown)" if code == 0 else ""))
 
-    deadline = time.monotonic() + timeout
+    def running() -> list[int]:
+        alive = set(_children(me))
+        return [p for p in pids if p in alive]
+
     while time.monotonic() < deadline:
         report(_reap())
-        if not _children(me):
+        if not running():
             return
         time.sleep(0.05)
-    left = _children(me)
-    _say(f"still running after {timeout:.0f}s: {left}; sending SIGKILL")
+    left = running()
+    _say(f"still running at the deadline: {left}; sending SIGKILL")
     for pid in left:
         try:
             os.killpg(pid, signal.SIGKILL)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import re
+import socket
 import time
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 
@@ -67,3 +69,34 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     for noisy in ("urllib3", "botocore", "boto3", "s3transfer"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+KNOCK_TIMEOUT = 0.3  # seconds a connection attempt to a peer's port may take
+KNOCK_AGAIN = 0.05  # seconds between the two knocks that must both be refused
+
+
+def port_refused(host: str, port: int, timeout: float = KNOCK_TIMEOUT) -> bool:
+    """Whether a TCP connection to host:port is refused: the host's kernel answers and nothing
+    listens there. False when it is accepted, times out or fails in any other way (a silent
+    host proves nothing)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return False
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+
+
+def nothing_listens(host: str, ports: Iterable[int],
+                    knock: Callable[[str, int], bool] = port_refused,
+                    sleep: Callable[[float], object] = time.sleep) -> bool:
+    """Every one of `ports` on `host` refused a connection twice, KNOCK_AGAIN apart (the first
+    that does not ends the knocking)."""
+    ports = tuple(ports)
+    for attempt in range(2):
+        if attempt:
+            sleep(KNOCK_AGAIN)
+        if not all(knock(host, port) for port in ports):
+            return False
+    return True

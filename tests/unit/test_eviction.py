@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 from autopilot_mysql import eviction
+from autopilot_mysql.utils import nothing_listens, port_refused
 
 
 def test_only_a_refused_connection_counts_as_nothing_listening() -> None:
@@ -16,8 +17,24 @@ def test_only_a_refused_connection_counts_as_nothing_listening() -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         port = listener.getsockname()[1]
-        assert eviction.refused("127.0.0.1", port) is False  # something listens
-    assert eviction.refused("127.0.0.1", port) is True  # closed: the kernel answers RST
+        assert port_refused("127.0.0.1", port) is False  # something listens
+    assert port_refused("127.0.0.1", port) is True  # closed: the kernel answers RST
+
+
+def test_nothing_listens_needs_every_port_refused_twice() -> None:
+    answers = {("h", 1): [True, True], ("h", 2): [True, False]}
+    calls: list[tuple[str, int]] = []
+
+    def knock(h: str, p: int) -> bool:
+        calls.append((h, p))
+        return answers[(h, p)].pop(0)
+    assert nothing_listens("h", (1, 2), knock, sleep=lambda s: None) is False
+    assert calls == [("h", 1), ("h", 2), ("h", 1), ("h", 2)]
+    assert nothing_listens("h", (1,), lambda h, p: True, sleep=lambda s: None) is True
+    never: list[int] = []
+    assert nothing_listens("h", (1, 2), lambda h, p: bool(never.append(p)),
+                           sleep=lambda s: None) is False
+    assert never == [1]  # the first port that answers ends the knocking
 
 
 def test_a_peer_that_answers_once_is_left_alone_and_never_queried(tmp_path: Path) -> None:
