@@ -32,7 +32,7 @@ from .keys import ClusterKeys, LeaderInfo
 from .model import Action, Decision, Member, NodeStatus, ProcState, Role
 from .mysql import datadir as dd
 from .mysql import wsrep
-from .mysql.server import LocalServer
+from .mysql.server import FenceResult, LocalServer
 from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
 from .snapshots import Snapshots
@@ -474,7 +474,9 @@ class GaleraSupervisor:
                 service_id=self.s.service_id)
             self.lease_from = self.clock.monotonic()
         elif a == Action.HAND_OVER and self.session is not None:
-            _, killed = self.mysql.fence()
+            fenced, killed = self._fence()
+            if not fenced:
+                return  # no handover: mysqld restarts read-only, our session ends with it
             rows = self.mysql.execute("SHOW GLOBAL STATUS LIKE 'wsrep_last_committed'")
             seqno = str(rows[0][1]) if rows else str(o.last_committed)
             to = o.switchover_to if o.switchover_to is not None else (
@@ -517,8 +519,7 @@ class GaleraSupervisor:
             except DCSError as exc:
                 log.warning("writable, but the history does not say so: %s", exc)
         elif a == Action.FENCE:
-            _, killed = self.mysql.fence()
-            log.warning("fenced: read_only ON, %d client connection(s) dropped", killed)
+            self._fence()
         elif a == Action.RELEASE and self.session is not None:
             self.consul.release_leader(self.session)
         elif a == Action.DEPOSE and self.keys.leader is not None:
@@ -530,6 +531,22 @@ class GaleraSupervisor:
             self._register(d.role)
 
     # --- actions --------------------------------------------------------------------------------
+
+    def _fence(self) -> tuple[bool, int]:
+        """read_only on, clients dropped: (fenced in place, connections dropped). When SET
+        read_only cannot finish (it waits for commits in progress, and they do not finish: a
+        full volume), mysqld is crashed instead: it restarts read-only and joins again, and
+        its exit ends our session. Never reported as fenced when it is not (a handover that
+        trusted it let the next writer open beside a writable one: nemesis seed 32187)."""
+        result, killed = self.mysql.fence()
+        if result == FenceResult.WAITING:
+            log.error("could not fence: SET read_only waits behind commits that do not finish "
+                      "(a full data volume?); crashing mysqld so that it restarts read-only")
+            self._crash_mysqld("read_only could not be set: commits in progress do not "
+                               "finish", None)
+            return False, 0
+        log.warning("fenced: read_only ON, %d client connection(s) dropped", killed)
+        return True, killed
 
     def _recover(self) -> None:
         """Our data's Galera position while mysqld is down (galera.G3's input)."""
