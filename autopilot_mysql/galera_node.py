@@ -137,7 +137,7 @@ class GaleraSupervisor:
                     return self._shutdown("stopped while provisioning from a snapshot")
         self.mysqld = ManagedProcess(
             "mysqld", ["mariadbd", f"--defaults-file={self.cnf}"], bus=self.bus,
-            extra_args=lambda: self.start_args, on_line=self._mysqld_line,
+            extra_args=self._before_start, on_line=self._mysqld_line,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         stop = self.stop_requested
@@ -655,6 +655,13 @@ class GaleraSupervisor:
             dd.write_node_state(self.s.datadir, {**state, "server_id": self.server_id,
                                                  "node": o.node})
             dd.mark_done(self.s.datadir, "joined by state transfer")
+
+    def _before_start(self) -> list[str]:
+        """Before every start of mysqld (ours, or a restart after a crash): the arguments, and
+        no stale state transfer pid file."""
+        if wsrep.forget_sst_pid(self.s.datadir):
+            log.info("removed %s, left by a state transfer that was killed", wsrep.SST_PID)
+        return self.start_args
 
     def _mysqld_line(self, line: str) -> None:
         """Every line of mysqld's output (its output thread)."""

@@ -99,6 +99,22 @@ def forget_primary_view(datadir: Path) -> bool:
         return False
 
 
+SST_PID = "wsrep_sst.pid"
+
+
+def forget_sst_pid(datadir: Path) -> bool:
+    """Remove the pid file a state transfer script left when it was killed (call only while
+    mysqld is not running: then no transfer runs). MariaDB's script takes any live process
+    with that pid for a transfer still in progress, and in a container the pids of a restart
+    are the same small numbers: a donor then waited 30 s and failed ("Operation already in
+    progress"), and its joiner hung (CI nemesis, Galera). True when there was one."""
+    try:
+        (datadir / SST_PID).unlink()
+        return True
+    except FileNotFoundError:
+        return False
+
+
 def sst_interrupted(datadir: Path) -> bool:
     return (datadir / SST_IN_PROGRESS).exists()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 from autopilot_mysql import galera
 from autopilot_mysql.election import Handover
@@ -374,3 +375,12 @@ def test_g11_a_node_told_it_was_evicted_stops_mysqld_to_join_again() -> None:
     assert decide(replace(evicted, evicted=False)).action == Action.WAIT
     # a writable one is fenced first
     assert decide(replace(evicted, read_only=False)).action == Action.FENCE
+
+
+def test_a_killed_state_transfers_pid_file_is_removed_before_mysqld_starts(tmp_path: Path) -> None:
+    """MariaDB's SST script takes any live process with that pid for a transfer in progress;
+    after a restart the small pids of a container come back."""
+    (tmp_path / wsrep.SST_PID).write_text("29\n")
+    assert wsrep.forget_sst_pid(tmp_path) is True
+    assert not (tmp_path / wsrep.SST_PID).exists()
+    assert wsrep.forget_sst_pid(tmp_path) is False
