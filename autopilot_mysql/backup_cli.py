@@ -21,10 +21,10 @@ from .backup.snapshot import extract, read_galera_position
 from .backup.store import Manifest, Progress
 from .config import Settings
 from .dcs import Consul
-from .exceptions import AutopilotError, SnapshotError
+from .exceptions import AutopilotError, SnapshotCorrupt, SnapshotError
 from .model import NodeStatus, Role
 from .mysql.datadir import empty_dir
-from .snapshots import Snapshots, verify_snapshot
+from .snapshots import Snapshots
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +71,16 @@ def run(s: Settings, cmd: str, ref: str | None, target: str | None) -> int:
             return _list(snaps)
         assert ref is not None
         m = _resolve(snaps, ref)
-        if cmd == "restore":
-            assert target is not None
-            return _restore(snaps, m, Path(target))
-        with _bar(m.stored_bytes, f"verify {m.id}") as progress:
-            print(verify_snapshot(snaps.store, m, progress))
-        return 0
+        try:
+            if cmd == "restore":
+                assert target is not None
+                return _restore(snaps, m, Path(target))
+            with _bar(m.stored_bytes, f"verify {m.id}") as progress:
+                print(snaps.verify(m, progress, skip_when_short=False))
+            return 0
+        except SnapshotCorrupt as exc:
+            snaps.mark_bad(m.id, str(exc))  # the cluster replaces it and never restores it
+            raise
     except AutopilotError as exc:
         sys.stderr.write(f"autopilot-mysql backup {cmd}: {exc}\n")
         return exc.exit_code
@@ -127,6 +131,7 @@ def _now(s: Settings, snaps: Snapshots) -> int:
 def _list(snaps: Snapshots) -> int:
     pointer = snaps.consul.snapshot_pointer()
     latest = str(pointer["id"]) if pointer else None
+    bad = snaps.consul.bad_snapshots()
     ms = snaps.store.manifests()
     if not ms:
         print(f"no snapshots in {snaps.store.where}")
@@ -139,7 +144,13 @@ def _list(snaps: Snapshots) -> int:
         age_text = f"{age / 86400:.1f}d" if age > 86400 else f"{age / 3600:.1f}h"
         print(f"{m.id:<40} {m.node:<10} {m.role:<8} {m.stored_bytes >> 20:>7}Mi "
               f"{m.raw_bytes >> 20:>7}Mi {age_text:>7}  {m.gtid}"
-              f"{'  <- latest (new nodes start from it)' if m.id == latest else ''}")
+              + (f"  BAD ({bad[m.id].get('why', '?')})" if m.id in bad else
+                 "  <- latest (new nodes start from it)" if m.id == latest else ""))
+    for sid in sorted(set(bad) - {m.id for m in ms}):
+        print(f"{sid:<40} marked bad, no manifest left: {bad[sid].get('why', '?')}")
+    if pointer and pointer.get("bad"):
+        print(f"the pointer names {latest}, which is BAD: the schedule replaces it at once; "
+              "new nodes start from the newest good snapshot meanwhile")
     return 0
 
 

@@ -104,6 +104,11 @@ def _status(url: str) -> int:
     print(f"  leader: {doc['leader'] or '(none)'}; last decision: {doc['last_decision']}")
     if doc.get("last_error"):
         print(f"  last error: {doc['last_error']}")
+    extra = doc.get("extra") or {}
+    if extra.get("snapshot"):
+        print(f"  snapshots: {extra['snapshot']}")
+    if extra.get("snapshot_problem"):
+        print(f"  SNAPSHOT PROBLEM: {extra['snapshot_problem']}")
     for m in doc.get("members", []):
         print(f"  member {m['node']:<20} {m['address']:<16} {m['role']:<8} "
               f"{'passing' if m['passing'] else 'FAILING'}")

@@ -72,8 +72,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "SNAPSHOT_KEEP": ("3", "keep at least the newest N good snapshots"),
     "SNAPSHOT_KEEP_DAYS": ("7", "also keep every snapshot younger than this many days"),
     "SNAPSHOT_COMPRESSION_LEVEL": ("3", "zstd level, 1 (fast) to 19 (small)"),
-    "SNAPSHOT_VERIFY": ("false", "after each snapshot, restore it into a scratch directory "
-                        "and start a throwaway mysqld on it"),
+    "SNAPSHOT_VERIFY": ("true", "restore each new snapshot into scratch space on the data "
+                        "volume and read every table in a throwaway mysqld before the cluster "
+                        "uses it"),
     "REPROVISION": ("true", "rebuild a node the primary refuses (errant transactions, or behind "
                     "its purged binary logs) from the latest snapshot, else a copy of a live "
                     "node; its old data kept aside until it works (alias SNAPSHOT_REPROVISION)"),

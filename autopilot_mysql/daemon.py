@@ -24,14 +24,14 @@ from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .ha import decide
 from .keys import ClusterKeys
-from .model import Action, Decision, Member, NodeStatus, Observation, ProcState
+from .model import Action, Decision, Member, NodeStatus, Observation, ProcState, copy_sources
 from .mysql import datadir as dd
 from .mysql.server import FenceResult, LocalServer
 from .node import LocalNode
 from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
 from .reprovision import Reprovisioner
-from .snapshots import Snapshots
+from .snapshots import Snapshots, forget_verify_scratch
 from .utils import Clock, SystemClock
 from .watchdog import LeaseWatchdog
 
@@ -97,6 +97,7 @@ class Daemon:
         cnf = startup.write_cnf(self.s, self.server_id)
         self._publish(state="initializing")
         recover_interrupted_rebuild(self.s.datadir)
+        forget_verify_scratch(self.s.datadir)
         if self.s.snapshots is not None:
             self.snapshots = Snapshots(self.s, self.consul, cnf=cnf)
             if dd.inspect(self.s.datadir) in (dd.DataDirState.EMPTY,
@@ -336,11 +337,7 @@ class Daemon:
 
     def _donors(self, leader: str | None) -> list[tuple[str, str]]:
         """Nodes to copy from, best first: healthy replicas, then the primary."""
-        me = self.s.node_name
-        replicas = [(m.node, m.address) for m in self.members
-                    if m.passing and m.node not in (me, leader) and m.role.value == "replica"]
-        primary = [(m.node, m.address) for m in self.members if m.node == leader and m.passing]
-        return replicas + primary
+        return copy_sources(self.members, self.s.node_name, leader)
 
     def _serve_clone(self, header: str) -> tuple[int, str, CloneStream | None]:
         """GET /clone, from the HTTP thread (backup/clone.py): a copy of this node."""
@@ -455,7 +452,8 @@ class Daemon:
             leader=obs.leader if obs else self.status.leader, members=self.members,
             consul_ok=obs.dcs_ok if obs else self.status.consul_ok,
             last_decision=str(decision) if decision else self.status.last_decision,
-            extra={"snapshot": self.snapshots.state} if self.snapshots else {},
+            extra={"snapshot": self.snapshots.state,
+                   "snapshot_problem": self.snapshots.problem} if self.snapshots else {},
             last_error=last_error,
             cycle_at=obs.observed_at if obs else self.clock.monotonic(),
             lock_valid_until=obs.lock_valid_until if obs else 0.0)

@@ -428,9 +428,51 @@ class Consul:
                            f"({exc}); delete the key, the next snapshot rewrites it") from exc
         return doc if isinstance(doc, dict) else None
 
-    def set_snapshot_pointer(self, doc: dict[str, Any]) -> None:
-        self._call("snapshot pointer write", lambda: self.client.kv.put(
-            self.snapshot_pointer_key, json.dumps(doc)))
+    def set_snapshot_pointer(self, doc: dict[str, Any], session: str) -> bool:
+        """Move the pointer to a new snapshot, only if `session` still holds the snapshot
+        lock (one transaction). A node whose lock went (its session expired during a long
+        upload) may have had its objects cleaned up by the next holder: its snapshot must never
+        become the latest. False: the lock is not ours, nothing was written."""
+        return self._txn("snapshot pointer write", [
+            keys.txn_check_session(self.snapshot_lock_key, session),
+            keys.txn_set(self.snapshot_pointer_key, doc)])
+
+    def mark_snapshot_bad(self, snapshot_id: str, why: str, node: str) -> None:
+        """Record that snapshot `snapshot_id` cannot be restored. When the pointer names it,
+        the pointer says so too (compare-and-set, so a newer pointer is never overwritten): the
+        schedule sees a snapshot due at once, and every node skips it."""
+        doc = {"why": why[:500], "by": node, "at": time.time()}
+        self._call("snapshot bad mark", lambda: self.client.kv.put(
+            self.keys.snapshot_bad + snapshot_id, json.dumps(doc)))
+        index, item = self._call("snapshot pointer read",
+                                 lambda: self.client.kv.get(self.snapshot_pointer_key))
+        try:
+            pointer = json.loads(item["Value"]) if item and item.get("Value") else None
+        except ValueError:
+            pointer = None
+        if isinstance(pointer, dict) and pointer.get("id") == snapshot_id \
+                and not pointer.get("bad"):
+            pointer["bad"] = doc["why"]
+            self._call("snapshot pointer mark", lambda: self.client.kv.put(
+                self.snapshot_pointer_key, json.dumps(pointer), cas=item["ModifyIndex"]))
+
+    def bad_snapshots(self) -> dict[str, dict[str, Any]]:
+        """{snapshot id: {why, by, at}} of every snapshot marked bad."""
+        _, items = self._call("snapshot bad marks read", lambda: self.client.kv.get(
+            self.keys.snapshot_bad, recurse=True))
+        out: dict[str, dict[str, Any]] = {}
+        for item in items or ():
+            name = str(item["Key"])[len(self.keys.snapshot_bad):]
+            try:
+                doc = json.loads(item.get("Value") or b"{}")
+            except ValueError:
+                doc = {}
+            out[name] = doc if isinstance(doc, dict) else {}
+        return out
+
+    def forget_bad_snapshot(self, snapshot_id: str) -> None:
+        self._call("snapshot bad mark delete", lambda: self.client.kv.delete(
+            self.keys.snapshot_bad + snapshot_id))
 
     # --- server ids -----------------------------------------------------------------------------
 

@@ -40,3 +40,9 @@ class ProcessError(AutopilotError):
 
 class SnapshotError(AutopilotError):
     """A snapshot could not be taken, stored, found, verified or restored."""
+
+
+class SnapshotCorrupt(SnapshotError):
+    """A stored snapshot cannot be restored by anyone, however often it is tried: its data
+    object is missing, or does not match its manifest (size, SHA-256, GTID position). The
+    caller marks it bad in Consul (a new snapshot then replaces it) and tries another."""

@@ -63,6 +63,8 @@ class Names:
         # Outside the prefix the HA loop reads and watches: snapshot progress never wakes it.
         self.snapshot_lock = f"service/{service}-snapshots/lock"
         self.snapshot_pointer = f"service/{service}-snapshots/latest"
+        # one key per snapshot found unrestorable ({why, by, at}); retention removes it
+        self.snapshot_bad = f"service/{service}-snapshots/bad/"
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ observed, and the typed decision it made. No behaviour beyond small derived prop
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -46,6 +47,16 @@ class Member:
             if r.value in self.tags:
                 return r
         return Role.UNKNOWN
+
+
+def copy_sources(members: Sequence[Member], me: str, leader: str | None
+                 ) -> list[tuple[str, str]]:
+    """Nodes a new or rebuilt node may copy its data from (backup/clone.py), best first: the
+    healthy replicas, then the primary (a copy loads it)."""
+    replicas = [(m.node, m.address) for m in members
+                if m.passing and m.node not in (me, leader) and m.role == Role.REPLICA]
+    primary = [(m.node, m.address) for m in members if m.node == leader and m.passing]
+    return replicas + primary
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from .backup.provision import Fetch, from_node, from_snapshot, rebuild_datadir
 from .config import Settings
-from .exceptions import SnapshotError
+from .exceptions import SnapshotCorrupt, SnapshotError
 from .process import ManagedProcess
 from .snapshots import Snapshots
 
@@ -41,10 +41,12 @@ class Reprovisioner:
         self.retry_at = time.monotonic() + RETRY
         sources: list[tuple[Fetch, str]] = []
         notes = []
+        snapshot_id = ""
         if self.snapshots is not None:
             m, note = self.snapshots.for_rebuild(newer_than)
             if m is not None:
                 sources.append(from_snapshot(self.snapshots.store, m))
+                snapshot_id = m.id
             else:
                 notes.append(note)
         else:
@@ -71,6 +73,8 @@ class Reprovisioner:
                 except SnapshotError as exc:
                     log.error("re-provisioning from %s failed, the old data is back in place: "
                               "%s", what, exc)
+                    if isinstance(exc, SnapshotCorrupt) and self.snapshots is not None:
+                        self.snapshots.mark_bad(snapshot_id, str(exc))  # a live node next
                     publish("re-provisioning failed", f"re-provisioning failed: {exc}")
             return False
         finally:

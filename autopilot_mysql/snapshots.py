@@ -14,17 +14,20 @@ from pathlib import Path
 
 from . import gtid
 from .backup import snapshot
-from .backup.provision import from_snapshot, restore_datadir
+from .backup.provision import from_node, from_snapshot, restore_datadir
 from .backup.scheduler import SnapshotScheduler
 from .backup.store import Manifest, Progress, SnapshotStore
 from .config import Settings, SnapshotSettings
 from .dcs import Consul
-from .exceptions import DCSError, MySQLError, SnapshotError
-from .model import Member, NodeStatus, Role
+from .exceptions import DCSError, MySQLError, SnapshotCorrupt, SnapshotError
+from .model import Member, NodeStatus, Role, copy_sources
 from .mysql import datadir as dd
 from .mysql.server import LocalServer
+from .utils import format_size
 
 log = logging.getLogger(__name__)
+# On the data volume, hidden from mysqld (ignore_db_dirs in the rendered my.cnf)
+SCRATCH = "#autopilot-verify"
 RESTORE_RETRY = 30.0  # seconds between attempts to provision an empty node
 
 
@@ -42,6 +45,9 @@ class Snapshots:
         # TOPOLOGY=galera: taken on a Synced reader with the Galera position, restored as a
         # grastate.dat a node joins from by IST
         self.galera = settings.topology == "galera"
+        self._problem = ""  # a snapshot this node found unusable (/status), until a new one
+        self._bad_id = ""
+
 
     # --- the schedule (daemon) --------------------------------------------------------------
 
@@ -68,6 +74,19 @@ class Snapshots:
     @property
     def state(self) -> str:
         return self.scheduler.state if self.scheduler else "idle"
+
+    @property
+    def problem(self) -> str:
+        """What is wrong with the cluster's snapshots as this node saw it, while it lasts
+        ("": nothing): a snapshot it found unusable (until a newer one succeeds), or the
+        failure of the last snapshot it took (wrong S3 credentials ...)."""
+        sched = self.scheduler.problem if self.scheduler else ""
+        if self._problem and self.scheduler is not None:
+            seen = self.scheduler.pointer_seen
+            if seen and not seen.get("bad") and seen.get("id", "") > self._bad_id:
+                self._problem = ""  # a newer good snapshot replaced it
+        return sched or self._problem
+
 
     def primary_binlog(self, role: Role) -> str:
         """The primary's current binary log, as this node sees it."""
@@ -98,44 +117,56 @@ class Snapshots:
             return None
         return self.store.manifest(str(pointer["id"]))
 
+    def usable(self) -> tuple[list[Manifest], bool]:
+        """The snapshots worth trying, best first: the one the pointer names, then the others
+        newest first, none of them marked bad. Second: whether the cluster has any snapshot
+        at all (False: it never had one; True with an empty list: every one is bad). A pointer
+        naming a snapshot that is not in the bucket any more is marked bad here."""
+        pointer = self.consul.snapshot_pointer()
+        bad = self.consul.bad_snapshots()
+        stored = self.store.manifests()
+        if pointer is not None and pointer.get("id") not in {m.id for m in stored} \
+                and not pointer.get("bad"):
+            self.mark_bad(str(pointer.get("id")), "its manifest is missing from the bucket")
+            bad[str(pointer.get("id"))] = {}
+        first = str(pointer["id"]) if pointer is not None and not pointer.get("bad") else ""
+        good = sorted((m for m in stored if m.id not in bad),
+                      key=lambda m: (m.id == first, m.id), reverse=True)
+        return good, pointer is not None or bool(stored)
+
+    def mark_bad(self, snapshot_id: str, why: str) -> None:
+        """Every node skips it from now on, and the schedule replaces it at once."""
+        log.error("snapshot %s is unusable and is marked bad in Consul: %s. A new snapshot is "
+                  "taken at once; retention deletes this one", snapshot_id, why)
+        self._problem = f"snapshot {snapshot_id} was found unusable and marked bad: {why}"[:500]
+        self._bad_id = snapshot_id
+        try:
+            self.consul.mark_snapshot_bad(snapshot_id, why, self.s.node_name)
+        except DCSError as exc:
+            log.warning("could not mark snapshot %s bad in Consul (%s): the next node to try "
+                        "it finds out again", snapshot_id, exc)
+
     # --- provisioning (daemon, before mysqld starts) --------------------------------------------
 
     def provision_empty(self, publish: Callable[[str, str], None],
                         stop: threading.Event, galera_uuid: Callable[[], str] | None = None
                         ) -> bool:
         """First boot of a node in a cluster that has a snapshot: restore it. Returns False
-        when the cluster has no snapshot (the node initializes and copies by replication; on
-        Galera it joins by a full state transfer), or on Galera when the snapshot is not of
-        the cluster `galera_uuid()` names (Consul's record; "" for a cluster not created yet).
-        A failed restore is retried every RESTORE_RETRY seconds, the node unhealthy with the
-        cause meanwhile; it never falls back to an empty server."""
-        datadir = self.s.datadir
+        when the node must initialize an empty server instead: the cluster has no snapshot (it
+        copies everything by replication; on Galera it joins by a full state transfer), on
+        Galera when no snapshot is of the cluster `galera_uuid()` names (Consul's record; ""
+        for a cluster not created yet), or when every snapshot is unusable and no live node
+        can be copied.
+
+        A snapshot that cannot be restored by anyone (missing or corrupt object:
+        SnapshotCorrupt) is marked bad and the next good one is tried, then a copy of a live
+        replica (replication; Galera's state transfer is that copy). Any other failure (S3
+        unreachable, bad credentials) is retried every RESTORE_RETRY seconds, the node
+        unhealthy with the cause meanwhile: it never falls back to an empty server while a
+        good snapshot may exist."""
         while not stop.is_set():
             try:
-                m = self.latest()
-                if m is None:
-                    log.info("the cluster has no snapshot yet: " + (
-                        "this node joins by a full state transfer" if self.galera else
-                        "initializing an empty server (it copies everything from the primary "
-                        "by replication)"))
-                    return False
-                if self.galera:
-                    cluster = galera_uuid() if galera_uuid else ""
-                    if not cluster or m.galera_uuid != cluster:
-                        log.warning("the latest snapshot %s is of Galera cluster %s, not of "
-                                    "this one (%s): not restoring it; this node joins by a "
-                                    "full state transfer", m.id, m.galera_uuid or "(none)",
-                                    cluster or "not created yet")
-                        return False
-                if dd.inspect(datadir) == dd.DataDirState.INTERRUPTED:
-                    log.warning("an earlier restore or first boot was interrupted: wiping it")
-                    dd.wipe_interrupted(datadir)
-                log.info("first boot: restoring snapshot %s (GTID %s, %d MiB, taken on %s) "
-                         "from %s", m.id, m.gtid, m.stored_bytes >> 20, m.node, self.store.where)
-                publish(f"restoring snapshot {m.id}", "")
-                restore_datadir(*from_snapshot(self.store, m), datadir,
-                                self._publisher(publish, m), galera=self.galera)
-                return True
+                return self._provision(publish, galera_uuid)
             except (SnapshotError, DCSError) as exc:
                 log.error("cannot provision this node from a snapshot (retrying in %.0fs; the "
                           "data directory is left empty): %s", RESTORE_RETRY, exc)
@@ -143,15 +174,83 @@ class Snapshots:
                 stop.wait(RESTORE_RETRY)
         return True
 
+    def _provision(self, publish: Callable[[str, str], None],
+                   galera_uuid: Callable[[], str] | None) -> bool:
+        datadir = self.s.datadir
+        usable, any_snapshot = self.usable()
+        if not any_snapshot:
+            log.info("the cluster has no snapshot yet: " + (
+                "this node joins by a full state transfer" if self.galera else
+                "initializing an empty server (it copies everything from the primary "
+                "by replication)"))
+            return False
+        if self.galera:
+            cluster = galera_uuid() if galera_uuid else ""
+            ours = [m for m in usable if cluster and m.galera_uuid == cluster]
+            if usable and not ours:
+                log.warning("no snapshot is of this Galera cluster (%s; the newest is of %s): "
+                            "this node joins by a full state transfer", cluster or
+                            "not created yet", usable[0].galera_uuid or "(none)")
+                return False
+            usable = ours
+        for m in usable:
+            if dd.inspect(datadir) == dd.DataDirState.INTERRUPTED:
+                log.warning("an earlier restore or first boot was interrupted: wiping it")
+                dd.wipe_interrupted(datadir)
+            log.info("first boot: restoring snapshot %s (GTID %s, %d MiB, taken on %s) "
+                     "from %s", m.id, m.gtid, m.stored_bytes >> 20, m.node, self.store.where)
+            publish(f"restoring snapshot {m.id}", "")
+            try:
+                restore_datadir(*from_snapshot(self.store, m), datadir,
+                                self._publisher(publish, m), galera=self.galera)
+                return True
+            except SnapshotCorrupt as exc:
+                self.mark_bad(m.id, str(exc))
+                publish("restore failed", f"snapshot {m.id} is unusable, trying the next "
+                        f"source: {exc}")
+        if self.galera:
+            log.warning("no usable snapshot of this Galera cluster: this node joins by a full "
+                        "state transfer from a live member")
+            return False
+        return self._copy_live_node(publish)
+
+    def _copy_live_node(self, publish: Callable[[str, str], None]) -> bool:
+        """No snapshot can be restored: copy a live node (a healthy replica first)."""
+        _, members = self.consul.members()
+        leader = self.consul.cluster_state().leader
+        donors = copy_sources(members, self.s.node_name, leader.node if leader else None)
+        if not donors:
+            log.warning("no usable snapshot and no healthy node to copy: initializing an empty "
+                        "server (it copies everything from the primary by replication; if the "
+                        "primary purged binary logs it needs, it is rebuilt from a copy once a "
+                        "node can serve one)")
+            return False
+        errors = []
+        for node, address in donors:
+            fetch, what = from_node(f"http://{address}:{self.s.health_port}",
+                                    self.s.repl_password, self.s.node_name, node)
+            log.info("first boot: no usable snapshot, copying %s", node)
+            publish(f"copying {node} (no usable snapshot)", "")
+            try:
+                restore_datadir(fetch, what, self.s.datadir)
+                return True
+            except SnapshotError as exc:
+                log.error("the copy of %s failed: %s", node, exc)
+                errors.append(f"{node}: {exc}")
+        raise SnapshotError("no usable snapshot, and every copy of a live node failed: "
+                            + "; ".join(errors))
+
     def for_rebuild(self, newer_than: str | None) -> tuple[Manifest | None, str]:
         """The snapshot a rebuild can use, or None and why not. `newer_than`: a node behind
         the primary's purged binary logs needs one newer than its own position."""
         try:
-            m = self.latest()
+            usable, any_snapshot = self.usable()
         except (SnapshotError, DCSError) as exc:
             return None, f"the snapshots cannot be read ({exc})"
-        if m is None:
-            return None, "the cluster has no snapshot"
+        if not usable:
+            return None, ("every snapshot is marked bad" if any_snapshot
+                          else "the cluster has no snapshot")
+        m = usable[0]
         if newer_than is not None:
             mine, theirs = gtid.parse(newer_than), gtid.parse(m.gtid)
             if not gtid.covers(theirs, mine) or theirs == mine:
@@ -172,14 +271,50 @@ class Snapshots:
 
     # --- verification (CLI and, with SNAPSHOT_VERIFY, the schedule) ----------------------------
 
-    def verify(self, m: Manifest, progress: Progress | None = None) -> str:
-        return verify_snapshot(self.store, m, progress)
+    def verify(self, m: Manifest, progress: Progress | None = None,
+               skip_when_short: bool = True) -> str:
+        """Verify `m` in scratch space on the data volume (the container's /tmp is often a
+        small tmpfs, and a restore of the whole data set must fit where the data fits). When
+        the volume cannot hold a second copy above DISK_MIN_FREE, the snapshot is not
+        verified, and that is said (`skip_when_short`; else SnapshotError): a verification
+        must never fill the volume mysqld writes to."""
+        need = int(m.raw_bytes * 1.1) + self.s.disk_min_free
+        free = shutil.disk_usage(self.s.datadir).free
+        if free < need:
+            text = (f"snapshot {m.id} NOT verified: the data volume has {format_size(free)} "
+                    f"free, a verification needs {format_size(need)} (the snapshot's "
+                    f"{format_size(m.raw_bytes)} unpacked, plus DISK_MIN_FREE). Make room, or "
+                    "run `autopilot-mysql backup verify` where there is")
+            if not skip_when_short:
+                raise SnapshotError(text)
+            log.warning("%s", text)
+            return text
+        return verify_snapshot(self.store, m, progress, scratch_parent=self.s.datadir / SCRATCH)
+
+
+def forget_verify_scratch(datadir: Path) -> None:
+    """At start: a verification killed halfway left its scratch copy on the data volume."""
+    scratch = datadir / SCRATCH
+    if scratch.exists():
+        log.warning("removing the scratch copy a snapshot verification left in %s", scratch)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
 
 
 def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None = None,
-                    scratch_parent: str | None = None) -> str:
-    """Restore `m` into a scratch directory, start a throwaway mysqld on it, read every table
-    and check the GTID position; return a one-line summary or raise SnapshotError."""
+                    scratch_parent: Path | None = None) -> str:
+    """Restore `m` into a scratch directory (under `scratch_parent`, the data volume's
+    SCRATCH directory; None: the system's temporary directory), start a throwaway mysqld on
+    it, read every row of every table (InnoDB checks each page it reads) and check the GTID
+    position; return a one-line summary or raise SnapshotError. No read timeout: a table
+    larger than any timeout is read to its end. A mismatch with the manifest raises
+    SnapshotCorrupt."""
+    if scratch_parent is not None:
+        scratch_parent.mkdir(exist_ok=True)
+        shutil.chown(scratch_parent, "mysql", "mysql")
     scratch = Path(tempfile.mkdtemp(prefix="apm-verify-", dir=scratch_parent))
     result: list[str] = []
     try:
@@ -188,7 +323,7 @@ def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None
         snapshot.chown_tree(scratch)
 
         def check(sock: Path) -> None:
-            srv = LocalServer(sock, connect_timeout=2, read_timeout=600)
+            srv = LocalServer(sock, connect_timeout=2, read_timeout=None)
             try:
                 tables = srv.execute(
                     "SELECT table_schema, table_name FROM information_schema.tables WHERE "
@@ -196,12 +331,13 @@ def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None
                     "('information_schema', 'performance_schema', 'sys')")
                 rows = 0
                 for schema, name in tables:
-                    rows += int(srv.execute(f"SELECT COUNT(*) FROM `{schema}`.`{name}`")[0][0])
+                    rows += int(srv.execute(
+                        f"SELECT COUNT(*) FROM {_quote(schema)}.{_quote(name)}")[0][0])
                 srv.execute("SET GLOBAL gtid_slave_pos = %s", (m.gtid,))
                 pos = str(srv.execute("SELECT @@gtid_current_pos")[0][0] or "")
                 if pos != m.gtid:
-                    raise SnapshotError(f"the restored server reports GTID position {pos!r}, "
-                                        f"the manifest {m.gtid!r}")
+                    raise SnapshotCorrupt(f"the restored server reports GTID position {pos!r}, "
+                                          f"the manifest {m.gtid!r}")
                 result.append(f"snapshot {m.id} OK: {len(tables)} tables, {rows} rows read, "
                               f"GTID {m.gtid or '(empty)'} as in the manifest")
             except MySQLError as exc:
@@ -213,4 +349,3 @@ def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return result[0]
-

@@ -23,6 +23,9 @@ def snapshot_due(pointer: Mapping[str, Any] | None, *, now: float, interval: flo
     """Why a snapshot is due now, or None. `pointer` is the cluster's latest good snapshot."""
     if pointer is None:
         return "the cluster has no snapshot yet"
+    if pointer.get("bad"):
+        return (f"the latest snapshot {pointer.get('id')} cannot be restored "
+                f"({pointer['bad']}): it is replaced at once")
     age = now - float(pointer.get("finished_at", 0))
     if interval and age >= interval:
         return f"the latest snapshot is {age / 3600:.1f}h old (SNAPSHOT_INTERVAL {interval:g}s)"

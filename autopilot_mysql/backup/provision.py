@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..exceptions import MySQLError, SnapshotError
+from ..exceptions import MySQLError, SnapshotCorrupt, SnapshotError
 from ..mysql import datadir as dd
 from ..mysql import wsrep
 from ..mysql.server import LocalServer
@@ -97,8 +97,9 @@ def restore_datadir(fetch: Fetch, what: str, datadir: Path,
     except BaseException as exc:
         dd.empty_dir(datadir, keep)
         if isinstance(exc, (SnapshotError, OSError, MySQLError)):
-            raise SnapshotError(f"restore of {what} failed, the data directory is "
-                                f"empty again: {exc}") from exc
+            cls = SnapshotCorrupt if isinstance(exc, SnapshotCorrupt) else SnapshotError
+            raise cls(f"restore of {what} failed, the data directory is empty again: "
+                      f"{exc}") from exc
         raise
     log.info("restored %s (GTID %s) in %.1fs", what, position or "(empty)",
              time.monotonic() - t0)

@@ -61,6 +61,8 @@ class SnapshotScheduler:
         self.primary_may = primary_may  # policy.eligible
         self.stop = stop
         self.state = "idle"  # shown in /status
+        self.problem = ""  # the last snapshot's failure, until one succeeds (/status)
+        self.pointer_seen: dict[str, Any] | None = None  # the cluster's pointer, last read
         self.retry_at = 0.0
         self.backoff = RETRY_FIRST
         self.running = threading.Lock()
@@ -90,8 +92,9 @@ class SnapshotScheduler:
         return self.run_once(f"{why}; this node is {why_me}", st.role)
 
     def _due(self) -> str | None:
+        self.pointer_seen = self.consul.snapshot_pointer()
         return policy.snapshot_due(
-            self.consul.snapshot_pointer(), now=time.time(), interval=self.cfg.interval,
+            self.pointer_seen, now=time.time(), interval=self.cfg.interval,
             rotations=self.cfg.binlog_rotations, primary=self.status().leader or "",
             primary_binlog=self.primary_binlog())
 
@@ -120,14 +123,16 @@ class SnapshotScheduler:
             self.running.release()
 
     def _locked(self, why: str, role: Role, session: str) -> Manifest | None:
-        renewing = threading.Event()
+        renewing, lost = threading.Event(), threading.Event()
 
         def renew() -> None:
             while not renewing.wait(LOCK_TTL / 3):
                 try:
                     if not self.consul.renew_session(session):
                         log.warning("the snapshot lock's session is gone: another node may "
-                                    "start a snapshot; this one still completes")
+                                    "start a snapshot and clean up after this one; this one "
+                                    "stops")
+                        lost.set()
                         return
                 except DCSError as exc:
                     log.warning("snapshot lock renewal failed: %s", exc)
@@ -142,17 +147,18 @@ class SnapshotScheduler:
                 log.warning("snapshot: aborted %d multipart upload(s) left open by a snapshot "
                             "that died halfway", aborted)
             m = self.take_fn(role.value, self._progress,
-                             lambda: self.stop.is_set() or self._now_writer(role))
+                             lambda: self.stop.is_set() or lost.is_set()
+                             or self._now_writer(role))
             if self.verify_fn is not None:
                 self.state = "verifying"
-                self.verify_fn(m)
-            self.store.put_manifest(m)
-            self.consul.set_snapshot_pointer(pointer_of(m))
+                log.info("snapshot verification: %s", self.verify_fn(m))
+            self._publish(m, session, lost)
             took = time.monotonic() - t0
             log.info("snapshot %s done in %.1fs: %d MiB stored (%d MiB raw, %.2fx), GTID %s; "
                      "the cluster's pointer names it", m.id, took, m.stored_bytes >> 20,
                      m.raw_bytes >> 20, m.raw_bytes / max(1, m.stored_bytes), m.gtid)
             self.state = f"last snapshot {m.id} ok ({took:.0f}s)"
+            self.problem = ""
             self.backoff = RETRY_FIRST
             self._retention(m.id)
             return m
@@ -170,12 +176,33 @@ class SnapshotScheduler:
                       "still names the previous snapshot: %s", time.monotonic() - t0,
                       self.backoff, exc)
             self.state = f"last snapshot failed: {exc}"[:300]
+            self.problem = f"the last snapshot failed ({time.strftime('%H:%M:%S')} UTC), " \
+                f"retrying in {self.backoff:.0f}s: {exc}"[:500]
             self.backoff = min(RETRY_MAX, self.backoff * 2)
             if isinstance(exc, SnapshotError | DCSError):
                 return None
             raise
         finally:
             renewing.set()
+
+    def _publish(self, m: Manifest, session: str, lost: threading.Event) -> None:
+        """Manifest, then the pointer, only while the lock is still ours: once it went, the
+        next holder may have deleted our data object as the leftover of a dead snapshot
+        (retention's orphans), and a pointer to it would name a snapshot nobody can restore.
+        A lost lock removes what we stored instead."""
+        if not lost.is_set():
+            self.store.put_manifest(m)
+            if self.consul.set_snapshot_pointer(pointer_of(m), session):
+                return
+        log.warning("snapshot %s: the snapshot lock was lost before it was published; "
+                    "deleting it (another node may have cleaned up its objects already)", m.id)
+        try:
+            self.store.delete(m.id)
+        except SnapshotError as exc:
+            log.warning("could not delete snapshot %s (%s): its manifest may name a missing "
+                        "object; a restore marks it bad and skips it", m.id, exc)
+        raise SnapshotError(f"snapshot {m.id} was not published: this node lost the snapshot "
+                            "lock while taking it (its Consul session expired)")
 
     def _now_writer(self, started_as: Role) -> bool:
         """A snapshot begun on a reader whose node has since become a writer that may not take
@@ -187,17 +214,30 @@ class SnapshotScheduler:
         self.state = f"running: {n >> 20} MiB stored"
 
     def _retention(self, latest: str) -> None:
+        """Past retention, and every snapshot marked bad (it cannot be restored, and must not
+        count among the SNAPSHOT_KEEP good ones); leftovers of snapshots that died halfway."""
         try:
+            bad = self.consul.bad_snapshots()
             manifests = self.store.manifests()
-            for m in policy.to_delete(manifests, now=time.time(), keep=self.cfg.keep,
+            good = [m for m in manifests if m.id not in bad]
+            for m in policy.to_delete(good, now=time.time(), keep=self.cfg.keep,
                                       keep_days=self.cfg.keep_days, latest=latest):
                 self.store.delete(m.id)
                 log.info("retention: deleted snapshot %s (%s)", m.id,
                          time.strftime("%Y-%m-%d %H:%M", time.gmtime(m.finished_at)))
+            stored = {m.id for m in manifests}
+            for sid, doc in bad.items():
+                if sid == latest:
+                    continue
+                if sid in stored:
+                    self.store.delete(sid)
+                    log.info("retention: deleted snapshot %s, marked bad by %s: %s", sid,
+                             doc.get("by", "?"), doc.get("why", "?"))
+                self.consul.forget_bad_snapshot(sid)
             for orphan in self.store.orphans():
                 if orphan != latest:
                     self.store.delete(orphan)
                     log.info("retention: deleted the leftovers of unfinished snapshot %s",
                              orphan)
-        except SnapshotError as exc:
+        except (SnapshotError, DCSError) as exc:
             log.warning("retention skipped: %s", exc)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from ..exceptions import MySQLError, SnapshotError
+from ..exceptions import MySQLError, SnapshotCorrupt, SnapshotError
 from ..mysql.server import LocalServer
 from .store import Manifest, Progress, SnapshotStore
 
@@ -213,7 +213,7 @@ def extract(store: SnapshotStore, m: Manifest, target: Path,
     prepare(target)
     have = read_backup_gtid(target)
     if have != m.gtid:
-        raise SnapshotError(f"snapshot {m.id} holds GTID position {have!r} but its manifest "
+        raise SnapshotCorrupt(f"snapshot {m.id} holds GTID position {have!r} but its manifest "
                             f"says {m.gtid!r}: the object and its manifest do not belong "
                             "together")
 

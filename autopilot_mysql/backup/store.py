@@ -29,7 +29,7 @@ from typing import IO, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ..config import SnapshotSettings
-from ..exceptions import SnapshotError
+from ..exceptions import SnapshotCorrupt, SnapshotError
 
 log = logging.getLogger(__name__)
 
@@ -155,9 +155,13 @@ class SnapshotStore:
     def download(self, m: Manifest, sink: IO[bytes], progress: Progress | None = None,
                  chunk: int = 1 << 20) -> None:
         """Stream the data object into `sink`, checking its size and SHA-256 against the
-        manifest at the end (the caller must discard what it wrote if this raises)."""
+        manifest at the end (the caller must discard what it wrote if this raises). Raises
+        SnapshotCorrupt when the object is missing or does not match: no retry can help. When
+        the sink fails first (zstd refuses what it is given), the rest is still read and
+        hashed, so a corrupt object is told apart from a local failure."""
         h = hashlib.sha256()
         n = 0
+        sink_error: OSError | None = None
         try:
             body = self.client.get_object(Bucket=self.bucket, Key=self.key(m.id, DATA))["Body"]
             while True:
@@ -166,20 +170,31 @@ class SnapshotStore:
                     break
                 h.update(block)
                 n += len(block)
-                sink.write(block)
+                if sink_error is None:
+                    try:
+                        sink.write(block)
+                    except OSError as exc:
+                        sink_error = exc
                 if progress:
                     progress(n)
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise SnapshotCorrupt(
+                    f"snapshot {m.id} is unusable: its data object {self.key(m.id, DATA)} is "
+                    f"missing from {self.where} (deleted by hand or by a lifecycle rule)"
+                ) from exc
             raise self._fail(f"download of snapshot {m.id} failed after {n} bytes", exc) from exc
-        except OSError as exc:
-            raise SnapshotError(f"restore of snapshot {m.id} stopped after {n} bytes: the "
-                                f"extraction side failed ({exc})") from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"download of snapshot {m.id} failed after {n} bytes", exc) from exc
         if n != m.stored_bytes or h.hexdigest() != m.sha256:
-            raise SnapshotError(
+            raise SnapshotCorrupt(
                 f"snapshot {m.id} is corrupt: got {n} bytes with SHA-256 {h.hexdigest()[:16]}.., "
                 f"its manifest says {m.stored_bytes} bytes, {m.sha256[:16]}... It cannot be "
                 "restored; choose an older snapshot (`autopilot-mysql backup list`) or take a "
                 "new one")
+        if sink_error is not None:
+            raise SnapshotError(f"restore of snapshot {m.id} stopped: the extraction side "
+                                f"failed ({sink_error}); the stored object itself is intact")
 
     # --- writing ---------------------------------------------------------------------------------
 

@@ -63,7 +63,7 @@ _STATUS = ("(SELECT variable_value FROM information_schema.global_status WHERE "
 
 class LocalServer:
     def __init__(self, socket: Path, *, connect_timeout: float = 1.0,
-                 read_timeout: float = 3.0) -> None:
+                 read_timeout: float | None = 3.0) -> None:
         self.socket = socket
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
@@ -337,7 +337,8 @@ class LocalServer:
             return True
         if not st.sql_running:
             return False
-        wait = min(timeout, self.read_timeout - 0.5)
+        limit = self.read_timeout if self.read_timeout is not None else timeout + 0.5
+        wait = min(timeout, limit - 0.5)
         row = self.execute("SELECT MASTER_GTID_WAIT(%s, %s)", (st.gtid_io_pos, wait))
         return bool(row and row[0][0] == 0)
 

@@ -13,7 +13,6 @@ import os
 import subprocess
 from typing import Any
 
-import pymysql
 import pytest
 import requests
 
@@ -195,32 +194,74 @@ def test_corrupt_snapshot_refused_and_errant_node_rebuilt(bed: TestBed, s3: S3Se
     wait_until(lambda: has_rows(p, acked), timeout=30, what="every acknowledged row on it")
     assert 777 not in ids(p)
     assert not (p.datadir / "#autopilot-aside").exists()
-    # A truncated snapshot, named by the pointer, is refused by a new node: it stays empty.
-    c3 = s3.client()
-    data = c3.get_object(Bucket=BUCKET, Key=f"{ROOT}{good['id']}/data.xbstream.zst")["Body"]
-    blob = data.read()
-    bad_id = good["id"] + "-truncated"
-    c3.put_object(Bucket=BUCKET, Key=f"{ROOT}{bad_id}/data.xbstream.zst",
-                  Body=blob[: len(blob) // 2])
-    m = json.loads(c3.get_object(Bucket=BUCKET,
-                                 Key=f"{ROOT}{good['id']}/manifest.json")["Body"].read())
-    m["id"] = bad_id
-    c3.put_object(Bucket=BUCKET, Key=f"{ROOT}{bad_id}/manifest.json", Body=json.dumps(m))
-    requests.put(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql-snapshots/latest",
-                 data=json.dumps({**good, "id": bad_id}), timeout=3).raise_for_status()
+
+
+def truncate(s3: S3Server, snapshot_id: str) -> None:
+    key = f"{ROOT}{snapshot_id}/data.xbstream.zst"
+    blob = s3.client().get_object(Bucket=BUCKET, Key=key)["Body"].read()
+    s3.client().put_object(Bucket=BUCKET, Key=key, Body=blob[: len(blob) // 2])
+
+
+def test_snapshots_heal_themselves(bed: TestBed, s3: S3Server) -> None:
+    """Issue 13, 5: the latest snapshot's object deleted, then a node added: the snapshot is
+    marked bad, the node starts from the newest good one and becomes a replica, and a new
+    snapshot replaces the bad one at once (retention then deletes it). Every snapshot
+    truncated: the next node copies a live replica instead of waiting."""
+    env = s3_env(s3, BUCKET, SNAPSHOT_INTERVAL="0", SNAPSHOT_BINLOG_ROTATIONS="1",
+                 S3_TIMEOUT="3", SNAPSHOT_KEEP="5")
+    nodes = boot_cluster(bed, 3, **env)
+    first = new_pointer(bed, None)
+    p = primary(nodes)
+    acked = set(insert(p, 1, 30))
+    rotate(p)
+    second = new_pointer(bed, first["id"])
+    s3.client().delete_object(Bucket=BUCKET, Key=f"{ROOT}{second['id']}/data.xbstream.zst")
+    acked |= set(insert(p, 100, 10))
     db4 = make_node(bed.add_host("db4"), **env)
     db4.boot()
-    wait_until(lambda: "corrupt" in (db4.status().get("last_error") or ""), timeout=60,
-               what="db4 to refuse the corrupt snapshot")
-    assert db4.http("/health") == 503
-    left = {x.name for x in db4.datadir.iterdir()}
-    assert left <= {"autopilot.json"}, f"partial data left behind: {left}"
-    with pytest.raises(pymysql.MySQLError):
-        pymysql.connect(unix_socket=str(db4.socket), user="root", connect_timeout=1)
-    # The CLI refuses it the same way, and leaves no files.
+    db4.wait_http("/replica", 200, timeout=150)
+    log4 = db4.log.read_text()
+    assert f"snapshot {second['id']} is unusable and is marked bad" in log4, log4[-3000:]
+    assert f"restoring snapshot {first['id']}" in log4
+    wait_until(lambda: has_rows(db4, acked), timeout=30, what="every acknowledged row on db4")
+    third = wait_until(lambda: (q := pointer(bed)) and q["id"] > second["id"]
+                       and not q.get("bad") and q, timeout=120,
+                       what="a new good snapshot to replace the bad one")
+    wait_until(lambda: not any(k.startswith(second["id"]) for k in objects(s3)), timeout=30,
+               what="retention to delete the bad snapshot")
+    # SNAPSHOT_VERIFY is on by default: the node that took it read it back before naming it,
+    # in scratch space on its data volume that mysqld never listed as a database.
+    taker = next(n for n in nodes + [db4] if n.name == third["node"])
+    assert f"snapshot verification: snapshot {third['id']} OK" in taker.log.read_text()
+    assert not (taker.datadir / "#autopilot-verify").exists() or not any(
+        (taker.datadir / "#autopilot-verify").iterdir())
+    assert consul_kv(bed, f"service/mysql-snapshots/bad/{second['id']}") is None
+    nodes.append(db4)
+    # `backup list` on a node shows the good ones; the CLI refuses a truncated snapshot and
+    # marks it bad.
+    truncate(s3, third["id"])
     target = db4.host.dir / "restore-here"
     proc = db4.host.exec(["env", *[f"{k}={v}" for k, v in db4.env.items()],
-                          str(VENV_BIN / "autopilot-mysql"), "backup", "restore", bad_id,
+                          str(VENV_BIN / "autopilot-mysql"), "backup", "restore", "latest",
                           "--target", str(target)], check=False, timeout=120)
     assert proc.returncode != 0 and "corrupt" in proc.stdout + proc.stderr, proc
     assert not target.exists()
+    assert consul_kv(bed, f"service/mysql-snapshots/bad/{third['id']}") is not None
+    fourth = wait_until(lambda: (q := pointer(bed)) and q["id"] > third["id"]
+                        and not q.get("bad") and q, timeout=120,
+                        what="a new snapshot to replace the one the CLI found corrupt")
+    assert f"{fourth['id']}/manifest.json" in objects(s3)
+    # Every snapshot left is truncated: a fifth node copies a live replica.
+    for key in objects(s3):
+        if key.endswith("/data.xbstream.zst"):
+            truncate(s3, key.split("/")[0])
+    acked |= set(insert(p, 200, 10))
+    db5 = make_node(bed.add_host("db5"), **env)
+    db5.boot()
+    db5.wait_http("/replica", 200, timeout=180)
+    log5 = db5.log.read_text()
+    assert "no usable snapshot, copying" in log5, log5[-3000:]
+    wait_until(lambda: has_rows(db5, acked), timeout=30, what="every acknowledged row on db5")
+    wait_until(lambda: (q := pointer(bed)) and q["id"] > fourth["id"] and not q.get("bad"),
+               timeout=120, what="a new good snapshot")
+    assert roles(nodes + [db5]).count("primary") == 1

@@ -14,7 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 from autopilot_mysql.backup import snapshot
-from autopilot_mysql.backup.scheduler import RETRY_FIRST, SnapshotScheduler
+from autopilot_mysql.backup.scheduler import RETRY_FIRST, SnapshotScheduler, TakeFn
 from autopilot_mysql.backup.store import Manifest
 from autopilot_mysql.config import SnapshotSettings
 from autopilot_mysql.exceptions import SnapshotError
@@ -26,49 +26,79 @@ M = Manifest(id="20260101T000000Z-db1", node="db1", role="replica", primary="db2
 
 
 class FakeConsul:
+    """The snapshot lock as Consul holds it: one session at a time; `expire()` ends ours."""
+
     def __init__(self) -> None:
         self.pointer: dict[str, Any] | None = None
+        self.holder: str | None = None
+        self.bad: dict[str, dict[str, Any]] = {}
+        self.sessions = 0
 
     def create_snapshot_session(self, node: str, ttl: float = 15) -> str:
-        return "s1"
+        self.sessions += 1
+        return f"s{self.sessions}"
 
     def acquire_snapshot_lock(self, session: str, node: str) -> bool:
-        return True
+        if self.holder is None:
+            self.holder = session
+        return self.holder == session
 
     def release_snapshot_lock(self, session: str) -> None:
-        pass
+        if self.holder == session:
+            self.holder = None
+
+    def expire(self) -> None:
+        self.holder = None
 
     def renew_session(self, session: str) -> bool:
-        return True
+        return self.holder == session
 
     def snapshot_pointer(self) -> dict[str, Any] | None:
         return self.pointer
 
-    def set_snapshot_pointer(self, doc: dict[str, Any]) -> None:
+    def set_snapshot_pointer(self, doc: dict[str, Any], session: str) -> bool:
+        if self.holder != session:
+            return False
         self.pointer = doc
+        return True
+
+    def bad_snapshots(self) -> dict[str, dict[str, Any]]:
+        return dict(self.bad)
+
+    def forget_bad_snapshot(self, snapshot_id: str) -> None:
+        self.bad.pop(snapshot_id, None)
 
 
 class FakeStore:
+    def __init__(self) -> None:
+        self.stored: dict[str, Manifest] = {}
+        self.deleted: list[str] = []
+
     def abort_open_uploads(self) -> int:
         return 0
 
     def put_manifest(self, m: Manifest) -> None:
-        pass
+        self.stored[m.id] = m
 
     def manifests(self) -> list[Manifest]:
-        return []
+        return sorted(self.stored.values(), key=lambda m: m.id)
 
     def orphans(self) -> list[str]:
         return []
 
+    def delete(self, snapshot_id: str) -> None:
+        self.stored.pop(snapshot_id, None)
+        self.deleted.append(snapshot_id)
 
-def scheduler(primary_may: bool) -> tuple[SnapshotScheduler, dict[str, NodeStatus], FakeConsul]:
+
+def scheduler(primary_may: bool, take: TakeFn | None = None, keep: int = 3
+              ) -> tuple[SnapshotScheduler, dict[str, NodeStatus], FakeConsul]:
     now = {"st": NodeStatus(node="db1", role=Role.REPLICA, healthy=True, replicating=True,
                             lag=0)}
     consul = FakeConsul()
 
-    def take(role: str, progress: Callable[[int], None],
-             should_stop: Callable[[], bool]) -> Manifest:
+    def promoted(role: str, progress: Callable[[int], None],
+                 should_stop: Callable[[], bool]) -> Manifest:
         now["st"] = replace(now["st"], role=Role.PRIMARY)  # elected while mariabackup runs
         if should_stop():
             raise SnapshotError("snapshot cancelled while mariabackup ran")
@@ -76,11 +106,12 @@ def scheduler(primary_may: bool) -> tuple[SnapshotScheduler, dict[str, NodeStatu
 
     cfg = SnapshotSettings(bucket="b", endpoint="", prefix="mysql", region="r", access_key="a",
                            secret_key="s", verify_tls=True, timeout=3, interval=0,
-                           binlog_rotations=0, keep=3, keep_days=7, compression_level=3,
+                           binlog_rotations=0, keep=keep, keep_days=0, compression_level=3,
                            verify=False)
     s = SnapshotScheduler(cfg, FakeStore(), consul, node="db1",  # type: ignore[arg-type]
                           status=lambda: now["st"], members=lambda: (),
-                          primary_binlog=lambda: "", take=take, verify=None, max_lag=30,
+                          primary_binlog=lambda: "", take=take or promoted, verify=None,
+                          max_lag=30,
                           stop=threading.Event(), primary_may=primary_may)
     return s, now, consul
 
@@ -129,3 +160,62 @@ def test_a_stop_check_that_raises_lets_the_backup_go_on() -> None:
 
     snapshot._stop_when(broken, proc, stopped)  # returns when the backup ends, no traceback
     assert proc.wait(5) == 0 and not stopped.is_set()
+
+
+def test_a_snapshot_whose_lock_was_lost_is_never_published() -> None:
+    """The lock's session expired during the upload: the next holder may have deleted our data
+    object as a leftover. The pointer must not move to it, and what we stored goes."""
+    holder: list[FakeConsul] = []
+
+    def take(role: str, progress: Callable[[int], None],
+             should_stop: Callable[[], bool]) -> Manifest:
+        holder[0].expire()  # our session expires while mariabackup streams
+        return M
+
+    s, _, consul = scheduler(primary_may=True, take=take)
+    holder.append(consul)
+    consul.pointer = {"id": "20250101T000000Z-db2"}
+    assert s.run_once("due", Role.REPLICA, force=True) is None
+    assert consul.pointer == {"id": "20250101T000000Z-db2"}, "the pointer moved"
+    store = s.store
+    assert isinstance(store, FakeStore)
+    assert M.id in store.deleted and M.id not in store.stored
+    assert "lost the snapshot lock" in s.problem
+
+
+def test_a_failed_snapshot_is_reported_until_one_succeeds() -> None:
+    calls = []
+
+    def take(role: str, progress: Callable[[int], None],
+             should_stop: Callable[[], bool]) -> Manifest:
+        calls.append(1)
+        if len(calls) == 1:
+            raise SnapshotError("cannot start the snapshot upload: InvalidAccessKeyId")
+        return M
+
+    s, _, consul = scheduler(primary_may=True, take=take)
+    assert s.run_once("due", Role.REPLICA) is None
+    assert "InvalidAccessKeyId" in s.problem
+    assert s.run_once("due", Role.REPLICA) == M
+    assert s.problem == ""
+
+
+def test_retention_deletes_bad_snapshots_and_does_not_count_them() -> None:
+    old_good = replace(M, id="20260101T000000Z-db2", finished_at=0.0)
+    bad = replace(M, id="20260101T000001Z-db3", finished_at=0.0)
+    newest = replace(M, id="20260102T000000Z-db1")
+
+    def take(role: str, progress: Callable[[int], None],
+             should_stop: Callable[[], bool]) -> Manifest:
+        return newest
+
+    s, _, consul = scheduler(primary_may=True, take=take, keep=2)
+    store = s.store
+    assert isinstance(store, FakeStore)
+    for m in (old_good, bad):
+        store.put_manifest(m)
+    consul.bad = {bad.id: {"why": "its data object is missing"},
+                  "20250101T000000Z-gone": {"why": "gone already"}}
+    assert s.run_once("due", Role.REPLICA) == newest
+    assert set(store.stored) == {old_good.id, newest.id}, "keep=2 counts good snapshots only"
+    assert consul.bad == {}, "the marks of deleted snapshots are forgotten"
