@@ -5,7 +5,7 @@
 # Run as root: the test bed creates network namespaces.
 PY := .venv/bin/python
 
-.PHONY: setup test lint unit integration chaos demo demo-down demo-status bench
+.PHONY: setup test lint unit integration chaos demo demo-down demo-status bench bench-storage
 
 setup:
 	bash scripts/setup.sh
@@ -42,3 +42,8 @@ bench: setup
 	$(PY) bench/supervisor.py
 	$(PY) bench/failover.py
 	$(PY) bench/galera.py
+
+# Snapshot and point-in-time-recovery throughput (a GiB of data and minutes of writes each)
+bench-storage: setup
+	$(PY) bench/snapshot.py
+	$(PY) bench/pitr.py

@@ -8,20 +8,25 @@ snapshot. SNAPSHOT may be an id from `list` or `latest` (what the cluster's poin
 from __future__ import annotations
 
 import logging
+import re
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 from tqdm import tqdm
 
+from .backup import pitr
+from .backup.scheduler import pointer_of
 from .backup.snapshot import extract, read_galera_position
-from .backup.store import Manifest, Progress
+from .backup.store import Manifest, Progress, SnapshotStore
 from .config import Settings
 from .dcs import Consul
 from .exceptions import AutopilotError, SnapshotCorrupt, SnapshotError
+from .gtid import one as one_gtid
 from .model import NodeStatus, Role
 from .mysql.datadir import empty_dir
 from .snapshots import Snapshots
@@ -148,6 +153,20 @@ def _list(snaps: Snapshots) -> int:
                  "  <- latest (new nodes start from it)" if m.id == latest else ""))
     for sid in sorted(set(bad) - {m.id for m in ms}):
         print(f"{sid:<40} marked bad, no manifest left: {bad[sid].get('why', '?')}")
+    _, archive = snaps.consul.archive_state()
+    if archive:
+        written = pitr.when(archive.get("last_time") or 0)
+        print(f"binary-log archive: {archive.get('seq', 0)} segment(s), last transaction "
+              f"{archive.get('last') or '(none)'} written {written}"
+              f"; complete up to {pitr.when(archive.get('checked_at') or 0)} "
+              f"({time.time() - float(archive.get('checked_at') or 0):.0f}s ago), archived by "
+              f"{archive.get('node', '?')}")
+        closed_at = float((pointer or {}).get("finished_at", 0))
+        for gap in archive.get("gaps", [])[-3:]:
+            print(f"  GAP after {gap.get('after')} (resumed at {gap.get('resumed')}, "
+                  f"{pitr.when(gap.get('at') or 0)}): no point-in-time recovery across it"
+                  + ("; closed by a later snapshot" if closed_at > float(gap.get("at") or 0)
+                     else "; a snapshot is due to close it"))
     if pointer and pointer.get("bad"):
         print(f"the pointer names {latest}, which is BAD: the schedule replaces it at once; "
               "new nodes start from the newest good snapshot meanwhile")
@@ -177,3 +196,78 @@ def _restore(snaps: Snapshots, m: Manifest, target: Path) -> int:
           f"on a server started on it, SET GLOBAL gtid_slave_pos = '{m.gtid}' before "
           "replicating with MASTER_USE_GTID=slave_pos. chown -R mysql:mysql it first.")
     return 0
+
+
+def point_in_time(s: Settings, *, to_time: str | None, to_gtid: str | None,
+                  target: str | None, dry_run: bool, new_cluster: str | None = None) -> int:
+    """`autopilot-mysql restore --to-time T | --to-gtid G --target DIR [--dry-run]
+    [--new-cluster NAME]`."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    try:
+        snaps = _snapshots(s)
+        fresh = _new_cluster(s, snaps, new_cluster) if new_cluster else None
+        try:
+            point = (pitr.Point(gtid=one_gtid(to_gtid)) if to_gtid
+                     else pitr.Point(time=pitr.parse_time(to_time or "")))
+        except ValueError as exc:
+            raise SnapshotError(f"--to-gtid: {exc}") from exc
+        usable, _ = snaps.usable()
+        _, state = snaps.consul.archive_state()
+        plan = pitr.make_plan(usable, snaps.store.segments(), state, point)
+        print(plan.text())
+        if dry_run:
+            return 0
+        if not target:
+            raise SnapshotError("--target DIR is required (a new or empty directory)")
+        where = Path(target)
+        created = not where.exists()
+        t0 = time.monotonic()
+        try:
+            done = pitr.restore(snaps.store, plan, where,
+                                lambda text: print(f"  {text}", file=sys.stderr))
+        except BaseException as exc:
+            if not (isinstance(exc, SnapshotError) and "stopped before" in str(exc)):
+                empty_dir(where)
+                if created:
+                    where.rmdir()
+            raise
+        print(f"{done.summary}, in {time.monotonic() - t0:.1f}s, into {where}. A server "
+              "started on it (chown -R mysql:mysql it first) holds the data as of "
+              f"{point}")
+        if fresh is not None:
+            name, consul, store = fresh
+            m = pitr.snapshot_for_new_cluster(where, done.position, store, s.node_name)
+            store.put_manifest(m)
+            session = consul.create_snapshot_session(s.node_name)
+            try:
+                if not consul.acquire_snapshot_lock(session, s.node_name) or \
+                        not consul.set_snapshot_pointer(pointer_of(m), session):
+                    raise SnapshotError(f"another process holds {name}'s snapshot lock: "
+                                        f"snapshot {m.id} is stored but not named")
+            finally:
+                consul.release_snapshot_lock(session)
+            print(f"new cluster {name}: its first snapshot is {m.id} (GTID {m.gtid}) in "
+                  f"{store.where}. Start its nodes with SERVICE_NAME={name} S3_PREFIX={name} "
+                  "(and this cluster's S3 and Consul settings): the first restores it and "
+                  "becomes the primary, the next ones replicate. This cluster was not touched.")
+        return 0
+    except AutopilotError as exc:
+        sys.stderr.write(f"autopilot-mysql restore: {exc}\n")
+        return exc.exit_code
+
+
+def _new_cluster(s: Settings, snaps: Snapshots, name: str) -> tuple[str, Consul, SnapshotStore]:
+    """The Consul keys and bucket prefix of the new cluster `name`, refused if it exists."""
+    assert s.snapshots is not None
+    if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", name) or name == s.service_name:
+        raise SnapshotError(f"--new-cluster {name!r}: a DNS label (a-z, 0-9, -) other than "
+                            f"this cluster's {s.service_name!r}, as restored-1122")
+    host, port = s.consul_endpoint
+    consul = Consul(host, port, name)
+    store = SnapshotStore(replace(s.snapshots, prefix=name))
+    if consul.snapshot_pointer() is not None or consul.cluster_state().leader is not None \
+            or consul.members()[1] or store.manifests():
+        raise SnapshotError(f"cluster {name!r} exists already (in Consul or in "
+                            f"{store.where}): choose another name; nothing was written")
+    return name, consul, store

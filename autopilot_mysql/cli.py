@@ -208,6 +208,18 @@ def main(argv: list[str] | None = None) -> int:
     br.add_argument("--target", required=True, help="a new or empty directory")
     bv = bsub.add_parser("verify", help="restore into scratch, start a throwaway mysqld")
     bv.add_argument("snapshot", help="an id from `backup list`, or latest")
+    rs = sub.add_parser("restore", help="point-in-time recovery: a snapshot, then the archived "
+                        "binary log up to a time or a GTID, into a directory")
+    point = rs.add_mutually_exclusive_group(required=True)
+    point.add_argument("--to-time", help="every transaction written before this time, "
+                       "'2026-11-22 10:15:00' (UTC)")
+    point.add_argument("--to-gtid", help="every transaction up to and including this one, "
+                       "as 0-1-1234")
+    rs.add_argument("--target", help="a new or empty directory (required unless --dry-run)")
+    rs.add_argument("--dry-run", action="store_true", help="print the plan and stop")
+    rs.add_argument("--new-cluster", metavar="NAME", help="also publish the result as the "
+                    "first snapshot of a new cluster, SERVICE_NAME=NAME (S3_PREFIX=NAME): its "
+                    "nodes start from it; this cluster is not touched")
     sub.add_parser("version")
     args = p.parse_args(argv)
     if args.cmd == "run":
@@ -247,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             return settings
         return backup_run(settings, args.backup_cmd, getattr(args, "snapshot", None),
                           getattr(args, "target", None))
+    if args.cmd == "restore":
+        from .backup_cli import point_in_time
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return point_in_time(settings, to_time=args.to_time, to_gtid=args.to_gtid,
+                             target=args.target, dry_run=args.dry_run,
+                             new_cluster=args.new_cluster)
     print(__version__)
     return 0
 

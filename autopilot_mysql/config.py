@@ -75,6 +75,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "SNAPSHOT_VERIFY": ("true", "restore each new snapshot into scratch space on the data "
                         "volume and read every table in a throwaway mysqld before the cluster "
                         "uses it"),
+    "BINLOG_ARCHIVE_INTERVAL": ("5", "with S3_BUCKET, the binary log is archived to the bucket "
+                                "for point-in-time recovery at least this often (seconds: the "
+                                "writes at risk if the cluster is lost); 0: no archive"),
     "REPROVISION": ("true", "rebuild a node the primary refuses (errant transactions, or behind "
                     "its purged binary logs) from the latest snapshot, else a copy of a live "
                     "node; its old data kept aside until it works (alias SNAPSHOT_REPROVISION)"),
@@ -109,6 +112,7 @@ class SnapshotSettings:
     keep_days: float
     compression_level: int
     verify: bool
+    archive_interval: float = 5.0  # BINLOG_ARCHIVE_INTERVAL; 0: no binary-log archive
 
 
 # The settings every node must share, because the safety rules compare one node's timing with
@@ -488,4 +492,5 @@ def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
         binlog_rotations=r.integer("SNAPSHOT_BINLOG_ROTATIONS", 0, 100000, "4"),
         keep=r.integer("SNAPSHOT_KEEP", 1, 10000, "3"), keep_days=keep_days,
         compression_level=r.integer("SNAPSHOT_COMPRESSION_LEVEL", 1, 19, "3"),
-        verify=r.boolean("SNAPSHOT_VERIFY"))
+        verify=r.boolean("SNAPSHOT_VERIFY"),
+        archive_interval=r.number("BINLOG_ARCHIVE_INTERVAL", 0, 3600, "5"))

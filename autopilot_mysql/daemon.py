@@ -453,7 +453,9 @@ class Daemon:
             consul_ok=obs.dcs_ok if obs else self.status.consul_ok,
             last_decision=str(decision) if decision else self.status.last_decision,
             extra={"snapshot": self.snapshots.state,
-                   "snapshot_problem": self.snapshots.problem} if self.snapshots else {},
+                   "snapshot_problem": self.snapshots.problem,
+                   "binlog_archive": self.snapshots.archiver.state
+                   if self.snapshots.archiver else "off"} if self.snapshots else {},
             last_error=last_error,
             cycle_at=obs.observed_at if obs else self.clock.monotonic(),
             lock_valid_until=obs.lock_valid_until if obs else 0.0)

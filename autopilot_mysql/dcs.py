@@ -384,13 +384,15 @@ class Consul:
 
     # --- snapshots -----------------------------------------------------------------------------
 
-    def create_snapshot_session(self, node: str, ttl: float = 15) -> str:
-        """A session for the cluster-wide snapshot lock: tied to the node's serfHealth only
-        (a busy mysqld must not cost the lock), renewed while the snapshot runs, and deleted
-        with its key when the node or the supervisor dies."""
-        body = {"Name": f"{self.service_name}-snapshot-{node}", "LockDelay": "0s",
+    def create_snapshot_session(self, node: str, ttl: float = 15, what: str = "snapshot"
+                                ) -> str:
+        """A session for a cluster-wide background lock (the snapshot's, the binary-log
+        archiver's): tied to the node's serfHealth only (a busy mysqld must not cost the lock),
+        renewed while the work runs, and deleted with its key when the node or the supervisor
+        dies."""
+        body = {"Name": f"{self.service_name}-{what}-{node}", "LockDelay": "0s",
                 "Behavior": "delete", "TTL": f"{int(ttl)}s", "NodeChecks": ["serfHealth"]}
-        sid = self._call("snapshot session create", lambda: self.client.http.put(
+        sid = self._call(f"{what} session create", lambda: self.client.http.put(
             consul.callback.CB.json(is_id=True), "/v1/session/create",
             data=json.dumps(body)))
         return str(sid)
@@ -473,6 +475,40 @@ class Consul:
     def forget_bad_snapshot(self, snapshot_id: str) -> None:
         self._call("snapshot bad mark delete", lambda: self.client.kv.delete(
             self.keys.snapshot_bad + snapshot_id))
+
+    # --- the binary-log archive ------------------------------------------------------------
+
+    def acquire_archive_lock(self, session: str, node: str) -> bool:
+        return bool(self._call("archive lock acquire", lambda: self.client.kv.put(
+            self.keys.archive_lock, json.dumps({"node": node}), acquire=session)))
+
+    def release_archive_lock(self, session: str) -> None:
+        self._call("archive lock release", lambda: self.client.kv.put(
+            self.keys.archive_lock, "", release=session))
+        self._call("archive session destroy", lambda: self.client.session.destroy(session))
+
+    def archive_state(self) -> tuple[int, dict[str, Any] | None]:
+        """(ModifyIndex, document) of how far the archive reaches; (0, None) before the
+        first segment."""
+        _, item = self._call("archive state read",
+                             lambda: self.client.kv.get(self.keys.archive_state))
+        if not item or not item.get("Value"):
+            return (int(item["ModifyIndex"]) if item else 0), None
+        try:
+            doc = json.loads(item["Value"])
+        except ValueError as exc:
+            raise DCSError(f"the archive state {self.keys.archive_state} is unreadable ({exc}); "
+                           "delete the key: the archiver starts a new chain, with a gap the "
+                           "next snapshot closes") from exc
+        return int(item["ModifyIndex"]), doc if isinstance(doc, dict) else None
+
+    def write_archive_state(self, session: str, doc: dict[str, Any], index: int) -> bool:
+        """Only while `session` holds the archiver's lock and nobody wrote the state since it
+        was read at `index`: a late archiver can never move the archive back."""
+        return self._txn("archive state write", [
+            keys.txn_check_session(self.keys.archive_lock, session),
+            keys.txn_check_index(self.keys.archive_state, index),
+            keys.txn_set(self.keys.archive_state, doc)])
 
     # --- server ids -----------------------------------------------------------------------------
 

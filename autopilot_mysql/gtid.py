@@ -50,6 +50,16 @@ def of_event_info(info: str) -> Gtid | None:
     return Gtid(int(m.group(1)), int(m.group(2)), int(m.group(3))) if m else None
 
 
+def one(text: str) -> Gtid:
+    """'0-1-105' -> Gtid(0, 1, 105); ValueError that shows a good one otherwise."""
+    try:
+        d, s, n = (int(x) for x in text.strip().split("-"))
+    except ValueError:
+        raise ValueError(f"{text!r} is not a GTID (domain-server-sequence, as 0-1-1234)") \
+            from None
+    return Gtid(d, s, n)
+
+
 def render(pos: Mapping[int, Gtid]) -> str:
     return ",".join(str(pos[d]) for d in sorted(pos))
 

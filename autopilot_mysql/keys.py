@@ -65,6 +65,10 @@ class Names:
         self.snapshot_pointer = f"service/{service}-snapshots/latest"
         # one key per snapshot found unrestorable ({why, by, at}); retention removes it
         self.snapshot_bad = f"service/{service}-snapshots/bad/"
+        # The binary-log archive (backup/archive.py): one archiver at a time, and how far the
+        # archive reaches; outside the watched prefix too (written every few seconds).
+        self.archive_lock = f"service/{service}-binlogs/lock"
+        self.archive_state = f"service/{service}-binlogs/state"
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import gtid
 from .backup import snapshot
+from .backup.archive import BinlogArchiver
 from .backup.provision import from_node, from_snapshot, restore_datadir
 from .backup.scheduler import SnapshotScheduler
 from .backup.store import Manifest, Progress, SnapshotStore
@@ -42,6 +43,7 @@ class Snapshots:
         self.store = store or SnapshotStore(self.cfg)
         self.server = LocalServer(settings.socket)
         self.scheduler: SnapshotScheduler | None = None
+        self.archiver: BinlogArchiver | None = None
         # TOPOLOGY=galera: taken on a Synced reader with the Galera position, restored as a
         # grastate.dat a node joins from by IST
         self.galera = settings.topology == "galera"
@@ -63,13 +65,37 @@ class Snapshots:
             self.cfg, self.store, self.consul, node=self.s.node_name, status=status,
             members=members, primary_binlog=lambda: self.primary_binlog(status().role),
             take=take, verify=self.verify if self.cfg.verify else None,
-            max_lag=self.s.replica_max_lag, stop=stop, primary_may=not self.galera)
+            max_lag=self.s.replica_max_lag, stop=stop, primary_may=not self.galera,
+            archive_gap_at=self.archive_gap_at)
 
     def start_scheduler(self, status: Callable[[], NodeStatus],
                         members: Callable[[], tuple[Member, ...]],
                         stop: threading.Event) -> None:
+        """The snapshot schedule and, on the replication topology with
+        BINLOG_ARCHIVE_INTERVAL, the binary-log archiver (both threads of their own)."""
         self.scheduler = self.make_scheduler(status, members, stop)
         self.scheduler.start()
+        if self.cfg.archive_interval > 0 and not self.galera:
+            self.archiver = BinlogArchiver(
+                self.cfg, self.store, self.consul, node=self.s.node_name,
+                datadir=self.s.datadir, socket=self.s.socket, status=status, members=members,
+                max_lag=self.s.replica_max_lag, oldest_snapshot_gtid=self._oldest_gtid,
+                stop=stop)
+            self.archiver.start()
+
+    def _oldest_gtid(self) -> str | None:
+        """The position of the oldest snapshot retention keeps (archive retention's floor)."""
+        usable, _ = self.usable()
+        return min(usable, key=lambda m: m.id).gtid if usable else None
+
+    def archive_gap_at(self) -> float:
+        """When the binary-log archive last recorded a gap (0: never): a snapshot taken
+        after it closes it."""
+        if self.galera or self.cfg.archive_interval <= 0:
+            return 0.0
+        _, state = self.consul.archive_state()
+        gaps = (state or {}).get("gaps") or []
+        return float(gaps[-1].get("at", 0)) if gaps else 0.0
 
     @property
     def state(self) -> str:
@@ -81,6 +107,8 @@ class Snapshots:
         ("": nothing): a snapshot it found unusable (until a newer one succeeds), or the
         failure of the last snapshot it took (wrong S3 credentials ...)."""
         sched = self.scheduler.problem if self.scheduler else ""
+        if self.archiver is not None and self.archiver.problem:
+            sched = "; ".join(x for x in (sched, self.archiver.problem) if x)
         if self._problem and self.scheduler is not None:
             seen = self.scheduler.pointer_seen
             if seen and not seen.get("bad") and seen.get("id", "") > self._bad_id:

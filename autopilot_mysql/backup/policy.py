@@ -19,13 +19,19 @@ def binlog_index(name: str) -> int | None:
 
 
 def snapshot_due(pointer: Mapping[str, Any] | None, *, now: float, interval: float,
-                 rotations: int, primary: str, primary_binlog: str) -> str | None:
-    """Why a snapshot is due now, or None. `pointer` is the cluster's latest good snapshot."""
+                 rotations: int, primary: str, primary_binlog: str,
+                 archive_gap_at: float = 0.0) -> str | None:
+    """Why a snapshot is due now, or None. `pointer` is the cluster's latest good snapshot;
+    `archive_gap_at`, when the binary-log archive last recorded a gap (a snapshot after it
+    closes it)."""
     if pointer is None:
         return "the cluster has no snapshot yet"
     if pointer.get("bad"):
         return (f"the latest snapshot {pointer.get('id')} cannot be restored "
                 f"({pointer['bad']}): it is replaced at once")
+    if archive_gap_at > float(pointer.get("finished_at", 0)):
+        return ("the binary-log archive has a gap since the latest snapshot: a new snapshot "
+                "closes it for point-in-time recovery")
     age = now - float(pointer.get("finished_at", 0))
     if interval and age >= interval:
         return f"the latest snapshot is {age / 3600:.1f}h old (SNAPSHOT_INTERVAL {interval:g}s)"

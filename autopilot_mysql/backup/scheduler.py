@@ -47,7 +47,8 @@ class SnapshotScheduler:
                  node: str, status: Callable[[], NodeStatus],
                  members: Callable[[], tuple[Member, ...]], primary_binlog: Callable[[], str],
                  take: TakeFn, verify: VerifyFn | None, max_lag: int,
-                 stop: threading.Event, primary_may: bool = True) -> None:
+                 stop: threading.Event, primary_may: bool = True,
+                 archive_gap_at: Callable[[], float] = lambda: 0.0) -> None:
         self.cfg = cfg
         self.store = store
         self.consul = consul
@@ -59,6 +60,7 @@ class SnapshotScheduler:
         self.verify_fn = verify
         self.max_lag = max_lag
         self.primary_may = primary_may  # policy.eligible
+        self.archive_gap_at = archive_gap_at  # a gap in the binary-log archive makes one due
         self.stop = stop
         self.state = "idle"  # shown in /status
         self.problem = ""  # the last snapshot's failure, until one succeeds (/status)
@@ -96,7 +98,7 @@ class SnapshotScheduler:
         return policy.snapshot_due(
             self.pointer_seen, now=time.time(), interval=self.cfg.interval,
             rotations=self.cfg.binlog_rotations, primary=self.status().leader or "",
-            primary_binlog=self.primary_binlog())
+            primary_binlog=self.primary_binlog(), archive_gap_at=self.archive_gap_at())
 
     def run_once(self, why: str, role: Role, force: bool = False) -> Manifest | None:
         """Take one snapshot under the cluster lock. Returns None when another node holds the

@@ -297,9 +297,11 @@ def chown_tree(path: Path, user: str = "mysql") -> None:
     shutil.chown(path, user, user)
 
 
-def throwaway_server(datadir: Path, check: Callable[[Path], None], timeout: float = 120) -> None:
-    """Start a socket-only mariadbd on `datadir` (no binlog, no replication, small buffers),
-    call `check(socket)` once it answers, and stop it. Used by `verify` and by restores."""
+def throwaway_server(datadir: Path, check: Callable[[Path], None], timeout: float = 120,
+                     log_bin: bool = False) -> None:
+    """Start a socket-only mariadbd on `datadir` (no replication, small buffers; a binary
+    log only with `log_bin`), call `check(socket)` once it answers, and stop it. Used by
+    `verify`, by restores, and to snapshot a point-in-time restore for a new cluster."""
     with tempfile.TemporaryDirectory(prefix="apm-verify-") as tmp:
         run = Path(tmp)
         shutil.chown(run, "mysql", "mysql")
@@ -309,7 +311,9 @@ def throwaway_server(datadir: Path, check: Callable[[Path], None], timeout: floa
             proc = subprocess.Popen(
                 ["mariadbd", "--no-defaults", "--user=mysql", f"--datadir={datadir}",
                  f"--socket={sock}", f"--pid-file={run / 'pid'}", "--skip-networking",
-                 "--skip-slave-start", "--skip-log-bin", "--innodb-buffer-pool-size=64M",
+                 "--skip-slave-start",
+                 "--log-bin=mysql-bin" if log_bin else "--skip-log-bin",
+                 "--innodb-buffer-pool-size=64M",
                  "--server-id=1"],
                 stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
                 start_new_session=True)

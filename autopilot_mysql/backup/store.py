@@ -73,6 +73,39 @@ class Manifest:
 
 
 @dataclass(frozen=True)
+class Segment:
+    """One archived piece of the binary log (archive.py): whole transactions `first`..`last`
+    (GTIDs) written between `first_time` and `last_time` (Unix seconds), the `seq`th of the
+    archive. Everything but its size and checksum is in its key, so a listing alone plans a
+    restore."""
+
+    seq: int
+    first: str
+    last: str
+    first_time: int
+    last_time: int
+    node: str
+    size: int = 0
+    key: str = ""
+
+    def name(self) -> str:
+        return (f"{self.seq:010d}_{self.first}_{self.last}_{self.first_time}_{self.last_time}_"
+                f"{self.node}.binlog")
+
+    @classmethod
+    def from_key(cls, key: str, root: str, size: int) -> Segment | None:
+        name = key[len(root):]
+        if not name.endswith(".binlog"):
+            return None
+        parts = name[:-len(".binlog")].split("_", 5)
+        try:
+            return cls(int(parts[0]), parts[1], parts[2], int(parts[3]), int(parts[4]),
+                       parts[5], size, key)
+        except (ValueError, IndexError):
+            return None
+
+
+@dataclass(frozen=True)
 class StoredObject:
     size: int
     sha256: str
@@ -89,6 +122,7 @@ class SnapshotStore:
         self.cfg = cfg
         self.bucket = cfg.bucket
         self.root = f"{cfg.prefix}/snapshots/"
+        self.binlog_root = f"{cfg.prefix}/binlogs/"
         if client is None:
             # Imported here, by the first store (snapshots are on), not with the module:
             # boto3 and botocore's client machinery hold about 10 MiB in every process that
@@ -318,6 +352,58 @@ class SnapshotStore:
             raise self._fail("cannot list snapshots", exc) from exc
         ids = {k[len(self.root):].split("/", 1)[0] for k in keys}
         return sorted(i for i in ids if self.key(i, MANIFEST) not in keys)
+
+    # --- the binary-log archive ------------------------------------------------------------------
+
+    def put_segment(self, seg: Segment, blob: bytes) -> Segment:
+        """Store one segment; the server checks its SHA-256 on the way in, and the digest is
+        kept in the object's metadata for every later read."""
+        key = self.binlog_root + seg.name()
+        digest = hashlib.sha256(blob).digest()
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=blob,
+                                   ChecksumSHA256=base64.b64encode(digest).decode(),
+                                   Metadata={"sha256": digest.hex()})
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"cannot archive binary-log segment {seg.seq}", exc) from exc
+        return Segment(**{**asdict(seg), "size": len(blob), "key": key})
+
+    def segments(self) -> list[Segment]:
+        """Every archived segment, in archive order."""
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.binlog_root)
+            out = [Segment.from_key(o["Key"], self.binlog_root, int(o.get("Size", 0)))
+                   for p in pages for o in p.get("Contents", [])]
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("cannot list the binary-log archive", exc) from exc
+        return sorted((x for x in out if x is not None), key=lambda x: (x.seq, x.key))
+
+    def get_segment(self, seg: Segment) -> bytes:
+        """A segment's bytes, checked against the SHA-256 recorded when it was stored
+        (SnapshotCorrupt when missing or different)."""
+        try:
+            r = self.client.get_object(Bucket=self.bucket, Key=seg.key)
+            blob = r["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise SnapshotCorrupt(f"archived segment {seg.key} is missing") from exc
+            raise self._fail(f"cannot read archived segment {seg.key}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"cannot read archived segment {seg.key}", exc) from exc
+        want = (r.get("Metadata") or {}).get("sha256", "")
+        have = hashlib.sha256(blob).hexdigest()
+        if want != have:
+            raise SnapshotCorrupt(f"archived segment {seg.key} is corrupt: {len(blob)} bytes "
+                                  f"with SHA-256 {have[:16]}.., stored with "
+                                  f"{want[:16] or '(none)'}..")
+        return bytes(blob)
+
+    def delete_segment(self, seg: Segment) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=seg.key)
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail(f"cannot delete archived segment {seg.key}", exc) from exc
 
 
 def _read_full(stream: IO[bytes], n: int) -> bytes:
