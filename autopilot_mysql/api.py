@@ -45,6 +45,8 @@ from typing import Any
 
 from . import failsafe
 from .backup.clone import HEADER as CLONE_HEADER
+from .metrics import ClusterMetrics
+from .metrics import render as render_metrics
 from .model import NodeStatus, Role
 
 log = logging.getLogger(__name__)
@@ -246,8 +248,9 @@ class HealthServer:
                  stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
                  clock: Callable[[], float] = time.monotonic, control: Control | None = None,
                  token: str = "", confirm: Failsafe | None = None,
-                 clone: Clone | None = None) -> None:
+                 clone: Clone | None = None, metrics: ClusterMetrics | None = None) -> None:
         self.get_status = get_status
+        self.metrics = metrics  # the cluster's series of GET /metrics (None: none)
         self.control = control
         self.confirm = confirm
         self.clone = clone
@@ -402,6 +405,9 @@ class HealthServer:
         if path == "/status":
             code, payload = 200, json.dumps(status_document(s, now), indent=1) + "\n"
             ctype = "application/json"
+        elif path == "/metrics":
+            body, ctype = render_metrics(s, now, self.metrics or (lambda: {}))
+            return 200, ctype, body
         elif path in ROUTES:
             ok = ROUTES[path](s, alive, max_lag, now)
             code = 200 if ok else 503
@@ -416,6 +422,7 @@ class HealthServer:
             ctype = "text/plain; charset=utf-8"
         else:
             code = 404
-            payload = f"unknown path {path}; try one of /status {' '.join(ROUTES)}\n"
+            payload = (f"unknown path {path}; try one of /status /metrics "
+                       f"{' '.join(ROUTES)}\n")
             ctype = "text/plain; charset=utf-8"
         return code, ctype, payload.encode()

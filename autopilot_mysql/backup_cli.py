@@ -12,7 +12,7 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -53,6 +53,19 @@ def _bar(total: int | None, what: str) -> Iterator[Progress]:
         def progress(n: int) -> None:
             bar.update(n - bar.n)
         yield progress
+
+
+@contextmanager
+def _steps(total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar of a restore's steps on a terminal; a line per step in a pipe or log."""
+    if not sys.stderr.isatty():
+        yield lambda text: print(f"  {text}", file=sys.stderr)
+        return
+    with tqdm(total=total, unit="step", file=sys.stderr) as bar:
+        def step(text: str) -> None:
+            bar.set_description(text[:60])
+            bar.update(1)
+        yield step
 
 
 def _resolve(snaps: Snapshots, ref: str) -> Manifest:
@@ -224,8 +237,8 @@ def point_in_time(s: Settings, *, to_time: str | None, to_gtid: str | None,
         created = not where.exists()
         t0 = time.monotonic()
         try:
-            done = pitr.restore(snaps.store, plan, where,
-                                lambda text: print(f"  {text}", file=sys.stderr))
+            with _steps(len(plan.segments) + 1) as progress:
+                done = pitr.restore(snaps.store, plan, where, progress)
         except BaseException as exc:
             if not (isinstance(exc, SnapshotError) and "stopped before" in str(exc)):
                 empty_dir(where)
@@ -260,6 +273,11 @@ def point_in_time(s: Settings, *, to_time: str | None, to_gtid: str | None,
 def _new_cluster(s: Settings, snaps: Snapshots, name: str) -> tuple[str, Consul, SnapshotStore]:
     """The Consul keys and bucket prefix of the new cluster `name`, refused if it exists."""
     assert s.snapshots is not None
+    if s.topology == "galera":
+        raise SnapshotError("--new-cluster is for the replication topology: a new Galera "
+                            "cluster cannot start from a restored directory's snapshot (it "
+                            "holds no Galera position). Restore with --target and bootstrap a "
+                            "node on it by hand")
     if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", name) or name == s.service_name:
         raise SnapshotError(f"--new-cluster {name!r}: a DNS label (a-z, 0-9, -) other than "
                             f"this cluster's {s.service_name!r}, as restored-1122")

@@ -73,7 +73,7 @@ class Daemon:
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
                                 token=settings.api_token, confirm=self._confirm_failsafe,
-                                clone=self._serve_clone)
+                                clone=self._serve_clone, metrics=self._cluster_metrics)
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -354,6 +354,10 @@ class Daemon:
         def stream(write: Callable[[bytes], None]) -> tuple[bool, str]:
             return clone.serve(cnf, self.s.socket, write)
         return 200, "", stream
+
+    def _cluster_metrics(self) -> dict[str, float] | None:
+        """GET /metrics, from an HTTP worker: the cluster's backups as Consul holds them."""
+        return self.snapshots.cluster_metrics() if self.snapshots is not None else {}
 
     def _publish_state(self, state: str, error: str) -> None:
         self._publish(state=state, error=error)

@@ -482,6 +482,13 @@ class Consul:
         return bool(self._call("archive lock acquire", lambda: self.client.kv.put(
             self.keys.archive_lock, json.dumps({"node": node}), acquire=session)))
 
+    def archive_lock_held(self) -> bool:
+        """Whether some node's session holds the archiver's lock (one read: the others do not
+        open a session every round just to be refused)."""
+        _, item = self._call("archive lock read",
+                             lambda: self.client.kv.get(self.keys.archive_lock))
+        return bool(item and item.get("Session"))
+
     def release_archive_lock(self, session: str) -> None:
         self._call("archive lock release", lambda: self.client.kv.put(
             self.keys.archive_lock, "", release=session))

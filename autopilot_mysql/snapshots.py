@@ -71,16 +71,16 @@ class Snapshots:
     def start_scheduler(self, status: Callable[[], NodeStatus],
                         members: Callable[[], tuple[Member, ...]],
                         stop: threading.Event) -> None:
-        """The snapshot schedule and, on the replication topology with
-        BINLOG_ARCHIVE_INTERVAL, the binary-log archiver (both threads of their own)."""
+        """The snapshot schedule and, with BINLOG_ARCHIVE_INTERVAL, the binary-log archiver
+        (both threads of their own)."""
         self.scheduler = self.make_scheduler(status, members, stop)
         self.scheduler.start()
-        if self.cfg.archive_interval > 0 and not self.galera:
+        if self.cfg.archive_interval > 0:
             self.archiver = BinlogArchiver(
                 self.cfg, self.store, self.consul, node=self.s.node_name,
                 datadir=self.s.datadir, socket=self.s.socket, status=status, members=members,
                 max_lag=self.s.replica_max_lag, oldest_snapshot_gtid=self._oldest_gtid,
-                stop=stop)
+                stop=stop, primary_may=not self.galera)
             self.archiver.start()
 
     def _oldest_gtid(self) -> str | None:
@@ -88,10 +88,39 @@ class Snapshots:
         usable, _ = self.usable()
         return min(usable, key=lambda m: m.id).gtid if usable else None
 
+    def cluster_metrics(self) -> dict[str, float] | None:
+        """The latest snapshot and the binary-log archive, for /metrics (metrics.py); None
+        when Consul does not answer."""
+        try:
+            pointer = self.consul.snapshot_pointer()
+            _, archive = self.consul.archive_state()
+        except DCSError:
+            return None
+        now = time.time()
+        out: dict[str, float] = {}
+        if pointer:
+            finished = float(pointer.get("finished_at", 0))
+            out["snapshot_last_age_seconds"] = now - finished
+            out["snapshot_last_size_bytes"] = float(pointer.get("stored_bytes", 0))
+            if pointer.get("started_at"):
+                out["snapshot_last_duration_seconds"] = finished - float(pointer["started_at"])
+            out["snapshot_last_bad"] = float(bool(pointer.get("bad")))
+        if archive:
+            out["binlog_archive_complete_age_seconds"] = now - float(
+                archive.get("checked_at") or 0)
+            if archive.get("last_time"):
+                out["binlog_archive_last_transaction_age_seconds"] = now - float(
+                    archive["last_time"])
+            out["binlog_archive_segments"] = float(archive.get("seq", 0))
+            closed = float((pointer or {}).get("finished_at", 0))
+            out["binlog_archive_gaps"] = float(sum(
+                1 for g in archive.get("gaps", []) if float(g.get("at") or 0) > closed))
+        return out
+
     def archive_gap_at(self) -> float:
         """When the binary-log archive last recorded a gap (0: never): a snapshot taken
         after it closes it."""
-        if self.galera or self.cfg.archive_interval <= 0:
+        if self.cfg.archive_interval <= 0:
             return 0.0
         _, state = self.consul.archive_state()
         gaps = (state or {}).get("gaps") or []

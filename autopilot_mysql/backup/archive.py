@@ -5,7 +5,9 @@ One node archives at a time: the holder of a Consul lock (a session tied to its 
 as the snapshot lock), chosen as the snapshot taker is (policy.eligible: a healthy replica
 that keeps up, the primary only when it has none). It archives its *own* binary log: with
 log_slave_updates every node's log holds the cluster's transactions under the primary's GTIDs,
-so the archive follows failovers by GTID, whoever archives. Every BINLOG_ARCHIVE_INTERVAL
+so the archive follows failovers by GTID, whoever archives. On Galera (wsrep_gtid_mode, one
+domain for the cluster's write-sets) every member's log holds the same GTIDs too: a Synced
+reader archives, never the writer. Every BINLOG_ARCHIVE_INTERVAL
 seconds it cuts the whole transactions written since the last archived one into a segment
 (binlog.py: a binary log file of its own), stores it, then moves the archive's state in Consul
 in a transaction that checks it still holds the lock and that nobody moved the state since it
@@ -26,7 +28,7 @@ import logging
 import mmap
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,9 @@ from . import binlog, policy
 from .store import Segment, SnapshotStore
 
 log = logging.getLogger(__name__)
+# The cluster's transactions, in both topologies (my.cnf's gtid_domain_id; Galera's
+# wsrep_gtid_domain_id): the archive holds them only, never a node's own local domain.
+DOMAIN = 0
 SEGMENT_MAX = 16 << 20  # bytes of transactions per segment (a bigger transaction goes whole)
 RETENTION_EVERY = 300.0
 MAX_GAPS = 20  # the newest gaps kept in the state
@@ -52,6 +57,7 @@ class Cursor:
     file: str  # a binary log file of this node
     offset: int  # where the next transaction to archive starts, at the earliest
     last: Gtid | None  # the last archived transaction (None: the archive is empty)
+    gap: bool = False  # the next segment is the first after a recorded gap
 
 
 @contextmanager
@@ -69,7 +75,8 @@ class BinlogArchiver:
     def __init__(self, cfg: SnapshotSettings, store: SnapshotStore, consul: Consul, *,
                  node: str, datadir: Path, socket: Path, status: Callable[[], NodeStatus],
                  members: Callable[[], tuple[Member, ...]], max_lag: int,
-                 oldest_snapshot_gtid: Callable[[], str | None], stop: threading.Event) -> None:
+                 oldest_snapshot_gtid: Callable[[], str | None], stop: threading.Event,
+                 primary_may: bool = True) -> None:
         self.cfg = cfg
         self.store = store
         self.consul = consul
@@ -81,6 +88,7 @@ class BinlogArchiver:
         self.max_lag = max_lag
         self.oldest_snapshot_gtid = oldest_snapshot_gtid
         self.stop = stop
+        self.primary_may = primary_may  # Galera: never the writer (policy.eligible)
         self.interval = cfg.archive_interval
         self.ttl = max(15.0, 3 * self.interval)
         self.session: str | None = None
@@ -109,13 +117,16 @@ class BinlogArchiver:
 
     def tick(self) -> int:
         """One round: take or give up the lock, then archive. Returns segments stored."""
-        why = policy.eligible(self.status(), self.members(), self.max_lag)
+        why = policy.eligible(self.status(), self.members(), self.max_lag, self.primary_may)
         if why is None:
             self._release("this node no longer qualifies (a healthy replica that keeps up, "
                           "or the primary alone)")
             self.state = "idle"
             return 0
         if self.session is None:
+            if self.consul.archive_lock_held():
+                self.state = "idle (another node archives)"
+                return 0
             session = self.consul.create_snapshot_session(self.node, self.ttl, what="binlogs")
             if not self.consul.acquire_archive_lock(session, self.node):
                 self.consul.destroy_session(session)
@@ -154,6 +165,9 @@ class BinlogArchiver:
 
     def archive_once(self, session: str) -> int:
         index, state = self.consul.archive_state()
+        # Everything this node wrote before this moment is archived by the end of this round
+        # (less its replication lag, and a second for the log's whole-second timestamps).
+        looked = time.time() - (self.status().lag or 0) - 1
         logs = [str(r[0]) for r in self.server.execute("SHOW BINARY LOGS")]
         master = self.server.execute("SHOW MASTER STATUS")
         if not logs or not master:
@@ -174,24 +188,23 @@ class BinlogArchiver:
                 if not data:
                     break
                 header, first = binlog.read_header(data)
-                txs = list(binlog.transactions(data, max(self.cursor.offset, first),
-                                               mpos if current else None))
-                for chunk in _chunks(txs):
+                txs = binlog.transactions(data, max(self.cursor.offset, first),
+                                          mpos if current else None)
+                for chunk in _chunks(t for t in txs if t.gtid.domain == DOMAIN):
                     index, state = self._store(session, index, state, header, data, chunk,
                                                name)
                     stored += 1
             if current or i + 1 >= len(logs):
                 break
             i += 1
-            self.cursor = Cursor(logs[i], 0, self.cursor.last)
-        lag = self.status().lag or 0
+            self.cursor = Cursor(logs[i], 0, self.cursor.last, self.cursor.gap)
         doc = dict(state or {"seq": 0, "last": "", "last_time": 0})
-        doc.update(checked_at=time.time() - lag - 1, node=self.node)
+        doc.update(checked_at=looked, node=self.node)
         if not self.consul.write_archive_state(session, doc, index):
             self._lost()
         else:
             self.state = (f"archiving: last {doc.get('last') or '(none)'} written "
-                          f"{_ago(doc.get('last_time'))}; complete to {lag + 1:.0f}s ago")
+                          f"{_ago(doc.get('last_time'))}; complete up to {_ago(looked)}")
             if self.problem.startswith("the binary-log archive failed"):
                 self.problem = ""
         return stored
@@ -201,8 +214,10 @@ class BinlogArchiver:
                name: str) -> tuple[int, dict[str, Any]]:
         assert self.cursor is not None
         seq = int((state or {}).get("seq", 0)) + 1
+        link = ("gap" if self.cursor.gap else
+                str(self.cursor.last) if self.cursor.last is not None else "start")
         seg = Segment(seq, str(chunk[0].gtid), str(chunk[-1].gtid), chunk[0].timestamp,
-                      chunk[-1].timestamp, self.node)
+                      chunk[-1].timestamp, link, self.node)
         stored = self.store.put_segment(seg, binlog.segment(header, data, chunk))
         doc = dict(state or {})
         doc.update(seq=seq, last=seg.last, last_time=seg.last_time, key=stored.key,
@@ -260,12 +275,12 @@ class BinlogArchiver:
         index, _ = self.consul.archive_state()
         if not self.consul.write_archive_state(self.session, doc, index):
             self._lost()
-        return Cursor(after[0], after[1].start, last)
+        return Cursor(after[0], after[1].start, last, gap=True)
 
     def _start(self, logs: Sequence[str], mfile: str, mpos: int) -> Cursor:
         """An empty archive starts right after the oldest kept snapshot when this node's log
         holds it (what comes before no restore needs), else at its oldest binary log."""
-        wanted = set(_gtids(self.oldest_snapshot_gtid() or ""))
+        wanted = {g for g in _gtids(self.oldest_snapshot_gtid() or "") if g.domain == DOMAIN}
         for name, tx in self._scan(logs, mfile, mpos) if wanted else ():
             if tx.gtid in wanted:
                 log.info("binary-log archive: empty; starting after %s, the oldest kept "
@@ -308,7 +323,9 @@ class BinlogArchiver:
         return n
 
 
-def _chunks(txs: list[binlog.Transaction]) -> Iterator[list[binlog.Transaction]]:
+def _chunks(txs: Iterable[binlog.Transaction]) -> Iterator[list[binlog.Transaction]]:
+    """Consecutive transactions, at most SEGMENT_MAX bytes of them at a time (a backlog of
+    a whole binary log is never held as one list)."""
     chunk: list[binlog.Transaction] = []
     size = 0
     for tx in txs:

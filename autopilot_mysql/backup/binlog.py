@@ -111,11 +111,8 @@ def _done(c: list[int]) -> Transaction:
 
 
 def segment(header: Header, data: bytes, txs: list[Transaction]) -> bytes:
-    """A binary log of its own: `header`, then `txs` (consecutive, from `data`) byte for
-    byte."""
-    if not txs:
-        return header.raw
-    return header.raw + bytes(data[txs[0].start:txs[-1].end])
+    """A binary log of its own: `header`, then `txs` (from `data`, in order) byte for byte."""
+    return header.raw + b"".join(data[t.start:t.end] for t in txs)
 
 
 def read_segment(blob: bytes) -> tuple[Header, list[Transaction]]:

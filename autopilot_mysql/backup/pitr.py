@@ -23,7 +23,7 @@ import logging
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,38 +133,34 @@ def make_plan(snapshots: Sequence[Manifest], segments: Sequence[Segment],
                f"{when(float(state.get('last_time') or 0))}), complete up to "
                f"{when(float(state.get('checked_at') or 0))}")
     plan = Plan(m, point, domain, floor, reaches=reaches)
-    expected = floor + 1
+    if point.gtid is not None and point.gtid.seqno <= floor:
+        return plan  # the snapshot is the point
     by_seq: dict[int, list[Segment]] = {}
     for s in segments:
         by_seq.setdefault(s.seq, []).append(s)
     for seq in sorted(by_seq):
-        # a late archiver may have left a second segment with the same number: the one that
-        # continues the chain is the archive's
-        chain = [s for s in by_seq[seq] if one(s.first).seqno <= expected
-                 <= one(s.last).seqno]
-        if not chain:
-            ends = [one(s.last).seqno for s in by_seq[seq]]
-            if max(ends) < expected:
+        if plan.segments:
+            # the chain: the segment that links to the last one taken (a late archiver may
+            # have left another with the same number, linked elsewhere)
+            nxt = _pick([s for s in by_seq[seq] if s.link == plan.segments[-1].last],
+                        by_seq.get(seq + 1, []), state)
+            if nxt is None:
+                raise _gap(plan, by_seq[seq], point)
+        else:
+            after = [s for s in by_seq[seq] if one(s.last).seqno > floor]
+            if not after:
                 continue  # entirely before the snapshot
-            if point.gtid is not None and point.gtid.seqno < expected:
-                break
-            if point.time is not None and plan.segments \
-                    and plan.segments[-1].last_time >= point.time:
-                break
-            first = min(one(s.first).seqno for s in by_seq[seq])
-            raise SnapshotError(
-                f"the archive has a gap: it holds no transaction {domain}-*-{expected}, the "
-                f"next it holds is {domain}-*-{first} (segment {seq}). {point} cannot be "
-                f"restored across it; the newest point before it is "
-                f"{domain}-*-{expected - 1}. A snapshot taken after the gap restores points "
-                "after it")
-        seg = chain[0]
-        plan.segments.append(seg)
-        expected = one(seg.last).seqno + 1
-        if point.gtid is not None and one(seg.last).seqno >= point.gtid.seqno:
+            nxt = _pick(after, by_seq.get(seq + 1, []), state)
+            assert nxt is not None
+            first, link = one(nxt.first).seqno, nxt.link
+            if first > floor + 1 and (link in ("start", "gap") or one(link).seqno > floor):
+                raise _gap(plan, [nxt], point)
+        plan.segments.append(nxt)
+        if point.gtid is not None and one(nxt.last).seqno >= point.gtid.seqno:
             return plan
-        if point.time is not None and seg.last_time >= point.time:
+        if point.time is not None and nxt.last_time >= point.time:
             return plan
+    expected = one(plan.segments[-1].last).seqno + 1 if plan.segments else floor + 1
     if point.gtid is not None and point.gtid.seqno > expected - 1:
         raise SnapshotError(f"the archive reaches only {domain}-*-{expected - 1}: GTID "
                             f"{point.gtid} is not archived (yet). The archive reaches "
@@ -174,6 +170,27 @@ def make_plan(snapshots: Sequence[Manifest], segments: Sequence[Segment],
                             f"{when(float(state.get('checked_at') or 0))}: {point} is later. "
                             "Choose an earlier time, or wait for the archiver to catch up")
     return plan
+
+
+def _pick(candidates: Sequence[Segment], following: Sequence[Segment],
+          state: Mapping[str, Any]) -> Segment | None:
+    """The one of `candidates` (same number) the archive continues from: the one the next
+    segment links to, or the one the state names, or the only one."""
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    linked = [c for c in candidates if any(f.link == c.last for f in following)]
+    named = [c for c in candidates if c.key == state.get("key")]
+    return (linked or named or list(candidates))[0]
+
+
+def _gap(plan: Plan, found: Sequence[Segment], point: Point) -> SnapshotError:
+    last = plan.segments[-1].last if plan.segments else f"the snapshot's {plan.snapshot.gtid}"
+    nxt = min(found, key=lambda s: s.key)
+    why = "a recorded gap" if nxt.link == "gap" else f"linked to {nxt.link}"
+    return SnapshotError(
+        f"the archive has a gap after {last}: segment {nxt.seq} ({nxt.first}..{nxt.last}) "
+        f"does not continue it ({why}). {point} cannot be restored across it; the newest "
+        f"point before it is {last}. A snapshot taken after the gap restores points after it")
 
 
 @dataclass(frozen=True)

@@ -38,8 +38,8 @@ VerifyFn = Callable[[Manifest], object]
 
 def pointer_of(m: Manifest) -> dict[str, Any]:
     return {k: v for k, v in asdict(m).items()
-            if k in ("id", "node", "primary", "gtid", "binlog_file", "finished_at",
-                     "stored_bytes")}
+            if k in ("id", "node", "primary", "gtid", "binlog_file", "started_at",
+                     "finished_at", "stored_bytes")}
 
 
 class SnapshotScheduler:

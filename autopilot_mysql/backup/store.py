@@ -76,31 +76,35 @@ class Manifest:
 class Segment:
     """One archived piece of the binary log (archive.py): whole transactions `first`..`last`
     (GTIDs) written between `first_time` and `last_time` (Unix seconds), the `seq`th of the
-    archive. Everything but its size and checksum is in its key, so a listing alone plans a
-    restore."""
+    archive. `link` is the GTID of the transaction archived just before `first` (the previous
+    segment's `last`): the chain a restore follows, whatever holes the sequence numbers have
+    (Galera leaves some). It is "start" for the first segment of an empty archive and "gap"
+    for the first after a recorded gap. Everything but its size and checksum is in its key, so
+    a listing alone plans a restore."""
 
     seq: int
     first: str
     last: str
     first_time: int
     last_time: int
+    link: str
     node: str
     size: int = 0
     key: str = ""
 
     def name(self) -> str:
         return (f"{self.seq:010d}_{self.first}_{self.last}_{self.first_time}_{self.last_time}_"
-                f"{self.node}.binlog")
+                f"{self.link}_{self.node}.binlog")
 
     @classmethod
     def from_key(cls, key: str, root: str, size: int) -> Segment | None:
         name = key[len(root):]
         if not name.endswith(".binlog"):
             return None
-        parts = name[:-len(".binlog")].split("_", 5)
+        parts = name[:-len(".binlog")].split("_", 6)
         try:
             return cls(int(parts[0]), parts[1], parts[2], int(parts[3]), int(parts[4]),
-                       parts[5], size, key)
+                       parts[5], parts[6], size, key)
         except (ValueError, IndexError):
             return None
 

@@ -1,9 +1,10 @@
 """Point-in-time recovery on the test bed (issue 13): real MinIO, Consul, MariaDB,
-mariabackup and mariadb-binlog. A writer runs across a switchover and the loss of the node
-that archives; a table is dropped at a known time; `restore --to-time` one second earlier
-gives every row committed before it and none after, `restore --to-gtid` every row up to that
-transaction; the archive, read back segment by segment, holds every transaction once, in
-order, with no gap.
+mariabackup and mariadb-binlog. A writer runs across a failover, a switchover that moves the
+archive to another node, and the bucket partitioned away; a table is dropped at a known time;
+`restore --to-time` one second earlier gives every row committed before it and none after,
+`restore --to-gtid` every row up to that transaction, a corrupt segment stops a restore
+before it, and `--new-cluster` boots a cluster of its own from the point; the archive, read
+back segment by segment, holds every transaction once, in order, with no gap.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 from autopilot_mysql.backup import binlog
 from autopilot_mysql.backup.snapshot import throwaway_server
@@ -89,7 +92,7 @@ def chain(s3: S3Server) -> list[Gtid]:
     return out
 
 
-def test_point_in_time_recovery_across_a_switchover_and_the_archivers_loss(
+def test_point_in_time_recovery_across_failover_switchover_and_s3_loss(
         bed: TestBed, s3: S3Server) -> None:
     env = s3_env(s3, BUCKET, SNAPSHOT_INTERVAL="0", SNAPSHOT_BINLOG_ROTATIONS="0",
                  S3_TIMEOUT="3", BINLOG_ARCHIVE_INTERVAL="1")
@@ -98,8 +101,8 @@ def test_point_in_time_recovery_across_a_switchover_and_the_archivers_loss(
     rows: list[Row] = []
     p = primary(nodes)
     i = write(p, 1, 2.5, rows)
-    first_archiver = wait_until(lambda: archive(bed).get("node"), timeout=30,
-                                what="a node to archive the binary log")
+    wait_until(lambda: archive(bed).get("node"), timeout=30,
+               what="a node to archive the binary log")
     # A second snapshot, taken while the writer runs: restores start from it and skip the
     # archived transactions it holds already, in the middle of a segment.
     taker = next(n for n in nodes if n is not p)
@@ -111,24 +114,27 @@ def test_point_in_time_recovery_across_a_switchover_and_the_archivers_loss(
     second = consul_kv(bed, "service/mysql-snapshots/latest")
     assert second["gtid"], second
     i = write(p, i, 1.0, rows)
-    # A switchover: the archive follows the new primary's transactions by GTID.
-    other = next(n for n in nodes if n is not p and n.name != first_archiver)
-    switchover(p, other.name)
-    p = primary(nodes)
+    # A failover: the primary's host is killed; the archive follows the new primary's
+    # transactions by GTID.
+    p.host.kill()
+    rest = [n for n in nodes if n is not p]
+    p = primary(rest)
     i = write(p, i, 2.5, rows)
-    # The node that archives is lost: another replica takes over the archive where it stopped.
-    archiver = wait_until(lambda: archive(bed).get("node"), timeout=30, what="an archiver")
-    victim = next(n for n in nodes if n.name == archiver)
-    assert victim is not p, "the primary archives although replicas keep up"
-    victim.host.kill()
+    # A switchover to the node that archives: a primary that has a healthy replica gives the
+    # archive up, and the other node continues it where it stopped.
+    archiver = wait_until(lambda: (a := archive(bed).get("node")) != p.name and a,
+                          timeout=60, what="a replica to archive")
+    switchover(p, archiver)
+    p = primary(rest)
+    assert p.name == archiver
     i = write(p, i, 1.5, rows)
     # The bucket unreachable for a while: the archive resumes where it stopped.
     cut = bed.partition([s3.host])
     i = write(p, i, 3.0, rows)
     bed.heal(cut)
     i = write(p, i, 1.5, rows)
-    wait_until(lambda: archive(bed).get("node") not in (None, victim.name), timeout=60,
-               what="another node to take over the archive")
+    wait_until(lambda: archive(bed).get("node") not in (None, p.name), timeout=60,
+               what="the other node to take over the archive")
     i = write(p, i, 2.5, rows)
     # The disaster: a table dropped at a known time, more writes after it.
     drop_before = time.time()
@@ -203,4 +209,49 @@ def test_point_in_time_recovery_across_a_switchover_and_the_archivers_loss(
     seqs = [g.seqno for g in gtids]
     assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a gap or a duplicate"
     assert len({g.server_id for g in gtids}) >= 2, "the archive lacks one primary's transactions"
+    assert not archive(bed).get("gaps"), archive(bed)
+    # The data at risk, as Prometheus scrapes it from any node.
+    families = text_string_to_metric_families(requests.get(p.url("/metrics"), timeout=5).text)
+    m = {f.name: f.samples for f in families}
+    rpo = m["autopilot_mysql_binlog_archive_complete_age_seconds"][0].value
+    assert 0 < rpo < 30, rpo
+    assert m["autopilot_mysql_binlog_archive_gaps"][0].value == 0
+    assert {s.labels["role"]: s.value for s in m["autopilot_mysql_role"]}["primary"] == 1
+
+
+def test_point_in_time_recovery_on_galera(bed: TestBed, s3: S3Server) -> None:
+    """The same archive on TOPOLOGY=galera: a Synced reader archives (never the writer);
+    the write-sets carry one cluster-wide GTID domain, so its log holds every one."""
+    env = s3_env(s3, BUCKET, TOPOLOGY="galera", SNAPSHOT_INTERVAL="0",
+                 SNAPSHOT_BINLOG_ROTATIONS="0", S3_TIMEOUT="3", BINLOG_ARCHIVE_INTERVAL="1")
+    nodes = boot_cluster(bed, 3, timeout=180, **env)
+    new_pointer(bed, None, timeout=180)
+    p = primary(nodes)
+    rows: list[Row] = []
+    i = write(p, 1, 3.0, rows)
+    archiver = wait_until(lambda: archive(bed).get("node"), timeout=60, what="an archiver")
+    assert archiver != p.name, "the Galera writer archives"
+    i = write(p, i, 2.0, rows)
+    drop_before = time.time()
+    with p.app() as c, c.cursor() as cur:
+        cur.execute("DROP TABLE pitr")
+    drop_after = time.time()
+    wait_until(lambda: float(archive(bed).get("checked_at") or 0) > drop_after + 1, timeout=60,
+               what="the archive to be complete past the drop")
+    reader = next(n for n in nodes if n is not p)
+    point = int(drop_before) - 1
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(point))
+    print(restore(reader, reader.host.dir / "by-time", "--to-time", stamp))
+    got = restored_ids(reader.host.dir / "by-time")
+    assert got is not None
+    before = {r[0] for r in rows if r[2] < point}
+    after = {r[0] for r in rows if r[1] >= point}
+    assert before and after and before <= got and not got & after
+    # the last row: across every hole Galera left in the sequence numbers
+    print(restore(reader, reader.host.dir / "by-gtid", "--to-gtid", rows[-1][3]))
+    assert restored_ids(reader.host.dir / "by-gtid") == {r[0] for r in rows}
+    # Galera leaves holes in the sequence numbers (no member's log holds them): each GTID
+    # once and in order, and the chain's links unbroken.
+    seqs = [g.seqno for g in chain(s3)]
+    assert seqs == sorted(set(seqs)), "a duplicate or a transaction out of order"
     assert not archive(bed).get("gaps"), archive(bed)

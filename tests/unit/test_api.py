@@ -183,3 +183,44 @@ def test_plain_gets_are_answered_by_the_gate_and_the_rest_by_a_worker(
         while chunk := c.recv(4096):
             reply += chunk
     assert reply.startswith(b"HTTP/1.0 200") and b"primary OK" in reply
+
+
+def test_metrics_parse_as_prometheus_text() -> None:
+    """GET /metrics, read back with prometheus_client's own parser: the node's series, the
+    cluster's from the callback, and a Consul that did not answer leaves them out."""
+    from prometheus_client.parser import text_string_to_metric_families
+    cluster: list[dict[str, float] | None] = [{"binlog_archive_complete_age_seconds": 4.5,
+                                               "snapshot_last_bad": 0.0}]
+    srv = HealthServer(0, lambda: STATUS[0], stale_after=5, host="127.0.0.1",
+                       clock=lambda: NOW[0], metrics=lambda: cluster[0])
+    srv.start()
+    try:
+        STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                               mysqld=ProcState.RUNNING, cycle_at=99.5, lock_valid_until=101.0,
+                               consul_ok=True, disk_free=1 << 30)
+
+        def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
+            code, body = get(srv, "/metrics")
+            assert code == 200
+            return {f.name: [(s.labels, s.value) for s in f.samples]
+                    for f in text_string_to_metric_families(body.decode())}
+
+        m = scrape()
+        assert ({"role": "primary"}, 1.0) in m["autopilot_mysql_role"]
+        assert ({"role": "replica"}, 0.0) in m["autopilot_mysql_role"]
+        assert m["autopilot_mysql_writable"] == [({}, 1.0)]
+        assert m["autopilot_mysql_lock_held"] == [({}, 1.0)]
+        assert m["autopilot_mysql_disk_free_bytes"] == [({}, float(1 << 30))]
+        assert m["autopilot_mysql_binlog_archive_complete_age_seconds"] == [({}, 4.5)]
+        assert m["autopilot_mysql_cluster_scrape_ok"] == [({}, 1.0)]
+        NOW[0] = 102.0  # past the lease: neither writable nor holding the lock
+        m = scrape()
+        assert m["autopilot_mysql_writable"] == [({}, 0.0)]
+        assert m["autopilot_mysql_lock_held"] == [({}, 0.0)]
+        cluster[0] = None
+        m = scrape()
+        assert m["autopilot_mysql_cluster_scrape_ok"] == [({}, 0.0)]
+        assert "autopilot_mysql_binlog_archive_complete_age_seconds" not in m
+    finally:
+        NOW[0] = 100.0
+        srv.stop()

@@ -45,6 +45,9 @@ class FakeConsul:
             self.holder = session
         return self.holder == session
 
+    def archive_lock_held(self) -> bool:
+        return self.holder is not None
+
     def release_archive_lock(self, session: str) -> None:
         if self.holder == session:
             self.holder = None
@@ -76,8 +79,8 @@ class FakeStore:
     def put_segment(self, seg: Segment, blob: bytes) -> Segment:
         key = seg.name()
         self.blobs[key] = blob
-        return Segment(seg.seq, seg.first, seg.last, seg.first_time, seg.last_time, seg.node,
-                       len(blob), key)
+        return Segment(seg.seq, seg.first, seg.last, seg.first_time, seg.last_time, seg.link,
+                       seg.node, len(blob), key)
 
     def segments(self) -> list[Segment]:
         out = [Segment.from_key(k, "", len(b)) for k, b in sorted(self.blobs.items())]
@@ -142,6 +145,9 @@ def test_the_archive_continues_on_another_node_without_a_duplicate(tmp_path: Pat
     assert b.tick() == 2
     assert seqs(store) == [1, 2, 3, 4, 5]
     assert consul.state["last"] == "0-2-5" and not consul.state.get("gaps")
+    links = [(s.link, s.first) for s in store.segments()]
+    assert links == [("start", "0-1-1"), ("0-1-2", "0-1-3"), ("0-1-3", "0-2-4"),
+                     ("0-2-4", "0-2-5")], links
 
 
 def test_a_node_whose_log_cannot_continue_records_a_gap(tmp_path: Path) -> None:
@@ -156,6 +162,7 @@ def test_a_node_whose_log_cannot_continue_records_a_gap(tmp_path: Path) -> None:
     assert consul.state is not None
     gaps = consul.state["gaps"]
     assert gaps[0]["after"] == "0-1-2" and gaps[0]["resumed"] == "0-1-5"
+    assert [s.link for s in store.segments()] == ["start", "gap"]
     assert "gap after 0-1-2" in b.problem
     b.tick()
     assert b.problem, "the gap stays reported until a snapshot after it"

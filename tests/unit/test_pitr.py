@@ -99,13 +99,14 @@ M = Manifest(id="20260101T000000Z-db1", node="db1", role="replica", primary="db2
 M2 = replace(M, id="20260102T000000Z-db1", gtid="0-2-30", finished_at=300.0)
 
 
-def seg(n: int, first: int, last: int, t0: int, t1: int, server: int = 1,
+def seg(n: int, first: int, last: int, t0: int, t1: int, link: str, server: int = 1,
         node: str = "db3") -> Segment:
-    return Segment(n, f"0-{server}-{first}", f"0-{server}-{last}", t0, t1, node, 10, f"k{n}")
+    return Segment(n, f"0-{server}-{first}", f"0-{server}-{last}", t0, t1, link, node, 10,
+                   f"k{n}")
 
 
-SEGS = [seg(1, 1, 12, 50, 110), seg(2, 13, 20, 110, 200), seg(3, 21, 35, 200, 320, 2),
-        seg(4, 36, 40, 320, 400, 2)]
+SEGS = [seg(1, 1, 12, 50, 110, "start"), seg(2, 13, 20, 110, 200, "0-1-12"),
+        seg(3, 21, 35, 200, 320, "0-1-20", 2), seg(4, 36, 40, 320, 400, "0-2-35", 2)]
 STATE = {"last": "0-2-40", "last_time": 400, "checked_at": 500.0}
 
 
@@ -132,7 +133,7 @@ def test_the_plan_refuses_what_cannot_be_restored() -> None:
         make_plan([M, M2], SEGS, STATE, Point(gtid=Gtid(0, 2, 41)))
     with pytest.raises(SnapshotError, match="complete only up to"):
         make_plan([M, M2], SEGS, STATE, Point(time=600.0))
-    gap = [SEGS[0], SEGS[1], replace(SEGS[2], first="0-2-23")]
+    gap = [SEGS[0], SEGS[1], replace(SEGS[2], first="0-2-23", link="gap")]
     with pytest.raises(SnapshotError, match="gap"):
         make_plan([M], gap, STATE, Point(gtid=Gtid(0, 2, 30)))
     # before the gap is fine
@@ -143,9 +144,22 @@ def test_the_plan_refuses_what_cannot_be_restored() -> None:
 
 def test_a_late_archivers_duplicate_segment_is_left_out() -> None:
     """Two segments numbered 2: the one that continues the chain is used."""
-    late = replace(seg(2, 25, 26, 110, 150, node="db1"), key="k2-late")
+    late = replace(seg(2, 13, 16, 110, 150, "0-1-12", node="db1"), key="k2-late")
     p = make_plan([M], [SEGS[0], late, SEGS[1], SEGS[2]], STATE, Point(gtid=Gtid(0, 2, 22)))
     assert [s.key for s in p.segments] == ["k1", "k2", "k3"]
+
+
+def test_holes_in_the_sequence_numbers_are_not_gaps() -> None:
+    """Galera leaves sequence numbers no member's log holds: the links make the chain."""
+    holes = [seg(1, 1, 12, 50, 110, "start"), seg(2, 14, 20, 110, 200, "0-1-12"),
+             seg(3, 22, 35, 200, 320, "0-1-20")]
+    assert ids(make_plan([M], holes, STATE, Point(gtid=Gtid(0, 1, 30)))) == [1, 2, 3]
+    late = replace(M, gtid="0-1-13")  # a snapshot at a position in a hole
+    assert ids(make_plan([late], holes[1:], STATE, Point(gtid=Gtid(0, 1, 30)))) == [2, 3]
+    with pytest.raises(SnapshotError, match="gap after 0-1-20"):
+        make_plan([M], holes[:2] + [replace(holes[2], link="0-1-19")], STATE,
+                  Point(gtid=Gtid(0, 1, 30)))
+    assert make_plan([M], holes, STATE, Point(gtid=Gtid(0, 1, 10))).segments == []
 
 
 def test_a_segment_is_replayed_after_the_snapshot_up_to_the_point() -> None:
