@@ -50,7 +50,6 @@ class Snapshots:
         self._problem = ""  # a snapshot this node found unusable (/status), until a new one
         self._bad_id = ""
 
-
     # --- the schedule (daemon) --------------------------------------------------------------
 
     def make_scheduler(self, status: Callable[[], NodeStatus],
@@ -143,7 +142,6 @@ class Snapshots:
             if seen and not seen.get("bad") and seen.get("id", "") > self._bad_id:
                 self._problem = ""  # a newer good snapshot replaced it
         return sched or self._problem
-
 
     def primary_binlog(self, role: Role) -> str:
         """The primary's current binary log, as this node sees it."""
