@@ -29,6 +29,7 @@ from .utils import format_size
 log = logging.getLogger(__name__)
 # On the data volume, hidden from mysqld (ignore_db_dirs in the rendered my.cnf)
 SCRATCH = "#autopilot-verify"
+VERIFY_HEADROOM = 512 << 20
 RESTORE_RETRY = 30.0  # seconds between attempts to provision an empty node
 
 
@@ -333,12 +334,15 @@ class Snapshots:
         the volume cannot hold a second copy above DISK_MIN_FREE, the snapshot is not
         verified, and that is said (`skip_when_short`; else SnapshotError): a verification
         must never fill the volume mysqld writes to."""
-        need = int(m.raw_bytes * 1.1) + self.s.disk_min_free
+        # the unpacked copy, the redo log --prepare creates and the throwaway server's files
+        # (VERIFY_HEADROOM): never so close to DISK_MIN_FREE that the node counts as full
+        need = int(m.raw_bytes * 1.1) + VERIFY_HEADROOM + self.s.disk_min_free
         free = shutil.disk_usage(self.s.datadir).free
         if free < need:
             text = (f"snapshot {m.id} NOT verified: the data volume has {format_size(free)} "
                     f"free, a verification needs {format_size(need)} (the snapshot's "
-                    f"{format_size(m.raw_bytes)} unpacked, plus DISK_MIN_FREE). Make room, or "
+                    f"{format_size(m.raw_bytes)} unpacked, 512 MiB of headroom, plus "
+                    "DISK_MIN_FREE). Make room, or "
                     "run `autopilot-mysql backup verify` where there is")
             if not skip_when_short:
                 raise SnapshotError(text)
