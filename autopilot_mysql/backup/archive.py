@@ -7,19 +7,21 @@ that keeps up, the primary only when it has none). It archives its *own* binary 
 log_slave_updates every node's log holds the cluster's transactions under the primary's GTIDs,
 so the archive follows failovers by GTID, whoever archives. On Galera (wsrep_gtid_mode, one
 domain for the cluster's write-sets) every member's log holds the same GTIDs too: a Synced
-reader archives, never the writer. Every BINLOG_ARCHIVE_INTERVAL
-seconds it cuts the whole transactions written since the last archived one into a segment
-(binlog.py: a binary log file of its own), stores it, then moves the archive's state in Consul
-in a transaction that checks it still holds the lock and that nobody moved the state since it
-read it. So the chain has no duplicate (a late archiver's state write fails) and no gap that
-is not recorded: a new archiver starts right after the state's last GTID, found in its own log;
-when its log does not hold that GTID (purged, or it diverged from the archive), the gap is
-recorded in the state, reported, and makes a snapshot due, which closes it (a restore never
-crosses a gap).
+reader archives, never the writer. Only the cluster's GTID domain (DOMAIN) is archived.
+
+Every BINLOG_ARCHIVE_INTERVAL seconds it cuts the whole transactions written since the last
+archived one into a segment (binlog.py: a binary log file of its own) linked to the GTID
+archived before it, stores it, then moves the archive's state in Consul in a transaction that
+checks it still holds the lock and that nobody moved the state since it read it. So the chain
+has no duplicate (a late archiver's state write fails; a restore follows the links) and no gap
+that is not recorded: a new archiver starts right after the state's last GTID, found in its
+own log; when its log does not hold that GTID (purged, or it diverged from the archive), the
+gap is recorded in the state, the next segment's link says "gap", it is reported, and it makes
+a snapshot due, which closes it (a restore never crosses a gap).
 
 The data at risk if the whole cluster is lost (RPO) is the interval plus the archiver's
 replication lag; `checked_at` in the state is the time up to which the archive is known
-complete, shown by `/status` and `backup list`.
+complete, shown by `/status` of the archiving node, `backup list` and every node's /metrics.
 """
 
 from __future__ import annotations
