@@ -4,6 +4,7 @@ with its environment):
     autopilot-mysql failover --candidate NODE [--force] [--reason TEXT]
     autopilot-mysql config show | set NAME=VALUE ...
     autopilot-mysql galera bootstrap [--node NAME --force] [--reason TEXT]
+    autopilot-mysql pause [--reason TEXT] | resume      maintenance mode
 
 `failover` is for a cluster with no primary whose election is blocked: the nodes that may hold
 acknowledged commits are missing (election.I5). It prints what the election is waiting for;
@@ -23,7 +24,7 @@ from . import election, galera, gtid
 from .config import CLUSTER_VARIABLES, Settings, cluster_settings
 from .dcs import Consul
 from .exceptions import ConfigError, DCSError
-from .keys import ClusterKeys
+from .keys import ClusterKeys, paused_by
 
 
 def _connect(s: Settings) -> tuple[Consul, ClusterKeys] | None:
@@ -68,9 +69,13 @@ def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: flo
               f"high-water mark {sync.hwm or '(none)'}")
     out = election.decide_election(candidate, dict(published), sync)
     print(f"the election says: {out.verdict.value}: {out.reason}")
-    if out.verdict == election.Verdict.TAKE:
+    if out.verdict == election.Verdict.TAKE and not keys.pause:
         print(f"{candidate} takes over by itself; nothing to force.")
         return 0
+    if out.verdict == election.Verdict.TAKE:  # only maintenance mode holds it back
+        print(f"maintenance mode holds {candidate} back ({paused_by(keys.pause)}); it holds "
+              "every acknowledged commit, so naming it loses nothing")
+        force = True
     mine = gtid.parse(published[candidate].gtid)
     missing = [n for n, _ in election.required(sync) if n not in published]
     behind = [n for n, p in published.items() if n != candidate
@@ -83,7 +88,7 @@ def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: flo
                if behind else "")
             + ". If that is acceptable, run again with --force.\n")
         return 2
-    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    who = _operator()
     consul.force_failover(candidate, who, reason or "no reason given")
     print(f"recorded in Consul: {who} forced {candidate} to take over; it does so at its next "
           "cycle")
@@ -177,4 +182,59 @@ def galera_bootstrap(s: Settings, node: str | None, *, force: bool, reason: str)
     consul.force_bootstrap(node, who, reason or "no reason given")
     print(f"recorded in Consul: {who} forced {node} to bootstrap; it does so at its next cycle "
           "while no Primary Component exists")
+    return 0
+
+
+def _operator() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+def pause(s: Settings, on: bool, *, reason: str, wait: float) -> int:
+    """Maintenance mode on (`pause`) or off (`resume`), held in Consul so that it survives
+    any node's restart; then wait until every member's own status says so (each reads it
+    within a cycle), naming the ones that did not."""
+    from . import clusterview
+    got = _connect(s)
+    if got is None:
+        return 1
+    consul, keys = got
+    if on and keys.pause:
+        print(f"already {paused_by(keys.pause)}")
+    elif not on and not keys.pause:
+        print("not paused: automatic failover is on")
+        return 0
+    else:
+        try:
+            if on:
+                consul.set_pause(_operator(), reason or "no reason given")
+            else:
+                consul.clear_pause(_operator())
+        except DCSError as exc:
+            sys.stderr.write(f"autopilot-mysql: {exc}. Nothing changed.\n")
+            return 1
+    t0 = time.monotonic()
+    late: list[str] = []
+    while time.monotonic() - t0 < wait:
+        try:
+            _, members = consul.members()
+        except DCSError:
+            members = ()
+        late = []
+        for m in members:
+            doc = clusterview.fetch_status(f"http://{m.address}:{s.health_port}/status")
+            if doc is None or bool(doc.get("paused")) != on:
+                late.append(m.node)
+        if not late:
+            break
+        time.sleep(0.3)
+    if on:
+        print("maintenance mode ON: no automatic failover, an exited mysqld is not restarted "
+              "(switchover and failover still work). `autopilot-mysql resume` ends it.")
+    else:
+        print("maintenance mode OFF: automatic failover is on again")
+    if late:
+        sys.stderr.write(f"autopilot-mysql: {', '.join(sorted(late))} did not confirm within "
+                         f"{wait:.0f}s (down, or Consul unreachable from it); each applies "
+                         "the setting at its next cycle that reaches Consul\n")
+        return 1
     return 0

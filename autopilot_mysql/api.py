@@ -13,8 +13,18 @@ every check fail. No secret is ever part of a NodeStatus.
                 replication threads run and it is at most ?lag=N
                 seconds behind (default REPLICA_MAX_LAG, 10)
     /status     always (JSON: role, state, GTID position, members ...)
+    /metrics    always (the Prometheus text format: metrics.py)
+    /cluster    the whole cluster, as `autopilot-mysql list` shows it (clusterview.py);
+                503 when Consul does not answer
+    /history    every promotion and forced decision, oldest first (JSON); 503 likewise
 
-GET and HEAD are answered alike (HEAD without a body), for load balancers.
+Patroni's paths answer as Patroni's do, so HAProxy configurations written for Patroni work:
+`/`, `/read-write` (= /primary), `/leader` (holds the lock's lease, writable or not),
+`/read-only` (/primary or /replica), `/synchronous` or `/sync` (a replica in the primary's
+acknowledgement set), `/asynchronous` or `/async` (a replica outside it).
+
+GET, HEAD and OPTIONS are answered alike (HEAD and OPTIONS without a body), for load
+balancers (Patroni's HAProxy example checks with `OPTIONS /primary`).
 
 Control (POST, with `Authorization: Bearer <API_TOKEN>`; disabled when no token is set):
 
@@ -45,6 +55,7 @@ from typing import Any
 
 from . import failsafe
 from .backup.clone import HEADER as CLONE_HEADER
+from .exceptions import DCSError
 from .metrics import ClusterMetrics
 from .metrics import render as render_metrics
 from .model import NodeStatus, Role
@@ -60,20 +71,44 @@ Failsafe = Callable[[bytes, str], tuple[int, str]]  # (body, signature) -> (code
 # GET /clone: the stream writes through the callable it is given, then says if it completed
 CloneStream = Callable[[Callable[[bytes], None]], tuple[bool, str]]
 Clone = Callable[[str], tuple[int, str, CloneStream | None]]  # (signature) -> (code, text, stream)
+ClusterDoc = Callable[[str], Any]  # "cluster" or "history" -> its JSON document (DCSError)
+
+def _primary(s: NodeStatus, alive: bool, lag: float, now: float) -> bool:
+    # Also checked against the clock at answer time: a node resumed from SIGSTOP still holds
+    # a snapshot saying "primary, writable" until its loop looks again, and a load balancer
+    # must not route a single write to it in that window.
+    return (alive and s.healthy and s.role == Role.PRIMARY and s.writable
+            and now < s.lock_valid_until)
+
+
+def _replica(s: NodeStatus, alive: bool, lag: float, now: float) -> bool:
+    return (alive and s.healthy and s.role == Role.REPLICA and not s.writable
+            and s.replicating and s.lag is not None and s.lag <= lag)
+
+
+def _in_ack_set(s: NodeStatus) -> bool:
+    return s.ack_set.get("this_node_is_member") is True
+
 
 ROUTES: dict[str, Rule] = {
     "/health": lambda s, alive, lag, now: alive and s.healthy,
     "/liveness": lambda s, alive, lag, now: alive,
     "/readiness": lambda s, alive, lag, now: alive and s.healthy and s.role != Role.UNKNOWN,
-    # Also checked against the clock at answer time: a node resumed from SIGSTOP still holds
-    # a snapshot saying "primary, writable" until its loop looks again, and a load balancer
-    # must not route a single write to it in that window.
-    "/primary": lambda s, alive, lag, now: (alive and s.healthy and s.role == Role.PRIMARY
-                                            and s.writable and now < s.lock_valid_until),
-    "/replica": lambda s, alive, lag, now: (alive and s.healthy and s.role == Role.REPLICA
-                                       and not s.writable and s.replicating
-                                       and s.lag is not None and s.lag <= lag),
+    "/primary": _primary,
+    "/replica": _replica,
+    # Patroni's names, so load-balancer configurations written for Patroni work unchanged
+    "/": _primary,
+    "/read-write": _primary,
+    "/leader": lambda s, alive, lag, now: (alive and s.role == Role.PRIMARY
+                                           and now < s.lock_valid_until),
+    "/read-only": lambda s, alive, lag, now: (_primary(s, alive, lag, now)
+                                              or _replica(s, alive, lag, now)),
+    "/synchronous": lambda s, alive, lag, now: _replica(s, alive, lag, now) and _in_ack_set(s),
+    "/asynchronous": lambda s, alive, lag, now: (_replica(s, alive, lag, now)
+                                                 and not _in_ack_set(s)),
 }
+ROUTES["/sync"] = ROUTES["/synchronous"]
+ROUTES["/async"] = ROUTES["/asynchronous"]
 
 
 def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
@@ -110,20 +145,21 @@ Answer = tuple[int, str, bytes]
 REASONS = {200: "OK", 404: "Not Found", 503: "Service Unavailable"}
 
 
-def _simple_get(data: bytes) -> tuple[str, bool] | None:
-    """The target of a whole GET or HEAD request without a body, and whether it is HEAD;
-    None for anything else (a worker thread reads it with http.server)."""
+def _simple_get(data: bytes) -> tuple[str, str] | None:
+    """The target and method of a whole GET, HEAD or OPTIONS request without a body; None
+    for anything else (a worker thread reads it with http.server)."""
     end = data.find(b"\r\n\r\n")
     line_end = data.find(b"\r\n")
     if end < 0 or line_end < 0:
         return None
     parts = data[:line_end].split()
-    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD") or not parts[2].startswith(b"HTTP/"):
+    if len(parts) != 3 or parts[0] not in (b"GET", b"HEAD", b"OPTIONS") \
+            or not parts[2].startswith(b"HTTP/"):
         return None
     if b"\ncontent-length:" in data[:end].lower() or b"\ntransfer-encoding:" in data[:end].lower():
         return None
     try:
-        return parts[1].decode("ascii"), parts[0] == b"HEAD"
+        return parts[1].decode("ascii"), parts[0].decode("ascii")
     except UnicodeDecodeError:
         return None
 
@@ -204,17 +240,19 @@ class _Gate:
         if got is None or answer is None:
             return False
         code, ctype, body = answer
+        target, method = got
+        if method == "OPTIONS":  # the status alone, as Patroni answers it
+            body = b""
         head = (f"HTTP/1.0 {code} {REASONS.get(code, 'Unknown')}\r\nServer: autopilot-mysql\r\n"
                 f"Content-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
                 "Cache-Control: no-store\r\nConnection: close\r\n\r\n").encode()
         try:
             request.recv(data.find(b"\r\n\r\n") + 4)  # the request, now consumed
             request.settimeout(0.5)  # a few KiB fit any socket buffer; never stall the gate
-            request.sendall(head if got[1] else head + body)
+            request.sendall(head if method == "HEAD" else head + body)
         except OSError as exc:
             log.debug("client %s went away: %s", client_address[0], exc)
-        log.debug("%s \"%s %s\" %d (inline)", client_address[0],
-                  "HEAD" if got[1] else "GET", got[0], code)
+        log.debug("%s \"%s %s\" %d (inline)", client_address[0], method, target, code)
         self.httpd.shutdown_request(request)
         return True
 
@@ -248,8 +286,10 @@ class HealthServer:
                  stale_after: float, max_lag: float = 10.0, host: str = "0.0.0.0",
                  clock: Callable[[], float] = time.monotonic, control: Control | None = None,
                  token: str = "", confirm: Failsafe | None = None,
-                 clone: Clone | None = None, metrics: ClusterMetrics | None = None) -> None:
+                 clone: Clone | None = None, metrics: ClusterMetrics | None = None,
+                 cluster: ClusterDoc | None = None) -> None:
         self.get_status = get_status
+        self.cluster = cluster  # GET /cluster and /history (None: 404)
         self.metrics = metrics  # the cluster's series of GET /metrics (None: none)
         self.control = control
         self.confirm = confirm
@@ -271,6 +311,9 @@ class HealthServer:
 
             def do_HEAD(self) -> None:
                 outer._answer(self, body=False)
+
+            def do_OPTIONS(self) -> None:
+                outer._answer(self, body=False, length=False)
 
             def do_POST(self) -> None:
                 outer._control(self)
@@ -369,7 +412,9 @@ class HealthServer:
                       "stream): %s", why)
         req.close_connection = True
 
-    def _answer(self, req: BaseHTTPRequestHandler, *, body: bool) -> None:
+    def _answer(self, req: BaseHTTPRequestHandler, *, body: bool, length: bool = True) -> None:
+        """GET (`body`), HEAD (the headers of GET) or OPTIONS (not `length`: the status
+        alone)."""
         path = req.path.partition("?")[0].rstrip("/") or "/"
         if path == "/clone" and self.clone is not None and body:
             self._clone(req)
@@ -377,7 +422,7 @@ class HealthServer:
         code, ctype, data = self.answer(req.path)
         req.send_response(code)
         req.send_header("Content-Type", ctype)
-        req.send_header("Content-Length", str(len(data)))
+        req.send_header("Content-Length", str(len(data) if length else 0))
         req.send_header("Cache-Control", "no-store")
         req.end_headers()
         if body:
@@ -408,6 +453,13 @@ class HealthServer:
         elif path == "/metrics":
             body, ctype = render_metrics(s, now, self.metrics or (lambda: {}))
             return 200, ctype, body
+        elif path in ("/cluster", "/history") and self.cluster is not None:
+            try:
+                code, payload = 200, json.dumps(self.cluster(path[1:]), indent=1) + "\n"
+                ctype = "application/json"
+            except DCSError as exc:
+                code, ctype = 503, "text/plain; charset=utf-8"
+                payload = f"{exc}: the cluster's state is in Consul, which did not answer\n"
         elif path in ROUTES:
             ok = ROUTES[path](s, alive, max_lag, now)
             code = 200 if ok else 503
@@ -422,7 +474,7 @@ class HealthServer:
             ctype = "text/plain; charset=utf-8"
         else:
             code = 404
-            payload = (f"unknown path {path}; try one of /status /metrics "
+            payload = (f"unknown path {path}; try one of /status /metrics /cluster /history "
                        f"{' '.join(ROUTES)}\n")
             ctype = "text/plain; charset=utf-8"
         return code, ctype, payload.encode()

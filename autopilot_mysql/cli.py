@@ -3,6 +3,9 @@
     autopilot-mysql run            the container's entrypoint: the PID-1 shim and the supervisor
     autopilot-mysql check-config   validate the environment and print the settings (no secrets)
     autopilot-mysql status         this node's status, read from its HTTP endpoint
+    autopilot-mysql list           the whole cluster in one table (-f json|yaml for scripts)
+    autopilot-mysql history        every promotion and forced decision, with its reason
+    autopilot-mysql pause [--reason TEXT] | resume   maintenance mode: no automatic failover
     autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
     autopilot-mysql failover --candidate NODE [--force]   no primary, election blocked: force
     autopilot-mysql config show | set NAME=VALUE ...     the cluster-wide settings in Consul
@@ -24,6 +27,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import warnings
+from typing import Any
 
 from . import __version__
 from .config import Settings
@@ -88,7 +92,7 @@ def _check_config() -> int:
     return 0
 
 
-def _status(url: str) -> int:
+def _status(url: str, fmt: str = "table") -> int:
     try:
         with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=3) as r:
             doc = json.load(r)
@@ -96,12 +100,19 @@ def _status(url: str) -> int:
         sys.stderr.write(f"autopilot-mysql: cannot read {url}/status ({exc}). Is the "
                          "supervisor running, and is HEALTH_PORT right?\n")
         return 1
+    if fmt != "table":
+        from .clusterview import dump
+        print(dump(doc, fmt))
+        return 0
     print(f"node {doc['node']}: {doc['role']}, {doc['state']}, "
           f"{'healthy' if doc['healthy'] else 'UNHEALTHY'}, "
           f"{'writable' if doc['writable'] else 'read-only'}")
     print(f"  mysqld {doc['mysqld']}, server_id {doc['server_id']}, {doc['version']}, "
           f"GTID {doc['gtid_current_pos'] or '(none)'}")
     print(f"  leader: {doc['leader'] or '(none)'}; last decision: {doc['last_decision']}")
+    if doc.get("paused"):
+        print(f"  MAINTENANCE MODE ({doc['paused']}): no automatic failover, mysqld not "
+              "restarted; `autopilot-mysql resume` ends it")
     if doc.get("last_error"):
         print(f"  last error: {doc['last_error']}")
     extra = doc.get("extra") or {}
@@ -112,6 +123,65 @@ def _status(url: str) -> int:
     for m in doc.get("members", []):
         print(f"  member {m['node']:<20} {m['address']:<16} {m['role']:<8} "
               f"{'passing' if m['passing'] else 'FAILING'}")
+    return 0
+
+
+def _cluster_read(what: str, url: str | None) -> Any:
+    """The document of `list` ("cluster") or `history`: from a node's HTTP endpoint when
+    `url` is given (an operator outside the containers), else from Consul with this
+    environment's settings (inside a container). Raises AutopilotError with the cause."""
+    from .exceptions import DCSError
+    if url:
+        target = f"{url.rstrip('/')}/{what}"
+        try:
+            with urllib.request.urlopen(target, timeout=10) as r:
+                return json.load(r)
+        except urllib.error.HTTPError as exc:
+            raise DCSError(f"{target} answered {exc.code}: {exc.read().decode().strip()}") \
+                from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise DCSError(f"cannot read {target} ({exc}). Is the supervisor running there, "
+                           "and is HEALTH_PORT right?") from exc
+    settings = _settings()
+    if isinstance(settings, int):
+        raise AutopilotError("the environment above is not a node's (run this inside a "
+                             "node's container, or pass --url http://NODE:9200)")
+    from . import clusterview
+    from .dcs import Consul
+    consul = Consul(*settings.consul_endpoint, settings.service_name)
+    try:
+        if what == "history":
+            return consul.history()
+        return clusterview.gather(consul, settings.health_port, settings.topology)
+    except DCSError as exc:
+        raise DCSError(f"{exc}. Check CONSUL and that Consul is up, or pass --url "
+                       "http://NODE:9200 to ask a node") from exc
+
+
+def _list(url: str | None, fmt: str) -> int:
+    from . import clusterview
+    try:
+        doc = _cluster_read("cluster", url)
+    except AutopilotError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return 1
+    print(clusterview.table(doc) if fmt == "table" else clusterview.dump(doc, fmt))
+    return 0
+
+
+def _history(url: str | None, fmt: str) -> int:
+    from . import clusterview
+    try:
+        entries = _cluster_read("history", url)
+    except AutopilotError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return 1
+    if fmt != "table":
+        print(clusterview.dump(entries, fmt))
+    elif not entries:
+        print("no promotion or forced decision recorded yet")
+    else:
+        print(clusterview.history_table(entries))
     return 0
 
 
@@ -174,12 +244,27 @@ def _token_from_env() -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="autopilot-mysql", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"autopilot-mysql {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
+    node_url = f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}"
+
+    def output(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("-f", "--format", choices=("table", "json", "yaml"), default="table",
+                        help="output format (default: table)")
     sub.add_parser("run", help="container entrypoint (PID 1)")
     sub.add_parser("supervise", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the environment")
     st = sub.add_parser("status", help="this node's status")
-    st.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
+    st.add_argument("--url", default=node_url)
+    output(st)
+    ls = sub.add_parser("list", help="the whole cluster in one table")
+    ls.add_argument("--url", default=None, help="ask this node's HTTP endpoint "
+                    "(http://NODE:9200) instead of Consul")
+    output(ls)
+    hs = sub.add_parser("history", help="every promotion and forced decision")
+    hs.add_argument("--url", default=None, help="ask this node's HTTP endpoint "
+                    "(http://NODE:9200) instead of Consul")
+    output(hs)
     so = sub.add_parser("switchover", help="hand the primary role over")
     so.add_argument("--to", help="the node to promote (default: the most advanced replica)")
     so.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
@@ -191,6 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     fo.add_argument("--force", action="store_true", help="accept the loss it prints")
     fo.add_argument("--reason", default="", help="recorded in Consul with the decision")
     fo.add_argument("--wait", type=float, default=30.0)
+    pa = sub.add_parser("pause", help="maintenance mode: no automatic failover, mysqld not "
+                        "restarted")
+    pa.add_argument("--reason", default="", help="recorded in Consul and shown by `list`")
+    pa.add_argument("--wait", type=float, default=15.0, help="seconds to wait for every "
+                    "member to confirm")
+    re_ = sub.add_parser("resume", help="end maintenance mode")
+    re_.add_argument("--wait", type=float, default=15.0)
     gl = sub.add_parser("galera", help="TOPOLOGY=galera: the census, a forced bootstrap")
     gl.add_argument("galera_cmd", choices=("bootstrap",))
     gl.add_argument("--node", default=None, help="the node to bootstrap from (with --force)")
@@ -230,7 +322,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "check-config":
         return _check_config()
     if args.cmd == "status":
-        return _status(args.url)
+        return _status(args.url, args.format)
+    if args.cmd == "list":
+        return _list(args.url, args.format)
+    if args.cmd == "history":
+        return _history(args.url, args.format)
     if args.cmd == "switchover":
         return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
     if args.cmd == "failover":
@@ -240,6 +336,13 @@ def main(argv: list[str] | None = None) -> int:
             return settings
         return failover(settings, args.candidate, force=args.force, reason=args.reason,
                         wait=args.wait)
+    if args.cmd in ("pause", "resume"):
+        from .admin import pause
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return pause(settings, args.cmd == "pause", reason=getattr(args, "reason", ""),
+                     wait=args.wait)
     if args.cmd == "galera":
         from .admin import galera_bootstrap
         settings = _settings()

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import replace
 
-from . import __version__, election, failsafe, startup
+from . import __version__, clusterview, election, failsafe, metrics, startup
 from .api import CloneStream, HealthServer, switchover_refusal
 from .backup import clone
 from .backup.provision import recover_interrupted_rebuild
@@ -73,7 +73,9 @@ class Daemon:
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
                                 token=settings.api_token, confirm=self._confirm_failsafe,
-                                clone=self._serve_clone, metrics=self._cluster_metrics)
+                                clone=self._serve_clone, metrics=self._cluster_metrics,
+                                cluster=clusterview.endpoint(self.consul, settings.health_port,
+                                                             "replication"))
 
     # --- life cycle -----------------------------------------------------------------------------
 
@@ -357,7 +359,7 @@ class Daemon:
 
     def _cluster_metrics(self) -> dict[str, float] | None:
         """GET /metrics, from an HTTP worker: the cluster's backups as Consul holds them."""
-        return self.snapshots.cluster_metrics() if self.snapshots is not None else {}
+        return metrics.cluster_series(self.consul, self.snapshots)
 
     def _publish_state(self, state: str, error: str) -> None:
         self._publish(state=state, error=error)
@@ -462,7 +464,11 @@ class Daemon:
                    if self.snapshots.archiver else "off"} if self.snapshots else {},
             last_error=last_error,
             cycle_at=obs.observed_at if obs else self.clock.monotonic(),
-            lock_valid_until=obs.lock_valid_until if obs else 0.0)
+            lock_valid_until=obs.lock_valid_until if obs else 0.0,
+            paused=obs.paused if obs else self.status.paused,
+            mysqld_exits=self.mysqld.exits if self.mysqld else 0,
+            consul_unreachable_for=round(obs.dcs_unreachable_for, 1) if obs and not obs.dcs_ok
+            else 0.0)
 
     # --- graceful stop ----------------------------------------------------------------------
 

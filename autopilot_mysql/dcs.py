@@ -50,6 +50,17 @@ T = TypeVar("T")
 CHECK_INTERVAL = "1s"
 CHECK_TIMEOUT = "1s"
 DEREGISTER_AFTER = "1m"  # Consul's minimum: a dead node leaves the catalog a minute later
+HISTORY_KEEP = 1000  # entries of the cluster's history kept in Consul
+PROMOTIONS = ("-promoted", "-galera-writer")  # history kinds that start a new timeline
+
+
+def _stamp_time(name: str) -> str:
+    """The time in a history key's name (20261203T181920.123-kind) as ISO 8601 UTC."""
+    try:
+        t = time.strptime(name[:15], "%Y%m%dT%H%M%S")
+    except ValueError:
+        return ""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", t)
 
 
 class Consul:
@@ -294,15 +305,84 @@ class Consul:
             self.keys.forced, json.dumps(doc)))
         self.record_history("forced-failover-requested", doc)
 
+    def set_pause(self, by: str, reason: str) -> None:
+        """Maintenance mode on (keys.py `pause`): no automatic failover, mysqld not restarted."""
+        doc = {"by": by, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "reason": reason}
+        self._call("pause", lambda: self.client.kv.put(self.keys.pause, json.dumps(doc)))
+        self.record_history("paused", doc)
+
+    def clear_pause(self, by: str) -> None:
+        self._call("resume", lambda: self.client.kv.delete(self.keys.pause))
+        self.record_history("resumed", {"by": by})
+
     def clear_forced(self) -> None:
         self._call("forced failover clear", lambda: self.client.kv.delete(self.keys.forced))
 
     def record_history(self, kind: str, doc: dict[str, Any]) -> None:
+        """One entry of the cluster's history (keys.py), and the oldest beyond HISTORY_KEEP
+        deleted (entries are rare: a promotion, a forced decision)."""
         at = time.time()
-        key = self.keys.history + time.strftime("%Y%m%dT%H%M%S", time.gmtime(at)) + \
-            f".{int(at * 1000) % 1000:03d}-{kind}"
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(at)) + f".{int(at * 1000) % 1000:03d}"
+        entry = {"kind": kind, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)), **doc}
         self._call("history record", lambda: self.client.kv.put(
-            key, json.dumps({"kind": kind, **doc})))
+            f"{self.keys.history}{stamp}-{kind}", json.dumps(entry)))
+        names = sorted(self._call("history list", lambda: self.client.kv.get(
+            self.keys.history, keys=True))[1] or [])
+        for old in names[:max(0, len(names) - HISTORY_KEEP)]:
+            self._call("history trim", functools.partial(self.client.kv.delete, old))
+
+    def record_promotion(self, kind: str, doc: dict[str, Any]) -> int:
+        """A new primary (or Galera writer) in the history, numbered: the cluster's timeline,
+        one more than the last promotion recorded (1 for the first). Returns the number."""
+        n = self.timeline() + 1
+        self.record_history(kind, {**doc, "timeline": n})
+        return n
+
+    def timeline(self) -> int:
+        """The number of the last promotion in the history (0: none recorded)."""
+        names = sorted(self._call("history list", lambda: self.client.kv.get(
+            self.keys.history, keys=True))[1] or [])
+        last = next((n for n in reversed(names) if n.endswith(PROMOTIONS)), None)
+        if last is None:
+            return 0
+        _, item = self._call("history read", lambda: self.client.kv.get(last))
+        try:
+            n = int(json.loads((item or {}).get("Value") or b"{}").get("timeline", 0))
+        except (ValueError, TypeError, AttributeError):
+            n = 0
+        return n or sum(1 for k in names if k.endswith(PROMOTIONS))
+
+    def record_promotion_soon(self, kind: str, doc: dict[str, Any]) -> None:
+        """record_promotion from a thread of its own: a new primary opens for writes without
+        waiting on the history's three requests; a failure is logged, never raised."""
+        def run() -> None:
+            try:
+                self.record_promotion(kind, doc)
+            except DCSError as exc:
+                log.warning("the cluster's history does not record this promotion: %s", exc)
+
+        threading.Thread(target=run, name="history", daemon=True).start()
+
+    def history(self) -> list[dict[str, Any]]:
+        """The cluster's history, oldest first (entries releases before 0.2 wrote under the
+        watched prefix included); an unreadable entry is shown as such, never skipped."""
+        out: list[tuple[str, dict[str, Any]]] = []
+        for prefix in (self.keys.history_legacy, self.keys.history):
+            _, items = self._call("history read", functools.partial(
+                self.client.kv.get, prefix, recurse=True))
+            for item in items or []:
+                name = str(item["Key"])[len(prefix):]
+                try:
+                    doc = json.loads(item.get("Value") or b"")
+                except ValueError:
+                    doc = None
+                if not isinstance(doc, dict):
+                    doc = {"kind": "unreadable", "key": str(item["Key"])}
+                if "at" not in doc:
+                    doc["at"] = _stamp_time(name)
+                out.append((name, doc))
+        return [doc for _, doc in sorted(out, key=lambda e: e[0])]
 
     def write_config(self, doc: dict[str, str], index: int) -> bool:
         """The shared settings (config.ClusterSettings), if unchanged since read at `index`

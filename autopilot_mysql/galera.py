@@ -210,6 +210,8 @@ class GaleraObservation:
     promised_for: float = 0.0  # G9: we confirmed the writer's failsafe lease for this long
     disk_full: str = ""  # G10: why our data volume counts as full ("" = it has room)
     roomy_readers: tuple[str, ...] = ()  # G10, on the writer: readers whose volume has room
+    paused: str = ""  # maintenance mode (`autopilot-mysql pause`): who and why ("" = off)
+    last_writer: str | None = None  # the last node seen holding the writer lock
 
 
 def failsafe_members(passing: set[str], component: tuple[str, ...],
@@ -233,6 +235,9 @@ def decide(o: GaleraObservation) -> Decision:
         return Decision(Action.SHUTDOWN, "stop requested: shutting down cleanly")
     if o.mysqld == ProcState.FAILED:
         return _wait("mysqld failed too often; it stays down until the supervisor restarts")
+    if o.mysqld == ProcState.BACKOFF and o.paused:
+        return _wait(f"maintenance mode ({o.paused}): mysqld exited and is not started again "
+                     "while the cluster is paused; `autopilot-mysql resume` starts it")
     if o.mysqld == ProcState.BACKOFF and o.mysqld_restart_in > 0:
         return _wait(f"mysqld exited: starting it again in {o.mysqld_restart_in:.0f}s")
     if o.mysqld in (ProcState.STOPPED, ProcState.BACKOFF):
@@ -338,6 +343,12 @@ def decide(o: GaleraObservation) -> Decision:
             return _wait(f"{'this node' if h.from_node == o.node else h.from_node} handed the "
                          f"writer role over {whom} (switchover): leaving the lock to it for "
                          f"{o.handover_wait:.1f}s more", Role.REPLICA, True)
+        if o.paused and o.last_writer not in (None, o.node) \
+                and (h is None or h.to != o.node):
+            return _wait(f"the writer lock is free, and maintenance mode is on ({o.paused}): "
+                         f"no automatic change of writer; only {o.last_writer}, the last "
+                         "writer, may take it back (`autopilot-mysql resume` lets any Synced "
+                         "reader take it)", Role.REPLICA, True)
         return Decision(Action.ACQUIRE_LOCK, "Synced and the writer lock is free: taking it",
                         role=Role.REPLICA, healthy=True)
     if not o.writer_in_component:
@@ -416,6 +427,11 @@ def _down(o: GaleraObservation) -> Decision:
                          f"{choice.reason}")
         return Decision(Action.BOOTSTRAP, f"{o.record.by} claimed the first bootstrap and is "
                         f"down; {choice.reason}: bootstrapping from it")
+    if o.paused:
+        return _wait(f"no Primary Component, and maintenance mode is on ({o.paused}): no "
+                     "automatic bootstrap. `autopilot-mysql galera bootstrap` shows the census "
+                     "(--node NAME --force bootstraps one), `autopilot-mysql resume` lets the "
+                     "census decide")
     choice = choose_bootstrap(o.record, o.known, o.census)
     if choice.node is None:
         return _wait(f"no Primary Component: {choice.reason}")

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import replace
 
-from . import __version__, failsafe, galera, startup
+from . import __version__, clusterview, failsafe, galera, metrics, startup
 from .api import HealthServer, switchover_refusal
 from .config import Settings
 from .dcs import Consul, Watcher, best_effort
@@ -28,7 +28,7 @@ from .events import Code, Event, EventBus
 from .eviction import Evictor
 from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
-from .keys import ClusterKeys, LeaderInfo
+from .keys import ClusterKeys, LeaderInfo, paused_by
 from .model import Action, Decision, Member, NodeStatus, ProcState, Role
 from .mysql import datadir as dd
 from .mysql import wsrep
@@ -65,7 +65,11 @@ class GaleraSupervisor:
                                 max_lag=settings.replica_max_lag, control=self._control,
                                 token=settings.api_token,
                                 confirm=self._confirm_failsafe,
-                                clone=lambda h: (404, "not a replication cluster", None))
+                                clone=lambda h: (404, "not a replication cluster", None),
+                                metrics=lambda: metrics.cluster_series(self.consul,
+                                                                       self.snapshots),
+                                cluster=clusterview.endpoint(self.consul, settings.health_port,
+                                                             "galera"))
         self.mysqld: ManagedProcess | None = None
         self.agent: ManagedProcess | None = None
         self.server_id = 0
@@ -81,6 +85,7 @@ class GaleraSupervisor:
         self.registered_role: Role | None = None
         self.member_record: dict[str, str] | None = None
         self.last_writer: LeaderInfo | None = None  # the last other node seen holding the lock
+        self.last_holder: str | None = None  # the last node seen holding it, this one included
         self.free_since: float | None = None  # when we first saw the writer lock free
         self.open_at = 0.0
         self.handover_seen: tuple[tuple[str, str], float] | None = None  # (from, seqno), when
@@ -308,6 +313,7 @@ class GaleraSupervisor:
         leader = k.leader
         me = self.s.node_name
         if leader is not None:
+            self.last_holder = leader.node
             if leader.node != me:
                 self.last_writer = leader
             self.free_since = None  # counted afresh each time the lock is free again
@@ -353,6 +359,8 @@ class GaleraSupervisor:
             open_in=max(0.0, self.open_at - now) if holding and self._previous_may_write(st)
             else 0.0,
             forced=k.galera_force.get("node") if k.galera_force else None,
+            paused=paused_by(k.pause),
+            last_writer=self.last_holder,
             last_committed=st.last_committed if st else -1, readers=readers,
             switchover_to=self._switchover_to(holding), handover=handover,
             handover_wait=handover_wait, promised_for=max(0.0, self.promise.left()[0]),
@@ -514,10 +522,11 @@ class GaleraSupervisor:
             # After lifting it: the watchdog looks again (watchdog.py)
             self.opened = Opened(self.opened.gen + 1, self.mysqld.pid if self.mysqld else None)
             log.info("this node is the writer: read_only OFF")
-            try:
-                self.consul.record_history("galera-writer", {"node": o.node})
-            except DCSError as exc:
-                log.warning("writable, but the history does not say so: %s", exc)
+            prev = self.last_writer
+            self.consul.record_promotion_soon("galera-writer", {
+                "node": o.node, "previous": prev.node if prev else "",
+                "how": "switchover" if o.handover is not None else "election",
+                "position": f"seqno {o.last_committed}", "reason": d.reason})
         elif a == Action.FENCE:
             self._fence()
         elif a == Action.RELEASE and self.session is not None:
@@ -735,4 +744,6 @@ class GaleraSupervisor:
                              f"{st.cluster_size}") if st else "mysqld down"},
             disk_free=self.disk.free, disk_full=o.disk_full if o else self.status.disk_full,
             last_error=error, cycle_at=self.clock.monotonic(),
-            lock_valid_until=(self.lease_from + self.cfg.lease) if holding else 0.0)
+            lock_valid_until=(self.lease_from + self.cfg.lease) if holding else 0.0,
+            paused=o.paused if o else self.status.paused,
+            mysqld_exits=self.mysqld.exits if self.mysqld else 0)

@@ -15,6 +15,11 @@ acknowledgement set changes) are election.py's invariants; this chain applies th
 - the new holder opens once it applied what it received and the old lease ran out (I6);
 - a replica follows the primary, with semi-sync acknowledgements on exactly when it is in the
   primary's acknowledgement set (I2).
+
+Maintenance mode (`autopilot-mysql pause`) takes away what an operator at work does not want
+done behind their back: no node but the last primary takes the free lock (a switchover and a
+forced failover still run), and an exited mysqld is not restarted. Fencing is untouched: a
+paused cluster still never has two writable nodes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,10 @@ def decide(o: Observation) -> Decision:
     if o.mysqld == ProcState.FAILED:
         return Decision(Action.WAIT, f"mysqld stays down: {o.mysqld_last_error}")
     if o.mysqld == ProcState.BACKOFF:
+        if o.paused:
+            return Decision(Action.WAIT, f"maintenance mode ({o.paused}): mysqld exited "
+                            f"({o.mysqld_last_error}) and is not restarted while the cluster "
+                            "is paused; `autopilot-mysql resume` restarts it")
         if o.mysqld_restart_in <= 0:
             return Decision(Action.RESTART_MYSQLD, f"restarting mysqld after: "
                             f"{o.mysqld_last_error}")
@@ -210,6 +219,12 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.TAKE_OVER, f"{o.handover.from_node} handed the primary role "
                         f"over to this node at {o.handover.gtid} (switchover): applying up to "
                         "it, taking the lock and opening", healthy=True)
+    if o.paused and o.forced != o.node and o.sync is not None and o.sync.primary != o.node:
+        return Decision(Action.WAIT, f"no primary, and maintenance mode is on ({o.paused}): "
+                        f"no automatic failover; only {o.sync.primary}, the last primary, may "
+                        "take the lock back. `autopilot-mysql resume` lets the election run, "
+                        f"`autopilot-mysql failover --candidate {o.node}` names a new primary",
+                        healthy=True)
     if o.replica is not None and not o.drained:
         return Decision(Action.DRAIN, "the primary is gone: stopping replication and applying "
                         "the relay log before the election", healthy=True)

@@ -15,13 +15,19 @@ nobody fights over it.
     handover          {from, gtid, to, term}       a switchover's fenced position  I10
     switchover        {from, to, session}          a pending switchover request
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
+    pause             {by, at, reason}             maintenance mode (autopilot-mysql pause)
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
     config            {LOOP_WAIT, SESSION_TTL, SEMI_SYNC_TIMEOUT, FAILSAFE}  shared settings
-    history/<time>    {kind, ...}                  failovers and forced decisions, for people
     galera/cluster    {uuid, seqno, epoch, by, forced}  TOPOLOGY=galera: the record   galera.G1
     galera/state/<n>  {state, uuid, seqno, data}   each node's census document     galera.G2
     galera/force      {node, by, at, reason}       an operator's forced bootstrap
     galera/joining    {node}                       one join at a time (session)
+
+Outside the prefix (never read by the HA loop's cycle, never waking its watch):
+
+    service/<name>-history/<time>-<kind>  {kind, at, ...}   every promotion, failover and
+                                          forced decision, for people (`autopilot-mysql
+                                          history`, GET /history); the newest HISTORY_KEEP
 """
 
 from __future__ import annotations
@@ -53,7 +59,10 @@ class Names:
         self.switchover = self.prefix + "switchover"
         self.forced = self.prefix + "forced"
         self.members = self.prefix + "members/"
-        self.history = self.prefix + "history/"
+        # Outside the prefix: every cycle reads the prefix whole, and the history only grows.
+        self.history = f"service/{service}-history/"
+        self.history_legacy = self.prefix + "history/"  # where releases before 0.2 wrote it
+        self.pause = self.prefix + "pause"
         self.config = self.prefix + "config"
         self.galera_cluster = self.prefix + "galera/cluster"
         self.galera_state = self.prefix + "galera/state/"
@@ -105,6 +114,7 @@ class ClusterKeys:
     census: dict[str, CensusDoc] = field(default_factory=dict)
     galera_force: dict[str, str] | None = None
     galera_joining: str | None = None  # the node holding the join lock
+    pause: dict[str, str] | None = None  # maintenance mode {by, at, reason}: no failover
 
 
 def _str_fields(doc: Any, required: Iterable[str], optional: Iterable[str] = ()
@@ -143,7 +153,7 @@ def _sync(doc: Any, index: int) -> SyncState | None:
 def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
     """One recursive read of the service's prefix (Consul's KV list, values base64 or raw)."""
     leader, unreadable, sync, hb, handover = None, False, None, None, None
-    switchover = forced = config = None
+    switchover = forced = config = pause = None
     config_index = 0
     positions: dict[str, Published] = {}
     members: dict[str, dict[str, str]] = {}
@@ -225,6 +235,10 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
             forced = _str_fields(doc, ("candidate",), ("by", "at", "reason"))
             if forced is None:
                 bad(key, raw, "not a forced failover {candidate, by, at, reason}")
+        elif key == names.pause:
+            pause = _str_fields(doc, (), ("by", "at", "reason"))
+            if pause is None:  # still paused: an operator meant it, whatever the value says
+                pause = {"by": "?", "at": "?", "reason": f"unreadable pause key {raw[:40]!r}"}
         elif key == names.config:
             if isinstance(doc, dict) and all(isinstance(v, (str, int, float, bool))
                                              for v in doc.values()):
@@ -270,7 +284,7 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
                 bad(key, raw, "not a forced bootstrap {node, by, at, reason}")
     return ClusterKeys(leader, unreadable, positions, sync, hb, handover, switchover, forced,
                        members, config, config_index, tuple(problems), record, census, gforce,
-                       joining)
+                       joining, pause)
 
 
 def txn_set(key: str, doc: Mapping[str, Any] | str) -> dict[str, Any]:
@@ -302,3 +316,12 @@ def txn_unlock(key: str, session: str) -> dict[str, Any]:
 
 def txn_delete(key: str) -> dict[str, Any]:
     return {"KV": {"Verb": "delete", "Key": key}}
+
+
+def paused_by(pause: Mapping[str, str] | None) -> str:
+    """The maintenance mode as one phrase for the operator ("" when off)."""
+    if pause is None:
+        return ""
+    why = pause.get("reason", "")
+    return (f"paused by {pause.get('by') or '?'} at {pause.get('at') or '?'}"
+            f"{': ' + why if why else ''}")

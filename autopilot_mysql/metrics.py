@@ -11,7 +11,11 @@ Series (gauges; `_seconds` and `_bytes` as Prometheus names them):
     autopilot_mysql_role{role}                          1 for this node's role, 0 for the others
     autopilot_mysql_healthy, _writable, _lock_held      0/1 (writable and lock held: within the
                                                         primary's lease, as /primary answers)
-    autopilot_mysql_mysqld_up, _consul_ok               0/1
+    autopilot_mysql_mysqld_up, _consul_ok, _paused      0/1
+    autopilot_mysql_consul_unreachable_seconds          since Consul last answered (0: it does)
+    autopilot_mysql_mysqld_exits_total                  unexpected exits of mysqld (counter)
+    autopilot_mysql_promotions                          the cluster's timeline: promotions
+                                                        recorded in its history
     autopilot_mysql_replication_lag_seconds             a replica's Seconds_Behind_Master
     autopilot_mysql_last_cycle_age_seconds              since the HA loop last published
     autopilot_mysql_disk_free_bytes                     on the data volume
@@ -25,11 +29,31 @@ Series (gauges; `_seconds` and `_bytes` as Prometheus names them):
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import NodeStatus, ProcState, Role
 
+if TYPE_CHECKING:
+    from .dcs import Consul
+    from .snapshots import Snapshots
+
 ClusterMetrics = Callable[[], Mapping[str, float] | None]  # None: Consul did not answer
+
+
+def cluster_series(consul: Consul, snapshots: Snapshots | None) -> dict[str, float] | None:
+    """What every node reads alike from Consul at scrape time: the timeline, the latest
+    snapshot and the binary-log archive (None: Consul did not answer)."""
+    from .exceptions import DCSError
+    try:
+        values = {"promotions": float(consul.timeline())}
+    except DCSError:
+        return None
+    if snapshots is not None:
+        backups = snapshots.cluster_metrics()
+        if backups is None:
+            return None
+        values.update(backups)
+    return values
 
 CLUSTER_HELP = {
     "snapshot_last_age_seconds": "seconds since the latest snapshot finished",
@@ -41,6 +65,8 @@ CLUSTER_HELP = {
     "binlog_archive_last_transaction_age_seconds": "age of the newest archived transaction",
     "binlog_archive_segments": "segments archived so far",
     "binlog_archive_gaps": "gaps recorded in the archive that no later snapshot closed",
+    "promotions": "promotions recorded in the cluster's history (its timeline): a rise is a "
+                  "failover or a switchover",
 }
 
 
@@ -48,7 +74,7 @@ def render(s: NodeStatus, now: float, cluster: ClusterMetrics) -> tuple[bytes, s
     """The exposition of node status `s` (`now` on the status's monotonic clock) and of
     `cluster()`; (body, content type)."""
     from prometheus_client import CollectorRegistry, generate_latest
-    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
     def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
@@ -70,6 +96,15 @@ def render(s: NodeStatus, now: float, cluster: ClusterMetrics) -> tuple[bytes, s
                         float(s.role == Role.PRIMARY and lease))
             yield gauge("mysqld_up", "1 while mysqld runs", float(s.mysqld == ProcState.RUNNING))
             yield gauge("consul_ok", "1 when the last cycle reached Consul", float(s.consul_ok))
+            yield gauge("consul_unreachable_seconds", "seconds since Consul last answered this "
+                        "node (0 while it does)", s.consul_unreachable_for)
+            yield gauge("paused", "1 while the cluster is in maintenance mode (no automatic "
+                        "failover, mysqld not restarted)", float(bool(s.paused)))
+            exits = CounterMetricFamily("autopilot_mysql_mysqld_exits", "unexpected exits of "
+                                        "mysqld (crashes, kills) since the supervisor started; "
+                                        "each is followed by a restart unless paused or failed")
+            exits.add_metric([], float(s.mysqld_exits))
+            yield exits
             if s.cycle_at:
                 yield gauge("last_cycle_age_seconds", "seconds since the HA loop last "
                             "published this node's status", max(0.0, now - s.cycle_at))

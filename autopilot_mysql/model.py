@@ -144,6 +144,7 @@ class Observation:
     election_age: float = 0.0
     voter_timeout: float = 4.0
     forced: str | None = None  # an operator forced this candidate (election.I7)
+    paused: str = ""  # maintenance mode (`autopilot-mysql pause`): who and why ("" = off)
     promised_for: float = 0.0  # seconds we still promised (failsafe) not to take part
     promised_to: str = ""  # the primary we promised it to
     promote_in: float = 0.0  # we hold the lock: seconds until the old primary's lease ran out
@@ -234,4 +235,7 @@ class NodeStatus:
     # renewal + FENCE_AFTER. /primary checks it at answer time, not at snapshot time.
     lock_valid_until: float = 0.0
     started_at: float = 0.0
+    paused: str = ""  # maintenance mode: who paused the cluster, when, why ("" = off)
+    mysqld_exits: int = 0  # unexpected exits of mysqld since the supervisor started
+    consul_unreachable_for: float = 0.0  # seconds since Consul last answered (0: it does)
     extra: dict[str, str] = field(default_factory=dict)

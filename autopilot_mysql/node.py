@@ -19,7 +19,7 @@ from .disk import DiskWatch
 from .election import GRACE_MARGIN, SyncState
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
-from .keys import ClusterKeys, Heartbeat, LeaderInfo
+from .keys import ClusterKeys, Heartbeat, LeaderInfo, paused_by
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
 from .mysql import datadir as dd
 from .mysql.server import FenceResult, LocalServer
@@ -274,6 +274,7 @@ class LocalNode:
             election_age=(now - self.election_started) if self.election_started else 0.0,
             voter_timeout=self.voter_timeout,
             forced=keys.forced.get("candidate") if keys.forced else None,
+            paused=paused_by(keys.pause),
             promised_for=max(0.0, self.promise.left()[0]), promised_to=self.promise.left()[1],
             promote_in=self._promote_in(now, keys, holding, read_only, handover),
             switchover_to=self._switchover_to(keys),
@@ -564,7 +565,7 @@ class LocalNode:
         elif a == Action.TAKE_OVER:
             self._take_over(o)
         elif a == Action.PROMOTE:
-            self._promote(o)
+            self._promote(o, reason=d.reason)
         elif a == Action.FENCE:
             self.fence()
         elif a == Action.FOLLOW:
@@ -667,7 +668,9 @@ class LocalNode:
         self.lease_from = sent  # the transaction proved the lock as of when it was sent
         log.info("took the leader lock %s handed over at %s", h.from_node, h.gtid)
         self._promote(replace(o, gtid=held, lock_valid_until=sent + self.lease, handover=None,
-                              session=session), (new, left_out))
+                              session=session), (new, left_out),
+                      reason=f"switchover: {h.from_node} handed over at {h.gtid or '(empty)'}",
+                      previous=h.from_node)
 
     def _create_session(self) -> str:
         """Our session, tied to this node's serfHealth and service check (dcs.Consul)."""
@@ -687,7 +690,8 @@ class LocalNode:
         return out
 
     def _promote(self, o: Observation,
-                 written: tuple[SyncState, dict[str, str]] | None = None) -> None:
+                 written: tuple[SyncState, dict[str, str]] | None = None, *,
+                 reason: str = "", previous: str | None = None) -> None:
         """election.I3 and I6: our term's acknowledgement set is written before we open (not
         synced: until a member holds what we hold, only we may take over); the nodes that
         took part in the election follow us and may acknowledge. `written`: a take-over
@@ -733,6 +737,12 @@ class LocalNode:
             self.consul.clear_forced()
         log.info("promoted: replication off, read_only OFF: this node is the primary "
                  "(acknowledgement set: %s)", ", ".join(followers) or "none yet")
+        if previous is None:
+            previous = o.sync.primary if o.sync and o.sync.primary != self.s.node_name else ""
+        self.consul.record_promotion_soon("promoted", {
+            "node": self.s.node_name, "previous": previous, "position": o.gtid,
+            "how": "forced" if o.forced else "switchover" if written is not None else
+            "election" if o.sync is not None else "first primary", "reason": reason})
         self._wake()  # the next cycle publishes us as writable: routers find us at once
 
     def _record_forced(self, o: Observation) -> None:

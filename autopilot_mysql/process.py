@@ -124,6 +124,7 @@ class ManagedProcess:
         self._stopping = False
         self._crashing = ""  # why we SIGKILLed it on purpose, to restart it at once
         self.last_error = ""
+        self.exits = 0  # unexpected exits since the supervisor started (crashes, kills)
         self.tail: collections.deque[str] = collections.deque(maxlen=20)
         self.log = logging.getLogger(f"autopilot_mysql.{name}")
 
@@ -267,11 +268,13 @@ class ManagedProcess:
                 self._state = ProcState.STOPPED
                 self.log.info("%s stopped (%s)", self.name, describe_status(code))
             elif self._crashing:
+                self.exits += 1
                 self._state = ProcState.BACKOFF
                 self._restart_at = self.clock.monotonic()
                 self.last_error = f"{self.name} crashed on purpose: {self._crashing}"
                 self._crashing = ""
             else:
+                self.exits += 1
                 now = self.clock.monotonic()
                 delay = self.policy.record_failure(now)
                 last = self.tail[-1] if self.tail else "no output"

@@ -6,8 +6,9 @@ Bound stated: three nodes from nothing to one primary and two replicating replic
 
 from __future__ import annotations
 
-import base64
 import json
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 import pymysql
 import pytest
 import requests
+import yaml
 
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import VENV_BIN, Node, boot_cluster, make_node, sync_key, synced
@@ -334,6 +336,37 @@ def test_switchover_both_directions_with_a_short_pause(cluster: list[Node]) -> N
         wait_until(lambda: roles(cluster).count("replica") == 2, timeout=30,
                    what="both other nodes replicating from the new primary")
     print("switchover write pauses: " + ", ".join(f"{p * 1000:.0f} ms" for p in pauses))
+    # The history names each promotion, numbered (the timeline): the first primary, then the
+    # three switchovers, each from the node that handed over.
+    promoted = wait_until(lambda: (lambda h: h if len(h) == 4 else None)(
+        history(a, "promoted")), timeout=30, what="four promotions in the history")
+    assert [d["how"] for d in promoted] == ["first primary"] + ["switchover"] * 3, promoted
+    assert [d["timeline"] for d in promoted] == [1, 2, 3, 4]
+    assert [d["previous"] for d in promoted[1:]] == [a.name, b.name, a.name]
+    assert [d["node"] for d in promoted[1:3]] == [b.name, a.name]
+    # `list`: the whole cluster, from Consul inside a node's host and from a node's /cluster
+    # outside, in every format; one primary, the others replicating, none behind at rest.
+    now = primary(cluster)
+    out = admin(b, "list", "-f", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["leader"] == now.name and doc["timeline"] == 4 and doc["paused"] is None
+    rows = {m["name"]: m for m in doc["members"]}
+    assert set(rows) == {n.name for n in cluster}
+    assert rows[now.name]["role"] == "primary" and rows[now.name]["writable"] is True
+    for n in cluster:
+        if n is not now:
+            assert rows[n.name]["role"] == "replica" and rows[n.name]["lag_transactions"] == 0
+            assert isinstance(rows[n.name]["in_ack_set"], bool), rows
+    outside = subprocess.run([str(VENV_BIN / "autopilot-mysql"), "list", "--url", b.url(""),
+                              "-f", "yaml"], capture_output=True, text=True, timeout=30)
+    assert outside.returncode == 0, outside.stderr
+    assert yaml.safe_load(outside.stdout)["leader"] == now.name
+    table = admin(now, "list")
+    assert table.returncode == 0 and f"{now.name}" in table.stdout, table.stdout + table.stderr
+    assert "primary (leader)" in table.stdout and "timeline 4" in table.stdout, table.stdout
+    text = admin(now, "history")
+    assert text.returncode == 0 and text.stdout.count("switchover") >= 3, text.stdout
 
 
 def test_a_node_scaled_in_later_joins_as_a_replica(bed: TestBed, cluster: list[Node]) -> None:
@@ -396,11 +429,11 @@ def admin(node: Node, *argv: str) -> subprocess.CompletedProcess[str]:
     return node.host.exec(["env", *env, str(VENV_BIN / "autopilot-mysql"), *argv], check=False)
 
 
-def history(bed: TestBed, kind: str) -> list[dict[str, Any]]:
-    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/history/",
-                     params={"recurse": "1"}, timeout=2)
-    docs = [json.loads(base64.b64decode(i["Value"])) for i in r.json()] if r.ok else []
-    return [d for d in docs if d.get("kind") == kind]
+def history(node: Node, kind: str = "") -> list[dict[str, Any]]:
+    """`autopilot-mysql history -f json` inside a node's host: the entries of `kind` (all)."""
+    out = admin(node, "history", "-f", "json")
+    assert out.returncode == 0, out.stdout + out.stderr
+    return [d for d in json.loads(out.stdout) if not kind or d.get("kind") == kind]
 
 
 def test_an_operator_forces_a_blocked_failover_and_it_is_recorded(
@@ -433,8 +466,59 @@ def test_an_operator_forces_a_blocked_failover_and_it_is_recorded(
     assert f"{survivor.name} is the primary" in forced.stdout, forced.stdout
     survivor.wait_http("/primary", 200, timeout=30)
     assert has_rows(survivor, acked | set(insert(survivor, 200, 3)))
-    requested = history(bed, "forced-failover-requested")
+    requested = history(survivor, "forced-failover-requested")
     assert [d["reason"] for d in requested] == ["the old primary's disk is gone"], requested
-    taken = history(bed, "forced-failover")
+    taken = history(survivor, "forced-failover")
     assert len(taken) == 1 and taken[0]["candidate"] == survivor.name, taken
     assert old.name in taken[0]["missing"], taken
+
+
+def test_pause_blocks_failover_and_restarts_until_resumed(bed: TestBed,
+                                                          cluster: list[Node]) -> None:
+    """Maintenance mode: with the primary's host killed nobody takes over, and a replica's
+    killed mysqld stays down; both shown by `list` and /status. `resume` lets the election
+    run (nothing acknowledged is lost) and restarts mysqld; the history records it all."""
+    old = primary(cluster)
+    rest = [n for n in cluster if n is not old]
+    acked = set(insert(old, 1, 20))
+    for n in rest:
+        wait_until(lambda n=n: has_rows(n, acked), timeout=30, what=f"rows on {n.name}")
+    out = admin(rest[0], "pause", "--reason", "disk swap on the primary")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "maintenance mode ON" in out.stdout
+    listed = json.loads(admin(rest[1], "list", "-f", "json").stdout)
+    assert listed["paused"]["reason"] == "disk swap on the primary", listed
+    assert "Maintenance mode: on" in admin(rest[1], "list").stdout
+    metrics = requests.get(rest[1].url("/metrics"), timeout=5).text
+    assert "autopilot_mysql_paused 1.0" in metrics, metrics
+
+    # The primary's host dies: nobody takes over while paused.
+    old.host.kill()
+    for n in rest:
+        wait_until(lambda n=n: "maintenance mode is on" in n.status()["last_decision"],
+                   timeout=30, what=f"{n.name} to hold back from the election")
+    # A replica's mysqld is killed: it stays down while paused.
+    victim = rest[1]
+    pid = victim.mysqld_pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: "not restarted" in victim.status()["last_decision"], timeout=30,
+               what=f"{victim.name} to leave its mysqld down")
+    time.sleep(8)  # beyond the session TTL and the lease: an election would have run
+    assert all(n.http("/primary") != 200 for n in rest)
+    assert victim.mysqld_pid() is None and victim.status()["mysqld"] == "backoff"
+    assert victim.status()["mysqld_exits"] == 1
+
+    out = admin(rest[0], "resume")
+    assert "maintenance mode OFF" in out.stdout, out.stdout + out.stderr
+    new = wait_until(lambda: next((n for n in rest if n.http("/primary") == 200), None),
+                     timeout=60, what="a new primary after resume")
+    wait_until(lambda: victim.mysqld_pid() is not None, timeout=30,
+               what=f"{victim.name}'s mysqld to start again after resume")
+    acked |= set(insert(new, 100, 5))
+    for n in rest:
+        wait_until(lambda n=n: has_rows(n, acked), timeout=60, what=f"every row on {n.name}")
+    kinds = [d["kind"] for d in history(new)]
+    assert kinds.index("paused") < kinds.index("resumed") < len(kinds) - 1, kinds
+    last = history(new, "promoted")[-1]
+    assert last["node"] == new.name and last["how"] == "election" and last["previous"] == old.name

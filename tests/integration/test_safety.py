@@ -57,7 +57,7 @@ def every_row_everywhere(nodes: list[Node], acked: set[int]) -> None:
 
 
 def history(bed: TestBed) -> list[str]:
-    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql/history/"
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/mysql-history/"
                      "?keys", timeout=2)
     return list(r.json()) if r.ok else []
 

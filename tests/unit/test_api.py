@@ -5,6 +5,8 @@ from __future__ import annotations
 import http.client
 import json
 from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -154,25 +156,39 @@ def test_switchover_refusals_name_the_reason() -> None:
     assert switchover_refusal(leader="db1", to="", **kw) is None  # type: ignore[arg-type]
 
 
+def workers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the threads the HTTP server starts from now on (a worker per request the
+    gate does not answer itself)."""
+    import threading
+    started: list[str] = []
+    real = threading.Thread
+
+    def counted(*args: Any, **kwargs: Any) -> threading.Thread:
+        started.append(str(kwargs.get("name")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("autopilot_mysql.api.threading.Thread", counted)
+    return started
+
+
 def test_plain_gets_are_answered_by_the_gate_and_the_rest_by_a_worker(
-        server: HealthServer) -> None:
+        server: HealthServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """Consul's and HAProxy's checks, and /status, are answered without a thread (idle cost);
     what is not a whole plain GET (a body, a request cut in two) still gets its answer."""
     import socket
-    import threading
 
     from autopilot_mysql.api import _simple_get
     assert _simple_get(b"GET /primary?lag=3 HTTP/1.0\r\nHost: x\r\n\r\n") == ("/primary?lag=3",
-                                                                             False)
-    assert _simple_get(b"HEAD /health HTTP/1.1\r\n\r\n") == ("/health", True)
+                                                                             "GET")
+    assert _simple_get(b"HEAD /health HTTP/1.1\r\n\r\n") == ("/health", "HEAD")
     assert _simple_get(b"GET /health HTTP/1.1\r\nHost: x\r\n") is None  # headers not all in
     assert _simple_get(b"POST /switchover HTTP/1.1\r\n\r\n") is None
     assert _simple_get(b"GET /health HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc") is None
     STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
                            cycle_at=99.9, lock_valid_until=101.0)
-    before = threading.active_count()
+    started = workers(monkeypatch)
     assert get(server, "/primary")[0] == 200 and get(server, "/replica")[0] == 503
-    assert threading.active_count() == before  # no worker thread was started
+    assert started == []  # no worker thread was started
     port = server.httpd.server_address[1]
     with socket.create_connection(("127.0.0.1", port), timeout=3) as c:  # cut in two
         c.sendall(b"GET /primary HTTP/1.0\r\n")
@@ -183,6 +199,7 @@ def test_plain_gets_are_answered_by_the_gate_and_the_rest_by_a_worker(
         while chunk := c.recv(4096):
             reply += chunk
     assert reply.startswith(b"HTTP/1.0 200") and b"primary OK" in reply
+    assert started == ["http-request"]
 
 
 def test_metrics_parse_as_prometheus_text() -> None:
@@ -190,14 +207,15 @@ def test_metrics_parse_as_prometheus_text() -> None:
     cluster's from the callback, and a Consul that did not answer leaves them out."""
     from prometheus_client.parser import text_string_to_metric_families
     cluster: list[dict[str, float] | None] = [{"binlog_archive_complete_age_seconds": 4.5,
-                                               "snapshot_last_bad": 0.0}]
+                                               "snapshot_last_bad": 0.0, "promotions": 3.0}]
     srv = HealthServer(0, lambda: STATUS[0], stale_after=5, host="127.0.0.1",
                        clock=lambda: NOW[0], metrics=lambda: cluster[0])
     srv.start()
     try:
         STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
                                mysqld=ProcState.RUNNING, cycle_at=99.5, lock_valid_until=101.0,
-                               consul_ok=True, disk_free=1 << 30)
+                               consul_ok=True, disk_free=1 << 30, paused="paused by ops",
+                               mysqld_exits=2)
 
         def scrape() -> dict[str, list[tuple[dict[str, str], float]]]:
             code, body = get(srv, "/metrics")
@@ -213,6 +231,10 @@ def test_metrics_parse_as_prometheus_text() -> None:
         assert m["autopilot_mysql_disk_free_bytes"] == [({}, float(1 << 30))]
         assert m["autopilot_mysql_binlog_archive_complete_age_seconds"] == [({}, 4.5)]
         assert m["autopilot_mysql_cluster_scrape_ok"] == [({}, 1.0)]
+        assert m["autopilot_mysql_paused"] == [({}, 1.0)]
+        assert m["autopilot_mysql_mysqld_exits"] == [({}, 2.0)]  # a counter (_total)
+        assert m["autopilot_mysql_promotions"] == [({}, 3.0)]
+        assert m["autopilot_mysql_consul_unreachable_seconds"] == [({}, 0.0)]
         NOW[0] = 102.0  # past the lease: neither writable nor holding the lock
         m = scrape()
         assert m["autopilot_mysql_writable"] == [({}, 0.0)]
@@ -223,4 +245,59 @@ def test_metrics_parse_as_prometheus_text() -> None:
         assert "autopilot_mysql_binlog_archive_complete_age_seconds" not in m
     finally:
         NOW[0] = 100.0
+        srv.stop()
+
+
+def test_patroni_paths_and_options_answer_as_patroni_does(
+        server: HealthServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """HAProxy configurations written for Patroni (`option httpchk OPTIONS /primary`, the
+    /read-only pool, /sync) work unchanged: the same codes, OPTIONS like HEAD, inline."""
+
+    from autopilot_mysql.api import _simple_get
+    assert _simple_get(b"OPTIONS /primary HTTP/1.0\r\n\r\n") == ("/primary", "OPTIONS")
+    paths = ("/", "/read-write", "/leader", "/read-only", "/sync", "/synchronous", "/async",
+             "/asynchronous")
+    STATUS[0] = NodeStatus(node="db1", role=Role.PRIMARY, healthy=True, writable=True,
+                           mysqld=ProcState.RUNNING, cycle_at=99.5, lock_valid_until=101.0)
+    started = workers(monkeypatch)
+    assert {p: get(server, p, "OPTIONS") for p in paths} == {
+        "/": (200, b""), "/read-write": (200, b""), "/leader": (200, b""),
+        "/read-only": (200, b""), "/sync": (503, b""), "/synchronous": (503, b""),
+        "/async": (503, b""), "/asynchronous": (503, b"")}
+    assert started == []  # answered by the gate
+    # Holding the lock's lease but not writable (opening): the leader, not the primary.
+    STATUS[0] = replace(STATUS[0], writable=False)
+    assert get(server, "/leader", "OPTIONS")[0] == 200 and get(server, "/", "OPTIONS")[0] == 503
+    # A replica in the acknowledgement set, then one outside it.
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5,
+                           replicating=True, lag=0, ack_set={"this_node_is_member": True})
+    got = {p: get(server, p)[0] for p in paths}
+    assert got == {"/": 503, "/read-write": 503, "/leader": 503, "/read-only": 200,
+                   "/sync": 200, "/synchronous": 200, "/async": 503, "/asynchronous": 503}
+    STATUS[0] = replace(STATUS[0], ack_set={"this_node_is_member": False})
+    assert get(server, "/async")[0] == 200 and get(server, "/sync")[0] == 503
+    assert get(server, "/read-only?lag=-1")[0] == 503  # lag honoured, as on /replica
+
+
+def test_cluster_and_history_come_from_the_callback_and_say_when_consul_is_down() -> None:
+    from autopilot_mysql.exceptions import DCSError
+    answers: dict[str, object] = {"cluster": {"members": []}, "history": [{"kind": "x"}]}
+
+    def cluster(what: str) -> object:
+        if answers.get("down"):
+            raise DCSError("Consul at 127.0.0.1:8500: cluster keys read failed: refused")
+        return answers[what]
+
+    srv = HealthServer(0, lambda: STATUS[0], stale_after=5, host="127.0.0.1",
+                       clock=lambda: NOW[0], cluster=cluster)
+    srv.start()
+    try:
+        code, body = get(srv, "/cluster")
+        assert code == 200 and json.loads(body) == {"members": []}
+        code, body = get(srv, "/history")
+        assert code == 200 and json.loads(body) == [{"kind": "x"}]
+        answers["down"] = True
+        code, body = get(srv, "/cluster")
+        assert code == 503 and b"refused" in body and b"Consul" in body
+    finally:
         srv.stop()

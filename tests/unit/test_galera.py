@@ -384,3 +384,24 @@ def test_a_killed_state_transfers_pid_file_is_removed_before_mysqld_starts(tmp_p
     assert wsrep.forget_sst_pid(tmp_path) is True
     assert not (tmp_path / wsrep.SST_PID).exists()
     assert wsrep.forget_sst_pid(tmp_path) is False
+
+
+def test_maintenance_mode_holds_back_the_writer_change_restarts_and_bootstraps() -> None:
+    paused = "paused by ops@h at t: upgrade"
+    held = decide(replace(RUN, leader=None, paused=paused, last_writer="db1"))
+    assert held.action == Action.WAIT and "db1" in held.reason and "resume" in held.reason
+    assert run(leader=None, paused=paused, last_writer="db2") == Action.ACQUIRE_LOCK
+    assert run(leader=None, paused=paused, last_writer=None) == Action.ACQUIRE_LOCK
+    to_me = Handover("db1", "150", "db2")
+    assert run(leader=None, paused=paused, last_writer="db1", handover=to_me) == \
+        Action.ACQUIRE_LOCK
+    # No bootstrap chosen by the census while paused; an operator's forced one still runs.
+    assert act() == Action.BOOTSTRAP  # the control: db2 holds the highest seqno
+    w = decide(replace(BASE, paused=paused))
+    assert w.action == Action.WAIT and "no automatic bootstrap" in w.reason
+    assert act(paused=paused, forced="db2") == Action.BOOTSTRAP
+    # An exited mysqld is not started again while paused.
+    exited = decide(replace(BASE, paused=paused, mysqld=ProcState.BACKOFF))
+    assert exited.action == Action.WAIT and "not started again" in exited.reason
+    # Fencing is never paused.
+    assert run(paused=paused, primary=False, synced=False, read_only=False) == Action.FENCE

@@ -338,3 +338,32 @@ def test_a_refusal_counts_only_once_the_refusing_node_proves_it_is_still_the_pri
     for refused in ("errant", "behind"):
         decision = decide(replace(BASE, **L2, replica=REPLICATING, refused=refused))
         assert decision.action == Action.WAIT and "proved its lock" in decision.reason
+
+
+def test_maintenance_mode_holds_back_failover_and_restarts_but_not_fencing() -> None:
+    paused = "paused by ops@h at t: disk swap"
+    last = SyncState(primary="db9", primary_data="d9", members=(("db1", "d1"),), synced=True)
+    # No election: not even draining (replication keeps retrying the lost primary).
+    held = decide(replace(BASE, **E, paused=paused, sync=last, replica=REPLICATING))
+    assert held.action == Action.WAIT and "maintenance mode" in held.reason
+    assert "db9" in held.reason and "resume" in held.reason
+    assert d(**{**E, "voters": ()}, sync=last) == Action.ACQUIRE_LOCK  # the control
+    # The last primary takes its lock back; an operator's forced candidate and a
+    # switchover's target still go ahead; a cluster that never had a primary elects one.
+    mine = replace(last, primary="db1")
+    assert d(**{**E, "voters": ()}, paused=paused, sync=mine) == Action.ACQUIRE_LOCK
+    assert d(**{**E, "voters": ()}, paused=paused, sync=last, forced="db1") == \
+        Action.ACQUIRE_LOCK
+    assert d(**{**E, "voters": ()}, paused=paused, sync=None) == Action.ACQUIRE_LOCK
+    h = Handover("db9", "0-1-10", "db1", term=0)
+    assert d(paused=paused, sync=last, handover=h, gtid="0-1-10", session=None) == \
+        Action.TAKE_OVER
+    # An exited mysqld stays down while paused, restarted at once after.
+    down = decide(replace(BASE, paused=paused, mysqld=ProcState.BACKOFF, mysqld_restart_in=0,
+                          mysqld_last_error="mysqld killed by SIGKILL"))
+    assert down.action == Action.WAIT and "not restarted" in down.reason
+    assert d(mysqld=ProcState.BACKOFF, mysqld_restart_in=0) == Action.RESTART_MYSQLD
+    # Fencing is never paused.
+    assert d(paused=paused, leader="db2", leader_address="10.0.0.2", read_only=False) == \
+        Action.FENCE
+    assert d(paused=paused, read_only=False, session=None) == Action.FENCE
