@@ -221,18 +221,19 @@ class HAProxy:
 
 
 def start_haproxy(host: Host, config_text: str, ports: Sequence[int],
-                  env: dict[str, str] | None = None) -> HAProxy:
-    cfg = host.dir / "haproxy.cfg"
+                  env: dict[str, str] | None = None, name: str = "haproxy") -> HAProxy:
+    """HAProxy on `host` with `config_text` (`name`: its files' names, for a second one)."""
+    cfg = host.dir / f"{name}.cfg"
     cfg.write_text(config_text)
     full_env = {**os.environ, **(env or {})}
     run([tool("haproxy"), "-c", "-f", str(cfg)], env=full_env)  # refuse a bad config first
-    proc = host.spawn([tool("haproxy"), "-W", "-db", "-f", str(cfg)], log="haproxy.log",
+    proc = host.spawn([tool("haproxy"), "-W", "-db", "-f", str(cfg)], log=f"{name}.log",
                       env=full_env)
 
     def listening() -> bool:
         if proc.poll() is not None:
             raise TestBedError(f"haproxy on {host.name} exited {proc.returncode}: "
-                               f"see {host.dir / 'haproxy.log'}")
+                               f"see {host.dir / (name + '.log')}")
         out = host.exec(["ss", "-ltnH"]).stdout
         return all(f":{p} " in out for p in ports)
 
