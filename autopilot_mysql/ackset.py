@@ -104,6 +104,7 @@ class AckSetKeeper:
         elif self.waiting is None or st.yes_tx != self.waiting[1]:
             self.waiting = (now, st.yes_tx)  # (still) waiting, but acknowledgements arrive
         passing = {m.node for m in members if m.passing}
+        nofailover = {m.node for m in members if m.nofailover}
         others = (set(current.names) | attached | {m.node for m in members}) - {self.node}
         self.peers.want({n: addresses[n] for n in others if n in addresses})
         views: dict[str, ReplicaView] = {}
@@ -126,7 +127,8 @@ class AckSetKeeper:
                 follows_us=doc.get("leader") == self.node,
                 received=str(doc["gtid_current_pos"]) if "gtid_current_pos" in doc else None,
                 errant=bool(doc.get("errant")) or bool(doc.get("behind")),
-                shut_out=n in self.shut_out, away_since=self.away_since.get(n))
+                shut_out=n in self.shut_out, away_since=self.away_since.get(n),
+                eligible=n not in nofailover)
         if current.synced and st.binlog_pos != current.hwm and now - self.last_hwm_at >= HWM_EVERY \
                 and not any(t.purpose == "hwm" for t in self.targets):
             self.targets.append(SyncTarget(now, st.binlog_pos, "hwm"))

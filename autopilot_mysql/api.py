@@ -11,7 +11,8 @@ every check fail. No secret is ever part of a NodeStatus.
     /primary    this node holds the leader lock and is writable       503
     /replica    another node is primary; this one is read-only, both   503
                 replication threads run and it is at most ?lag=N
-                seconds behind (default REPLICA_MAX_LAG, 10)
+                seconds behind (default REPLICA_MAX_LAG, 10), and it
+                is not tagged NOLOADBALANCE
     /status     always (JSON: role, state, GTID position, members ...)
     /metrics    always (the Prometheus text format: metrics.py)
     /cluster    the whole cluster, as `autopilot-mysql list` shows it (clusterview.py);
@@ -83,7 +84,8 @@ def _primary(s: NodeStatus, alive: bool, lag: float, now: float) -> bool:
 
 def _replica(s: NodeStatus, alive: bool, lag: float, now: float) -> bool:
     return (alive and s.healthy and s.role == Role.REPLICA and not s.writable
-            and s.replicating and s.lag is not None and s.lag <= lag)
+            and s.replicating and s.lag is not None and s.lag <= lag
+            and "noloadbalance" not in s.tags)
 
 
 def _in_ack_set(s: NodeStatus) -> bool:
@@ -128,15 +130,20 @@ def status_document(s: NodeStatus, now: float) -> dict[str, Any]:
 
 
 def switchover_refusal(*, leader: str | None, to: str, members: set[str], service: str,
-                       role: str) -> tuple[int, str] | None:
+                       role: str, nofailover: set[str] | None = None
+                       ) -> tuple[int, str] | None:
     """POST /switchover[?to=NODE] checked against the caller's last view (`role`: what the
-    topology calls the node switched from): the HTTP refusal, or None to go ahead."""
+    topology calls the node switched from; `nofailover`: the members tagged so): the HTTP
+    refusal, or None to go ahead."""
     if leader is None:
         return 409, f"there is no {role} to switch over from"
     if to and to not in members:
         return 404, f"{to} is not a member of {service}"
     if to == leader:
         return 409, f"{to} is already the {role}"
+    if to and to in (nofailover or set()):
+        return 409, (f"{to} is tagged NOFAILOVER: it is never made the {role} (set "
+                     "NOFAILOVER=false on it and restart it first)")
     return None
 
 
@@ -466,6 +473,8 @@ class HealthServer:
             reason = s.last_error or s.last_decision
             if not alive:
                 reason = f"supervisor loop stalled ({now - s.cycle_at:.1f}s since last cycle)"
+            elif "noloadbalance" in s.tags and s.role == Role.REPLICA and not ok:
+                reason = "tagged NOLOADBALANCE: kept out of the read pool"
             elif path == "/primary" and s.role == Role.PRIMARY and now >= s.lock_valid_until:
                 reason = ("the leader lock was not renewed in time: it may have passed to "
                           "another node")

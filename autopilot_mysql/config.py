@@ -32,6 +32,8 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "TOPOLOGY": ("replication", "replication (GTID, semi-synchronous) or galera"),
     "CONSUL": ("consul:8500", "Consul address, host[:port]"),
     "CONSUL_AGENT": ("false", "run a local Consul client agent that joins CONSUL"),
+    "NOFAILOVER": ("false", "this node is never elected primary (nor Galera writer)"),
+    "NOLOADBALANCE": ("false", "this node is kept out of the read pool (/replica answers 503)"),
     "SERVICE_NAME": ("mysql", "Consul service name"),
     "NODE_NAME": ("", "this node's name (default: the hostname)"),
     "ADVERTISE_ADDRESS": ("", "address other nodes use (default: the hostname's address)"),
@@ -199,6 +201,14 @@ class Settings:
     rundir: Path
     snapshots: SnapshotSettings | None = None
     topology: str = "replication"  # TOPOLOGIES
+    nofailover: bool = False  # never elected (tags, as Patroni's)
+    noloadbalance: bool = False  # never in the read pool
+
+    @property
+    def tags(self) -> dict[str, str]:
+        """The node's tags, published in its service's meta as tag_<name>=true."""
+        return {k: "true" for k, on in (("nofailover", self.nofailover),
+                                        ("noloadbalance", self.noloadbalance)) if on}
 
     @property
     def cluster(self) -> ClusterSettings:
@@ -425,6 +435,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         r.problem("MYSQL_RUNDIR", "is too long for a unix socket path (at most ~90 chars)",
                   "/run/mysqld")
     snapshots = _parse_snapshots(r, service)
+    nofailover = r.boolean("NOFAILOVER")
+    noloadbalance = r.boolean("NOLOADBALANCE")
     topology = r.text("TOPOLOGY").strip().lower()
     if topology not in TOPOLOGIES:
         r.problem("TOPOLOGY", f"{topology!r} is not one of {', '.join(TOPOLOGIES)}", "galera")
@@ -442,7 +454,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         replica_max_lag=max_lag, disk_min_free=disk_min_free, reprovision=reprovision,
         mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots,
-        topology=topology)
+        topology=topology, nofailover=nofailover, noloadbalance=noloadbalance)
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

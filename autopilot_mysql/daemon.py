@@ -372,7 +372,8 @@ class Daemon:
         leader = self.node.cluster.leader if self.node else None
         refused = switchover_refusal(
             leader=st.leader if leader is not None else None, to=to,
-            members={m.node for m in st.members}, service=self.s.service_name, role="primary")
+            members={m.node for m in st.members}, service=self.s.service_name, role="primary",
+            nofailover={m.node for m in st.members if m.nofailover})
         if refused is not None or leader is None:
             return refused or (409, "there is no primary to switch over from")
         self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
@@ -465,7 +466,7 @@ class Daemon:
             last_error=last_error,
             cycle_at=obs.observed_at if obs else self.clock.monotonic(),
             lock_valid_until=obs.lock_valid_until if obs else 0.0,
-            paused=obs.paused if obs else self.status.paused,
+            paused=obs.paused if obs else self.status.paused, tags=tuple(self.s.tags),
             mysqld_exits=self.mysqld.exits if self.mysqld else 0,
             consul_unreachable_for=round(obs.dcs_unreachable_for, 1) if obs and not obs.dcs_ok
             else 0.0)

@@ -379,6 +379,7 @@ class ReplicaView:
     errant: bool = False
     shut_out: bool = False  # we locked its account for its address
     away_since: float | None = None  # when we first saw a member not connected
+    eligible: bool = True  # False: tagged NOFAILOVER, never admitted (it would be required)
 
 
 class Step(StrEnum):
@@ -451,7 +452,8 @@ def plan_sync(sync: SyncState, replicas: Mapping[str, ReplicaView], *, now: floa
     # once admitted (as a semi-sync replica it receives its own transactions back).
     joining = []
     for r in sorted(replicas.values(), key=lambda r: r.node):
-        if r.node not in members and not r.errant and r.passing and r.follows_us:
+        if r.node not in members and not r.errant and r.passing and r.follows_us \
+                and r.eligible:
             steps.append((Step.ADD, r.node))
             why.append(f"{r.node} joins the acknowledgement set")
             if r.connected:

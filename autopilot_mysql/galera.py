@@ -211,6 +211,7 @@ class GaleraObservation:
     disk_full: str = ""  # G10: why our data volume counts as full ("" = it has room)
     roomy_readers: tuple[str, ...] = ()  # G10, on the writer: readers whose volume has room
     paused: str = ""  # maintenance mode (`autopilot-mysql pause`): who and why ("" = off)
+    nofailover: bool = False  # this node's NOFAILOVER tag: never the writer
     last_writer: str | None = None  # the last node seen holding the writer lock
 
 
@@ -335,6 +336,9 @@ def decide(o: GaleraObservation) -> Decision:
         return _wait(f"this node confirmed the writer's failsafe lease while Consul was down: "
                      f"not taking the writer lock for {o.promised_for:.1f}s more", Role.REPLICA,
                      True)
+    if o.leader is None and o.nofailover:
+        return _wait("Synced, serving reads; the writer lock is free, but this node is tagged "
+                     "NOFAILOVER: it never takes it", Role.REPLICA, True)
     if o.leader is None:
         h = o.handover
         if h is not None and o.handover_wait > 0 and (h.from_node == o.node

@@ -217,7 +217,8 @@ class GaleraSupervisor:
         leader = self.keys.leader
         refused = switchover_refusal(
             leader=leader.node if leader else None, to=to,
-            members={m.node for m in self.members}, service=self.s.service_name, role="writer")
+            members={m.node for m in self.members}, service=self.s.service_name, role="writer",
+            nofailover={m.node for m in self.members if m.nofailover})
         if refused is not None or leader is None:
             return refused or (409, "there is no writer to switch over from")
         self.bus.publish(Event(Code.SWITCHOVER, "api", (leader.node, to, leader.session)))
@@ -330,8 +331,9 @@ class GaleraSupervisor:
             if self.handover_seen is None or self.handover_seen[0] != seen:
                 self.handover_seen = (seen, now)
             handover_wait = max(0.0, self.handover_seen[1] + HANDOVER_WAIT - now)
+        # Synced readers that may become the writer (NOFAILOVER ones never do)
         readers = tuple(sorted(m.node for m in self.members if m.passing and m.node != me
-                               and m.role == Role.REPLICA))
+                               and m.role == Role.REPLICA and not m.nofailover))
         disk_full = self.disk.full()
         roomy = tuple(n for n in readers if not (self.peers.status(n, max_age=3.0) or {}).get(
             "disk_full", True)) if holding and disk_full else ()
@@ -359,7 +361,7 @@ class GaleraSupervisor:
             open_in=max(0.0, self.open_at - now) if holding and self._previous_may_write(st)
             else 0.0,
             forced=k.galera_force.get("node") if k.galera_force else None,
-            paused=paused_by(k.pause),
+            paused=paused_by(k.pause), nofailover=self.s.nofailover,
             last_writer=self.last_holder,
             last_committed=st.last_committed if st else -1, readers=readers,
             switchover_to=self._switchover_to(holding), handover=handover,
@@ -695,7 +697,8 @@ class GaleraSupervisor:
             service_id=self.s.service_id, address=self.address, port=3306,
             health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
             meta={"node": self.s.node_name, "server_id": str(self.server_id),
-                  "autopilot": __version__, "topology": "galera"})
+                  "autopilot": __version__, "topology": "galera",
+                  **{f"tag_{k}": v for k, v in self.s.tags.items()}})
         record = {"server_id": str(self.server_id), "address": self.address}
         if record != self.member_record:
             self.consul.register_member(self.s.node_name, record)
@@ -745,5 +748,5 @@ class GaleraSupervisor:
             disk_free=self.disk.free, disk_full=o.disk_full if o else self.status.disk_full,
             last_error=error, cycle_at=self.clock.monotonic(),
             lock_valid_until=(self.lease_from + self.cfg.lease) if holding else 0.0,
-            paused=o.paused if o else self.status.paused,
+            paused=o.paused if o else self.status.paused, tags=tuple(self.s.tags),
             mysqld_exits=self.mysqld.exits if self.mysqld else 0)

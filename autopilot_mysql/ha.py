@@ -219,6 +219,23 @@ def _election(o: Observation, writable: bool) -> Decision:
         return Decision(Action.TAKE_OVER, f"{o.handover.from_node} handed the primary role "
                         f"over to this node at {o.handover.gtid} (switchover): applying up to "
                         "it, taking the lock and opening", healthy=True)
+    if o.nofailover and o.forced != o.node:
+        if not o.required:
+            return Decision(Action.WAIT, "no primary; this node is tagged NOFAILOVER: it is "
+                            "never elected, and waits for the others to elect one", healthy=True)
+        # It may hold acknowledged commits: the election needs its position (published as
+        # no candidate's, so that the winner must cover it).
+        if o.replica is not None and not o.drained:
+            return Decision(Action.DRAIN, "the primary is gone: stopping replication and "
+                            "applying the relay log (NOFAILOVER: for the election's sake, not "
+                            "to take part)", healthy=True)
+        if not _published(o):
+            return Decision(Action.PUBLISH_POSITION, f"publishing our position "
+                            f"{o.gtid or '(empty)'}: tagged NOFAILOVER, it is no candidate, "
+                            "but it may hold acknowledged commits the winner must cover",
+                            healthy=True)
+        return Decision(Action.WAIT, "no primary; tagged NOFAILOVER: our position is "
+                        "published for the election, which this node never wins", healthy=True)
     if o.paused and o.forced != o.node and o.sync is not None and o.sync.primary != o.node:
         return Decision(Action.WAIT, f"no primary, and maintenance mode is on ({o.paused}): "
                         f"no automatic failover; only {o.sync.primary}, the last primary, may "
@@ -286,8 +303,8 @@ def _primary(o: Observation, writable: bool) -> Decision:
                             "it is already the primary", role=Role.PRIMARY, healthy=True)
         if target and target not in o.healthy_members:
             return Decision(Action.REJECT_SWITCHOVER, f"switchover to {target} refused: it is "
-                            f"not a healthy member (healthy: "
-                            f"{', '.join(o.healthy_members) or 'none'})",
+                            f"not a healthy member that may be elected (NOFAILOVER ones never "
+                            f"are; those that may: {', '.join(o.healthy_members) or 'none'})",
                             role=Role.PRIMARY, healthy=True)
         if not o.healthy_members:
             return Decision(Action.REJECT_SWITCHOVER, "switchover refused: no healthy replica "

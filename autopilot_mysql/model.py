@@ -42,6 +42,11 @@ class Member:
     meta: tuple[tuple[str, str], ...] = ()
 
     @property
+    def nofailover(self) -> bool:
+        """The node's NOFAILOVER tag (its service meta): never elected."""
+        return dict(self.meta).get("tag_nofailover") == "true"
+
+    @property
     def role(self) -> Role:
         for r in (Role.PRIMARY, Role.REPLICA):
             if r.value in self.tags:
@@ -145,6 +150,8 @@ class Observation:
     voter_timeout: float = 4.0
     forced: str | None = None  # an operator forced this candidate (election.I7)
     paused: str = ""  # maintenance mode (`autopilot-mysql pause`): who and why ("" = off)
+    nofailover: bool = False  # this node's NOFAILOVER tag: never a candidate
+    required: bool = False  # our position may hold acknowledged commits (election.required)
     promised_for: float = 0.0  # seconds we still promised (failsafe) not to take part
     promised_to: str = ""  # the primary we promised it to
     promote_in: float = 0.0  # we hold the lock: seconds until the old primary's lease ran out
@@ -236,6 +243,7 @@ class NodeStatus:
     lock_valid_until: float = 0.0
     started_at: float = 0.0
     paused: str = ""  # maintenance mode: who paused the cluster, when, why ("" = off)
+    tags: tuple[str, ...] = ()  # nofailover, noloadbalance
     mysqld_exits: int = 0  # unexpected exits of mysqld since the supervisor started
     consul_unreachable_for: float = 0.0  # seconds since Consul last answered (0: it does)
     extra: dict[str, str] = field(default_factory=dict)

@@ -234,7 +234,8 @@ class LocalNode:
         holding = self._holding(keys)
         silent_for, says = self._leader_silence(now, keys, holding)
         disk_full = self.disk.full()
-        healthy = tuple(sorted(m.node for m in self.members if m.passing
+        # The others that may be elected: passing, and not tagged NOFAILOVER
+        healthy = tuple(sorted(m.node for m in self.members if m.passing and not m.nofailover
                                and m.node != self.s.node_name))
         leader = keys.leader
         lock_valid_until = self.lease_from + self.lease if self.session and self.lease_from \
@@ -274,7 +275,8 @@ class LocalNode:
             election_age=(now - self.election_started) if self.election_started else 0.0,
             voter_timeout=self.voter_timeout,
             forced=keys.forced.get("candidate") if keys.forced else None,
-            paused=paused_by(keys.pause),
+            paused=paused_by(keys.pause), nofailover=self.s.nofailover,
+            required=self.s.node_name in {n for n, _ in election.required(keys.sync)},
             promised_for=max(0.0, self.promise.left()[0]), promised_to=self.promise.left()[1],
             promote_in=self._promote_in(now, keys, holding, read_only, handover),
             switchover_to=self._switchover_to(keys),
@@ -545,7 +547,8 @@ class LocalNode:
             assert self.session is not None
             self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
                                          term=election.term(o.sync),
-                                         can_apply=not o.apply_stalled and not o.disk_full)
+                                         can_apply=not o.apply_stalled and not o.disk_full
+                                         and not o.nofailover)
             self.published, self.published_term = o.gtid, election.term(o.sync)
             self._wake()
         elif a == Action.ACQUIRE_LOCK:
@@ -765,7 +768,8 @@ class LocalNode:
             health_url=f"http://{self.address}:{self.s.health_port}/health", role=role,
             meta={"node": self.s.node_name, "server_id": str(self.server_id),
                   "version": self.version or "unknown", "autopilot": __version__,
-                  "data_id": self.data_id})
+                  "data_id": self.data_id,
+                  **{f"tag_{k}": v for k, v in self.s.tags.items()}})
         record = {"server_id": str(self.server_id), "data": self.data_id,
                   "address": self.address}
         if record != self.member_record:

@@ -20,7 +20,15 @@ import requests
 import yaml
 
 from tests.testbed.bed import TestBed
-from tests.testbed.cluster import VENV_BIN, Node, boot_cluster, make_node, sync_key, synced
+from tests.testbed.cluster import (
+    API_TOKEN,
+    VENV_BIN,
+    Node,
+    boot_cluster,
+    make_node,
+    sync_key,
+    synced,
+)
 from tests.testbed.util import wait_until
 
 pytestmark = pytest.mark.integration
@@ -522,3 +530,31 @@ def test_pause_blocks_failover_and_restarts_until_resumed(bed: TestBed,
     assert kinds.index("paused") < kinds.index("resumed") < len(kinds) - 1, kinds
     last = history(new, "promoted")[-1]
     assert last["node"] == new.name and last["how"] == "election" and last["previous"] == old.name
+
+
+def test_a_nofailover_node_is_never_elected(bed: TestBed) -> None:
+    """NOFAILOVER on db1, the node booted first: the first election, a failover and a
+    switchover all pass it by; it replicates asynchronously (never in the acknowledgement
+    set, so no election ever needs it), and `list` shows its tag."""
+    nodes = boot_cluster(bed, 3, per_node={"db1": {"NOFAILOVER": "true"}})
+    db1 = nodes[0]
+    first = primary(nodes)
+    assert first is not db1
+    assert db1.name not in (sync_key(bed) or {}).get("members", {}), sync_key(bed)
+    acked = set(insert(first, 1, 10))
+    wait_until(lambda: has_rows(db1, acked), timeout=30, what="rows on db1")
+    doc = json.loads(admin(db1, "list", "-f", "json").stdout)
+    assert {m["name"]: m["tags"] for m in doc["members"]}[db1.name] == {"nofailover": "true"}
+    refused = subprocess.run([str(VENV_BIN / "autopilot-mysql"), "switchover", "--to", db1.name,
+                              "--url", first.url(""), "--token", API_TOKEN, "--wait", "5"],
+                             capture_output=True, text=True, timeout=30)
+    assert refused.returncode != 0 and "NOFAILOVER" in refused.stderr, refused.stderr
+    assert primary(nodes) is first
+    first.host.kill()
+    rest = [n for n in nodes if n is not first]
+    new = wait_until(lambda: next((n for n in rest if n.http("/primary") == 200), None),
+                     timeout=60, what="a new primary")
+    assert new is not db1
+    assert "NOFAILOVER" in db1.log.read_text()
+    acked |= set(insert(new, 100, 5))
+    wait_until(lambda: has_rows(db1, acked), timeout=60, what="every row on db1")

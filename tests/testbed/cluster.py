@@ -166,10 +166,13 @@ def s3_env(s3: Any, bucket: str = "snapshots", **overrides: str) -> dict[str, st
 
 
 def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
-                 volumes: dict[str, int] | None = None, **overrides: str) -> list[Node]:
+                 volumes: dict[str, int] | None = None,
+                 per_node: dict[str, dict[str, str]] | None = None,
+                 **overrides: str) -> list[Node]:
     """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
     docker-compose.yml's environment; returns once one is primary and the rest replicate.
-    `volumes`: node name -> MiB of a data volume of its own (one that can fill up)."""
+    `volumes`: node name -> MiB of a data volume of its own (one that can fill up);
+    `per_node`: node name -> variables of that node only (its tags, say)."""
     from .components import start_consul
 
     chost = bed.add_host("consul")
@@ -179,7 +182,7 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
     for h in hosts:
         if volumes and h.name in volumes:
             h.small_volume(volumes[h.name])
-    nodes = [make_node(h, **overrides) for h in hosts]
+    nodes = [make_node(h, **{**overrides, **(per_node or {}).get(h.name, {})}) for h in hosts]
     for n in nodes:
         n.boot()
     wait_until(lambda: healthy_cluster(nodes), timeout=timeout,

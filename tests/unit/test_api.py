@@ -154,6 +154,9 @@ def test_switchover_refusals_name_the_reason() -> None:
         409, "db1 is already the writer")
     assert switchover_refusal(leader="db1", to="db2", **kw) is None  # type: ignore[arg-type]
     assert switchover_refusal(leader="db1", to="", **kw) is None  # type: ignore[arg-type]
+    code, text = switchover_refusal(leader="db1", to="db2", nofailover={"db2"},
+                                    **kw)  # type: ignore[arg-type,misc]
+    assert code == 409 and "NOFAILOVER" in text
 
 
 def workers(monkeypatch: pytest.MonkeyPatch) -> list[str]:
@@ -301,3 +304,12 @@ def test_cluster_and_history_come_from_the_callback_and_say_when_consul_is_down(
         assert code == 503 and b"refused" in body and b"Consul" in body
     finally:
         srv.stop()
+
+
+def test_a_noloadbalance_replica_is_out_of_the_read_pool(server: HealthServer) -> None:
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5,
+                           replicating=True, lag=0, tags=("noloadbalance",))
+    for path in ("/replica", "/read-only", "/async"):
+        code, body = get(server, path)
+        assert code == 503 and b"NOLOADBALANCE" in body, (path, body)
+    assert get(server, "/health")[0] == 200

@@ -101,3 +101,13 @@ def test_cluster_settings_follow_the_same_rules_as_the_environment() -> None:
         cluster_settings({"LOOP_WAIT": "5", "SESSION_TTL": "10"})
     with pytest.raises(ConfigError, match="STOP_TIMEOUT: not a cluster-wide setting"):
         cluster_settings({"STOP_TIMEOUT": "3"})
+
+
+def test_tags_are_read_and_published_as_patroni_names_them() -> None:
+    s = load_settings({**GOOD, "NOFAILOVER": "true", "NOLOADBALANCE": "yes"})
+    assert s.nofailover and s.noloadbalance
+    assert s.tags == {"nofailover": "true", "noloadbalance": "true"}
+    assert load_settings(GOOD).tags == {}
+    with pytest.raises(ConfigError) as e:
+        load_settings({**GOOD, "NOFAILOVER": "sometimes"})
+    assert "NOFAILOVER" in str(e.value)

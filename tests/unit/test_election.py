@@ -159,9 +159,9 @@ def member(node: str, received: str = "0-1-200", **kw: object) -> ReplicaView:
 def test_I2_a_new_replica_joins_before_it_may_acknowledge() -> None:
     p = plan(SYNCED, member("db2"), member("db3"), member("db4"))
     assert (Step.ADD, "db4") in p.steps
-    # errant, not following us, or failing: not added
+    # errant, not following us, failing, or tagged NOFAILOVER: not added
     for bad in (member("db4", errant=True), member("db4", follows_us=False),
-                member("db4", passing=False)):
+                member("db4", passing=False), member("db4", eligible=False)):
         assert (Step.ADD, "db4") not in plan(SYNCED, member("db2"), member("db3"), bad).steps
 
 

@@ -405,3 +405,10 @@ def test_maintenance_mode_holds_back_the_writer_change_restarts_and_bootstraps()
     assert exited.action == Action.WAIT and "not started again" in exited.reason
     # Fencing is never paused.
     assert run(paused=paused, primary=False, synced=False, read_only=False) == Action.FENCE
+
+
+def test_a_nofailover_reader_never_takes_the_writer_lock() -> None:
+    w = decide(replace(RUN, leader=None, nofailover=True))
+    assert (w.action, w.role, w.healthy) == (Action.WAIT, Role.REPLICA, True)
+    assert "NOFAILOVER" in w.reason
+    assert run(leader="db1", nofailover=True) == Action.STAY_REPLICA

@@ -367,3 +367,26 @@ def test_maintenance_mode_holds_back_failover_and_restarts_but_not_fencing() -> 
     assert d(paused=paused, leader="db2", leader_address="10.0.0.2", read_only=False) == \
         Action.FENCE
     assert d(paused=paused, read_only=False, session=None) == Action.FENCE
+
+
+def test_a_nofailover_node_is_never_elected_but_gives_its_position_when_required() -> None:
+    last = SyncState(primary="db9", primary_data="d9", members=(("db1", "d1"), ("db2", "d2")),
+                     synced=True)
+    # Not required (not in the acknowledgement set): it waits, publishing nothing.
+    w = decide(replace(BASE, **E, nofailover=True, sync=last, replica=REPLICATING))
+    assert w.action == Action.WAIT and "NOFAILOVER" in w.reason
+    assert d(nofailover=True, required=False, published=None, gtid="0-1-10") == Action.WAIT
+    # Required (it may hold acknowledged commits): drain, publish, never take the lock.
+    assert d(nofailover=True, required=True, sync=last, replica=REPLICATING) == Action.DRAIN
+    assert d(nofailover=True, required=True, sync=last, drained=True, gtid="0-1-10",
+             published=None) == Action.PUBLISH_POSITION
+    w = decide(replace(BASE, **{**E, "voters": ()}, nofailover=True, required=True, sync=None))
+    assert w.action == Action.WAIT and "never wins" in w.reason
+    # An operator may still force it.
+    assert d(**{**E, "voters": ()}, nofailover=True, forced="db1") == Action.ACQUIRE_LOCK
+    # The primary refuses a switchover to a node that may not be elected (the node's view
+    # of the healthy members leaves NOFAILOVER ones out).
+    p = replace(BASE, leader="db1", read_only=False, lease_left=1.5, lock_valid_until=2.0,
+                switchover_to="db3", healthy_members=("db2",))
+    r = decide(p)
+    assert r.action == Action.REJECT_SWITCHOVER and "NOFAILOVER" in r.reason
