@@ -19,6 +19,7 @@ import getpass
 import socket
 import sys
 import time
+from datetime import UTC
 
 from . import election, galera, gtid
 from .config import CLUSTER_VARIABLES, Settings, cluster_settings
@@ -81,13 +82,16 @@ def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: flo
     behind = [n for n, p in published.items() if n != candidate
               and not gtid.covers(mine, gtid.parse(p.gtid))]
     if not force:
-        sys.stderr.write(
-            f"autopilot-mysql: not forced. Forcing {candidate} loses every commit that only "
-            f"{', '.join(missing + behind) or 'the missing nodes'} hold"
-            + (f" (the nodes ahead of it, {', '.join(behind)}, then need re-provisioning)"
-               if behind else "")
-            + ". If that is acceptable, run again with --force.\n")
-        return 2
+        loss = (f"Forcing {candidate} loses every commit that only "
+                f"{', '.join(missing + behind) or 'the missing nodes'} hold"
+                + (f" (the nodes ahead of it, {', '.join(behind)}, then need re-provisioning)"
+                   if behind else ""))
+        if not sys.stdin.isatty():
+            sys.stderr.write(f"autopilot-mysql: not forced. {loss}. If that is acceptable, "
+                             "run again with --force.\n")
+            return 2
+        if not _confirm(f"{loss}. Accept that loss?", False):
+            return 2
     who = _operator()
     consul.force_failover(candidate, who, reason or "no reason given")
     print(f"recorded in Consul: {who} forced {candidate} to take over; it does so at its next "
@@ -237,4 +241,128 @@ def pause(s: Settings, on: bool, *, reason: str, wait: float) -> int:
                          f"{wait:.0f}s (down, or Consul unreachable from it); each applies "
                          "the setting at its next cycle that reaches Consul\n")
         return 1
+    return 0
+
+
+def _confirm(question: str, force: bool) -> bool:
+    """y/N on a terminal; without one, only --force says yes (never a silent yes)."""
+    if force:
+        return True
+    if not sys.stdin.isatty():
+        sys.stderr.write(f"autopilot-mysql: {question} Not confirmed: no terminal to ask on; "
+                         "pass --force to confirm.\n")
+        return False
+    try:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def parse_when(text: str, now: float) -> float:
+    """--scheduled: an ISO 8601 time (UTC unless it names an offset), in the future."""
+    from datetime import datetime
+    try:
+        t = datetime.fromisoformat(text.strip().replace(" ", "T"))
+    except ValueError as exc:
+        raise ValueError(f"{text!r} is not a time; example: 2026-12-03T23:30Z "
+                         "(UTC unless an offset is given)") from exc
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=UTC)
+    at = t.timestamp()
+    if at <= now:
+        raise ValueError(f"{text} is in the past")
+    return at
+
+
+def switchover(s: Settings, leader: str | None, candidate: str | None, *,
+               scheduled: str | None, force: bool, wait: float) -> int:
+    """Hand the primary role (Galera: the writer role) over, through Consul: checked against
+    the cluster as it is now, confirmed (y/N, or --force), carried out by the primary at
+    once or at the scheduled time (election.I10: no election, a short pause)."""
+    got = _connect(s)
+    if got is None:
+        return 1
+    consul, keys = got
+    role = "writer" if s.topology == "galera" else "primary"
+    current = keys.leader
+    if current is None:
+        sys.stderr.write(f"autopilot-mysql: there is no {role} to switch over from. If the "
+                         "election is blocked, `autopilot-mysql failover --candidate NODE` "
+                         "says why and can force it.\n")
+        return 1
+    if leader and leader != current.node:
+        sys.stderr.write(f"autopilot-mysql: {leader} is not the {role}: {current.node} is. "
+                         "Nothing changed.\n")
+        return 1
+    try:
+        _, members = consul.members()
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return 1
+    from .api import switchover_refusal
+    refused = switchover_refusal(
+        leader=current.node, to=candidate or "", members={m.node for m in members},
+        service=s.service_name, role=role, nofailover={m.node for m in members if m.nofailover})
+    if refused is None and candidate and not any(m.node == candidate and m.passing
+                                                 for m in members):
+        refused = (409, f"{candidate}'s Consul check does not pass: it would be refused")
+    if refused is not None:
+        sys.stderr.write(f"autopilot-mysql: {refused[1]}. Nothing changed.\n")
+        return 1
+    at = None
+    if scheduled:
+        try:
+            at = parse_when(scheduled, time.time())
+        except ValueError as exc:
+            sys.stderr.write(f"autopilot-mysql: --scheduled: {exc}\n")
+            return 2
+    when = f" at {time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(at))}" if at else " now"
+    target = candidate or "the best replica"
+    if keys.switchover and keys.switchover.get("session") == current.session:
+        print(f"replacing the pending request {keys.switchover}")
+    if not _confirm(f"Switch over from {current.node} to {target}{when}?", force):
+        return 2
+    try:
+        consul.request_switchover(current.node, candidate, current.session, at=at,
+                                  by=_operator())
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}. Nothing changed.\n")
+        return 1
+    if at is not None:
+        print(f"switchover from {current.node} to {target} scheduled{when}; `autopilot-mysql "
+              "list` shows it, `autopilot-mysql switchover --cancel` withdraws it")
+        return 0
+    print(f"switchover from {current.node} to {target} requested")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait:
+        try:
+            now = consul.cluster_state().leader
+        except DCSError:
+            now = None
+        if now is not None and now.node != current.node and (not candidate
+                                                            or now.node == candidate):
+            print(f"switchover done: {current.node} -> {now.node} in "
+                  f"{time.monotonic() - t0:.1f}s")
+            return 0
+        time.sleep(0.1)
+    sys.stderr.write(f"autopilot-mysql: no new {role} after {wait:.0f}s; see "
+                     f"`autopilot-mysql list` and {current.node}'s log (a refused switchover "
+                     "is logged there with why)\n")
+    return 1
+
+
+def cancel_switchover(s: Settings) -> int:
+    got = _connect(s)
+    if got is None:
+        return 1
+    consul, keys = got
+    if not keys.switchover:
+        print("no switchover is pending")
+        return 0
+    try:
+        consul.clear_switchover()
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return 1
+    print(f"withdrew the switchover request {keys.switchover}")
     return 0

@@ -6,7 +6,8 @@
     autopilot-mysql list           the whole cluster in one table (-f json|yaml for scripts)
     autopilot-mysql history        every promotion and forced decision, with its reason
     autopilot-mysql pause [--reason TEXT] | resume   maintenance mode: no automatic failover
-    autopilot-mysql switchover [--to NODE]   hand the primary role over, with a short pause
+    autopilot-mysql switchover [--leader X] [--candidate Y] [--scheduled TIME] [--force]
+                                   hand the primary role over, with a short pause
     autopilot-mysql failover --candidate NODE [--force]   no primary, election blocked: force
     autopilot-mysql config show | set NAME=VALUE ...     the cluster-wide settings in Consul
     autopilot-mysql galera bootstrap [--node NAME --force]   Galera: the census; force a bootstrap
@@ -266,9 +267,18 @@ def main(argv: list[str] | None = None) -> int:
                     "(http://NODE:9200) instead of Consul")
     output(hs)
     so = sub.add_parser("switchover", help="hand the primary role over")
-    so.add_argument("--to", help="the node to promote (default: the most advanced replica)")
-    so.add_argument("--url", default=f"http://127.0.0.1:{os.environ.get('HEALTH_PORT', '9200')}")
-    so.add_argument("--token", default=None, help="default: API_TOKEN or API_TOKEN_FILE")
+    so.add_argument("--candidate", "--to", dest="to", help="the node to promote (default: "
+                    "the best replica)")
+    so.add_argument("--leader", help="the current primary, as a check (refused if it is not)")
+    so.add_argument("--scheduled", metavar="TIME", help="not before this time (ISO 8601, UTC "
+                    "unless an offset is given: 2026-12-03T23:30Z)")
+    so.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    so.add_argument("--cancel", action="store_true", help="withdraw a pending (scheduled) "
+                    "switchover")
+    so.add_argument("--url", default=None, help="ask this node's HTTP control endpoint "
+                    "(http://NODE:9200, with the API token) instead of Consul")
+    so.add_argument("--token", default=None, help="with --url; default: API_TOKEN or "
+                    "API_TOKEN_FILE")
     so.add_argument("--wait", type=float, default=30.0)
     fo = sub.add_parser("failover", help="no primary and the election is blocked: force a "
                         "candidate (loses what only the missing nodes hold)")
@@ -328,7 +338,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "history":
         return _history(args.url, args.format)
     if args.cmd == "switchover":
-        return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
+        if args.url:
+            if args.scheduled or args.cancel or args.leader:
+                sys.stderr.write("autopilot-mysql: --scheduled, --cancel and --leader go "
+                                 "through Consul: run it inside a node's container, without "
+                                 "--url\n")
+                return 2
+            return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
+        from .admin import cancel_switchover, switchover
+        settings = _settings()
+        if isinstance(settings, int):
+            sys.stderr.write("autopilot-mysql: (outside a node's container, pass --url "
+                             "http://NODE:9200 --token TOKEN)\n")
+            return settings
+        if args.cancel:
+            return cancel_switchover(settings)
+        return switchover(settings, args.leader, args.to, scheduled=args.scheduled,
+                          force=args.force, wait=args.wait)
     if args.cmd == "failover":
         from .admin import failover
         settings = _settings()

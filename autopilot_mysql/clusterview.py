@@ -10,6 +10,7 @@ The document, in the spirit of Patroni's GET /cluster:
 
     {"scope": SERVICE_NAME, "topology": "replication" | "galera", "leader": NODE | null,
      "timeline": N, "paused": {by, at, reason} | null,
+     "switchover": {from, to, at, by} | null (a pending or scheduled one),
      "members": [{"name", "host", "port", "api_url", "role", "state", "healthy",
                   "writable", "lag", "lag_transactions", "gtid", "in_ack_set",
                   "tags", "consul_check"}]}
@@ -57,7 +58,7 @@ def transactions_behind(primary: str, mine: str) -> int | None:
 def build(service: str, members: Sequence[Member], leader: str | None,
           ack_set: Sequence[str], statuses: Mapping[str, dict[str, Any] | None], *,
           health_port: int, timeline: int, paused: Mapping[str, str] | None,
-          topology: str) -> dict[str, Any]:
+          topology: str, switchover: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The document from what was gathered (pure: unit-tested)."""
     rows: list[dict[str, Any]] = []
     leader_gtid = ""
@@ -85,8 +86,10 @@ def build(service: str, members: Sequence[Member], leader: str | None,
             elif m.node == leader:
                 row["lag_transactions"] = 0
         rows.append(row)
+    pending = {k: v for k, v in (switchover or {}).items() if k != "session"} or None
     return {"scope": service, "topology": topology, "leader": leader, "timeline": timeline,
-            "paused": dict(paused) if paused else None, "members": rows}
+            "paused": dict(paused) if paused else None, "switchover": pending,
+            "members": rows}
 
 
 def gather(consul: Consul, health_port: int, topology: str,
@@ -100,7 +103,8 @@ def gather(consul: Consul, health_port: int, topology: str,
     with ThreadPoolExecutor(max_workers=max(1, min(16, len(urls)))) as pool:
         got = dict(zip(urls, pool.map(fetch, urls.values()), strict=True))
     return build(consul.service_name, members, leader, ack, got, health_port=health_port,
-                 timeline=consul.timeline(), paused=keys.pause, topology=topology)
+                 timeline=consul.timeline(), paused=keys.pause, topology=topology,
+                 switchover=keys.switchover)
 
 
 def _cell(value: Any) -> str:
@@ -135,6 +139,12 @@ def table(doc: Mapping[str, Any]) -> str:
         out.append(f" Maintenance mode: on (paused by {p.get('by', '?')} at {p.get('at', '?')}"
                    f"{': ' + p['reason'] if p.get('reason') else ''}): no automatic failover, "
                    "mysqld not restarted; `autopilot-mysql resume` ends it")
+    sw = doc.get("switchover")
+    if sw:
+        out.append(f" Switchover pending: {sw.get('from')} -> {sw.get('to') or 'the best replica'}"
+                   f"{' at ' + sw['at'] if sw.get('at') else ''}"
+                   f"{' (requested by ' + sw['by'] + ')' if sw.get('by') else ''}; "
+                   "`autopilot-mysql switchover --cancel` withdraws it")
     if doc["leader"] is None:
         out.append(" No primary: see `autopilot-mysql history` and the nodes' logs; "
                    "`autopilot-mysql failover` says what the election waits for")

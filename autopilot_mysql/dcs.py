@@ -27,6 +27,7 @@ Contract (in the spirit of Patroni's AbstractDCS):
 from __future__ import annotations
 
 import base64
+import calendar
 import functools
 import json
 import logging
@@ -52,6 +53,18 @@ CHECK_TIMEOUT = "1s"
 DEREGISTER_AFTER = "1m"  # Consul's minimum: a dead node leaves the catalog a minute later
 HISTORY_KEEP = 1000  # entries of the cluster's history kept in Consul
 PROMOTIONS = ("-promoted", "-galera-writer")  # history kinds that start a new timeline
+
+
+def scheduled_at(req: dict[str, str]) -> float | None:
+    """A switchover request's scheduled time (seconds since the epoch), None: at once. An
+    unreadable time counts as now: the request was meant, the operator is told at once."""
+    text = req.get("at")
+    if not text:
+        return None
+    try:
+        return float(calendar.timegm(time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return 0.0
 
 
 def _stamp_time(name: str) -> str:
@@ -236,12 +249,18 @@ class Consul:
                            f"({exc})") from exc
         return keys.parse(self.keys, items)
 
-    def request_switchover(self, leader: str, to: str | None, session: str) -> None:
+    def request_switchover(self, leader: str, to: str | None, session: str,
+                           at: float | None = None, by: str = "") -> None:
         """A request for the primary holding `session` (a request left behind never fires
-        for a later term of the same node: its session differs)."""
+        for a later term of the same node: its session differs); `at`: not before this
+        time (seconds since the epoch: a scheduled switchover)."""
+        doc: dict[str, str] = {"from": leader, "to": to or "", "session": session}
+        if at is not None:
+            doc["at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at))
+        if by:
+            doc["by"] = by
         self._call("switchover request", lambda: self.client.kv.put(
-            self.keys.switchover, json.dumps({"from": leader, "to": to or "",
-                                              "session": session})))
+            self.keys.switchover, json.dumps(doc)))
 
     def hand_over(self, session: str, node: str, gtid: str, to: str, term: int = -1) -> None:
         """Record that we fenced ourselves at `gtid` (the next primary waits no fence grace
@@ -280,7 +299,10 @@ class Consul:
         older session of the same node, or another node) is deleted, never carried out."""
         if not req:
             return None
-        if req.get("from") != node or req.get("session") != session:
+        due = scheduled_at(req)
+        if due is not None and due > time.time() and req.get("from") == node \
+                and req.get("session") == session:
+            return None  # scheduled: not yet
             log.warning("ignoring a switchover request left for another term of the primary "
                         "(%s): deleting it", req)
             try:

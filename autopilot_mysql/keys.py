@@ -13,7 +13,7 @@ nobody fights over it.
     heartbeat         {node, n, lease}             the primary's proof of the lock, each cycle
                                                    (service/<name>-heartbeat: not watched)
     handover          {from, gtid, to, term}       a switchover's fenced position  I10
-    switchover        {from, to, session}          a pending switchover request
+    switchover        {from, to, session, at, by}  a pending switchover request (at: scheduled)
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
     pause             {by, at, reason}             maintenance mode (autopilot-mysql pause)
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
@@ -228,7 +228,7 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
                                     term if isinstance(term, int) and not isinstance(
                                         term, bool) else -1, index)
         elif key == names.switchover:
-            switchover = _str_fields(doc, ("from",), ("to", "session"))
+            switchover = _str_fields(doc, ("from",), ("to", "session", "at", "by"))
             if switchover is None:
                 bad(key, raw, "not a switchover request {from, to}")
         elif key == names.forced:

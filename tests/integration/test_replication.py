@@ -558,3 +558,39 @@ def test_a_nofailover_node_is_never_elected(bed: TestBed) -> None:
     assert "NOFAILOVER" in db1.log.read_text()
     acked |= set(insert(new, 100, 5))
     wait_until(lambda: has_rows(db1, acked), timeout=60, what="every row on db1")
+
+
+def test_switchover_from_inside_a_container_checked_confirmed_and_scheduled(
+        cluster: list[Node]) -> None:
+    """`switchover` as patronictl's: through Consul from a node's container, checked against
+    the cluster (--leader, the candidate), never without a confirmation (no terminal: only
+    --force), at once or at a scheduled time (shown by `list`, withdrawn by --cancel)."""
+    old = primary(cluster)
+    to, other = [n for n in cluster if n is not old]
+    wrong = admin(to, "switchover", "--leader", to.name, "--candidate", other.name, "--force")
+    assert wrong.returncode == 1 and f"{old.name} is" in wrong.stderr, wrong.stderr
+    unasked = admin(to, "switchover", "--candidate", other.name)
+    assert unasked.returncode == 2 and "--force" in unasked.stderr, unasked.stderr
+    assert primary(cluster) is old
+    # Scheduled a few seconds ahead: pending (and shown) until then, then carried out.
+    at = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 6))
+    out = admin(to, "switchover", "--leader", old.name, "--candidate", to.name, "--scheduled",
+                at, "--force")
+    assert out.returncode == 0 and "scheduled" in out.stdout, out.stdout + out.stderr
+    doc = json.loads(admin(other, "list", "-f", "json").stdout)
+    assert doc["switchover"]["to"] == to.name and doc["switchover"]["at"] == at, doc
+    time.sleep(2)
+    assert primary(cluster) is old  # not before its time
+    wait_until(lambda: to.http("/primary") == 200, timeout=30,
+               what=f"the scheduled switchover to {to.name}")
+    assert json.loads(admin(other, "list", "-f", "json").stdout)["switchover"] is None
+    # One far ahead is withdrawn.
+    out = admin(other, "switchover", "--scheduled", "2099-01-01T00:00Z", "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = admin(other, "switchover", "--cancel")
+    assert "withdrew" in out.stdout, out.stdout + out.stderr
+    assert json.loads(admin(other, "list", "-f", "json").stdout)["switchover"] is None
+    # At once, to the best replica, confirmed by --force.
+    out = admin(other, "switchover", "--force")
+    assert out.returncode == 0 and "switchover done" in out.stdout, out.stdout + out.stderr
+    assert primary(cluster) is not to
