@@ -366,3 +366,65 @@ def cancel_switchover(s: Settings) -> int:
         return 1
     print(f"withdrew the switchover request {keys.switchover}")
     return 0
+
+
+def reinit(s: Settings, node: str, *, force: bool, reason: str, wait: float) -> int:
+    """Re-provision a replica (the latest snapshot, else a copy of a live replica): asked
+    through Consul, carried out by the node itself, which deletes the request once its new
+    data is in place; then wait until it replicates again on new data."""
+    from . import clusterview
+    got = _connect(s)
+    if got is None:
+        return 1
+    consul, keys = got
+    if s.topology == "galera":
+        sys.stderr.write("autopilot-mysql: reinit is for TOPOLOGY=replication. A Galera node "
+                         "is re-provisioned by its own state transfer: stop its container, "
+                         "empty its data volume and start it (it joins by SST).\n")
+        return 2
+    try:
+        _, members = consul.members()
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}\n")
+        return 1
+    member = next((m for m in members if m.node == node), None)
+    if member is None:
+        sys.stderr.write(f"autopilot-mysql: {node} is not a member of {s.service_name} "
+                         f"(members: {', '.join(sorted(m.node for m in members)) or 'none'})\n")
+        return 1
+    if keys.leader is not None and keys.leader.node == node:
+        sys.stderr.write(f"autopilot-mysql: {node} is the primary: its data is the "
+                         "cluster's. Switch over first (autopilot-mysql switchover), then "
+                         "reinit it as a replica.\n")
+        return 1
+    if keys.leader is None:
+        sys.stderr.write("autopilot-mysql: there is no primary to re-provision from; see "
+                         "`autopilot-mysql list`.\n")
+        return 1
+    url = f"http://{member.address}:{s.health_port}/status"
+    before = (clusterview.fetch_status(url) or {}).get("data_id")
+    if not _confirm(f"Re-provision {node}? Its data is replaced by the latest snapshot (or a "
+                    "copy of a live replica); whatever only it holds is discarded.", force):
+        return 2
+    try:
+        consul.request_reinit(node, _operator(), reason or "no reason given")
+    except DCSError as exc:
+        sys.stderr.write(f"autopilot-mysql: {exc}. Nothing changed.\n")
+        return 1
+    print(f"reinit of {node} requested; it rebuilds itself at its next cycle")
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < wait:
+        doc = clusterview.fetch_status(url) or {}
+        try:
+            pending = node in consul.cluster_state().reinit
+        except DCSError:
+            pending = True
+        if not pending and doc.get("data_id") and doc.get("data_id") != before \
+                and doc.get("role") == "replica" and doc.get("healthy"):
+            print(f"{node} re-provisioned and replicating again in "
+                  f"{time.monotonic() - t0:.0f}s")
+            return 0
+        time.sleep(1)
+    sys.stderr.write(f"autopilot-mysql: {node} has not finished after {wait:.0f}s; its "
+                     "status (`autopilot-mysql list`) and log say where it is\n")
+    return 1

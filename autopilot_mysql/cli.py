@@ -6,6 +6,7 @@
     autopilot-mysql list           the whole cluster in one table (-f json|yaml for scripts)
     autopilot-mysql history        every promotion and forced decision, with its reason
     autopilot-mysql pause [--reason TEXT] | resume   maintenance mode: no automatic failover
+    autopilot-mysql reinit NODE [--force]   re-provision a replica (snapshot, or a live copy)
     autopilot-mysql switchover [--leader X] [--candidate Y] [--scheduled TIME] [--force]
                                    hand the primary role over, with a short pause
     autopilot-mysql failover --candidate NODE [--force]   no primary, election blocked: force
@@ -293,6 +294,12 @@ def main(argv: list[str] | None = None) -> int:
                     "member to confirm")
     re_ = sub.add_parser("resume", help="end maintenance mode")
     re_.add_argument("--wait", type=float, default=15.0)
+    ri = sub.add_parser("reinit", help="re-provision a replica from the latest snapshot or "
+                        "a live replica")
+    ri.add_argument("node", help="the replica to re-provision")
+    ri.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    ri.add_argument("--reason", default="", help="recorded in the history")
+    ri.add_argument("--wait", type=float, default=600.0)
     gl = sub.add_parser("galera", help="TOPOLOGY=galera: the census, a forced bootstrap")
     gl.add_argument("galera_cmd", choices=("bootstrap",))
     gl.add_argument("--node", default=None, help="the node to bootstrap from (with --force)")
@@ -369,6 +376,13 @@ def main(argv: list[str] | None = None) -> int:
             return settings
         return pause(settings, args.cmd == "pause", reason=getattr(args, "reason", ""),
                      wait=args.wait)
+    if args.cmd == "reinit":
+        from .admin import reinit
+        settings = _settings()
+        if isinstance(settings, int):
+            return settings
+        return reinit(settings, args.node, force=args.force, reason=args.reason,
+                      wait=args.wait)
     if args.cmd == "galera":
         from .admin import galera_bootstrap
         settings = _settings()

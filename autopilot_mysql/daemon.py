@@ -8,6 +8,7 @@ wakes early on any event (a child exited, members or the leader key changed, a s
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -325,12 +326,25 @@ class Daemon:
                 self._publish(decision=decision, obs=obs, error=str(exc))
                 continue
             self._publish(decision=decision, obs=obs)
-            if (obs.errant or obs.behind) and self.s.reprovision \
-                    and obs.leader not in (None, obs.node) and self.mysqld is not None \
+            asked = node.cluster.reinit.get(obs.node)
+            why: tuple[str, ...] = ()
+            if asked is not None:
+                why = (f"an operator asked for it (autopilot-mysql reinit, by "
+                       f"{asked.get('by', '?')} at {asked.get('at', '?')}: "
+                       f"{asked.get('reason') or 'no reason given'})",)
+            elif (obs.errant or obs.behind) and self.s.reprovision:
+                why = obs.errant or (obs.behind,)
+            if why and obs.leader not in (None, obs.node) and self.mysqld is not None \
                     and self.reprovisioner.rebuild(
-                        self.mysqld, obs.errant or (obs.behind,), self._publish_state,
-                        newer_than=obs.gtid if obs.behind else None,
+                        self.mysqld, why, self._publish_state,
+                        newer_than=obs.gtid if obs.behind and asked is None else None,
                         donors=self._donors(obs.leader)):
+                if asked is not None:
+                    done = {"node": obs.node, **asked}
+                    best_effort([("clear the reinit request",
+                                  functools.partial(self.consul.clear_reinit, obs.node)),
+                                 ("record the reinit", functools.partial(
+                                     self.consul.record_history, "reinit-done", done))])
                 node.errant, node.behind = (), ""
                 node.data_id = dd.data_id(self.s.datadir)  # the rebuild minted a new one
                 # The copy may lack our own past transactions: they come back only under a

@@ -338,6 +338,16 @@ class Consul:
         self._call("resume", lambda: self.client.kv.delete(self.keys.pause))
         self.record_history("resumed", {"by": by})
 
+    def request_reinit(self, node: str, by: str, reason: str) -> None:
+        doc = {"by": by, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "reason": reason}
+        self._call("reinit request", lambda: self.client.kv.put(
+            self.keys.reinit + node, json.dumps(doc)))
+        self.record_history("reinit-requested", {"node": node, **doc})
+
+    def clear_reinit(self, node: str) -> None:
+        self._call("reinit clear", lambda: self.client.kv.delete(self.keys.reinit + node))
+
     def clear_forced(self) -> None:
         self._call("forced failover clear", lambda: self.client.kv.delete(self.keys.forced))
 

@@ -16,6 +16,8 @@ nobody fights over it.
     switchover        {from, to, session, at, by}  a pending switchover request (at: scheduled)
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
     pause             {by, at, reason}             maintenance mode (autopilot-mysql pause)
+    reinit/<node>     {by, at, reason}             re-provision that replica (autopilot-mysql
+                                                   reinit); deleted by it once done
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
     config            {LOOP_WAIT, SESSION_TTL, SEMI_SYNC_TIMEOUT, FAILSAFE}  shared settings
     galera/cluster    {uuid, seqno, epoch, by, forced}  TOPOLOGY=galera: the record   galera.G1
@@ -63,6 +65,7 @@ class Names:
         self.history = f"service/{service}-history/"
         self.history_legacy = self.prefix + "history/"  # where releases before 0.2 wrote it
         self.pause = self.prefix + "pause"
+        self.reinit = self.prefix + "reinit/"
         self.config = self.prefix + "config"
         self.galera_cluster = self.prefix + "galera/cluster"
         self.galera_state = self.prefix + "galera/state/"
@@ -115,6 +118,7 @@ class ClusterKeys:
     galera_force: dict[str, str] | None = None
     galera_joining: str | None = None  # the node holding the join lock
     pause: dict[str, str] | None = None  # maintenance mode {by, at, reason}: no failover
+    reinit: dict[str, dict[str, str]] = field(default_factory=dict)  # node -> {by, at, reason}
 
 
 def _str_fields(doc: Any, required: Iterable[str], optional: Iterable[str] = ()
@@ -154,6 +158,7 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
     """One recursive read of the service's prefix (Consul's KV list, values base64 or raw)."""
     leader, unreadable, sync, hb, handover = None, False, None, None, None
     switchover = forced = config = pause = None
+    reinit: dict[str, dict[str, str]] = {}
     config_index = 0
     positions: dict[str, Published] = {}
     members: dict[str, dict[str, str]] = {}
@@ -278,13 +283,19 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
             f = _str_fields(doc, ("node",))
             if session:
                 joining = f["node"] if f else "?"
+        elif key.startswith(names.reinit):
+            f = _str_fields(doc, (), ("by", "at", "reason"))
+            if f is None or not key[len(names.reinit):]:
+                bad(key, raw, "not a reinit request {by, at, reason}")
+            else:
+                reinit[key[len(names.reinit):]] = f
         elif key == names.galera_force:
             gforce = _str_fields(doc, ("node",), ("by", "at", "reason"))
             if gforce is None:
                 bad(key, raw, "not a forced bootstrap {node, by, at, reason}")
     return ClusterKeys(leader, unreadable, positions, sync, hb, handover, switchover, forced,
                        members, config, config_index, tuple(problems), record, census, gforce,
-                       joining, pause)
+                       joining, pause, reinit)
 
 
 def txn_set(key: str, doc: Mapping[str, Any] | str) -> dict[str, Any]:

@@ -594,3 +594,27 @@ def test_switchover_from_inside_a_container_checked_confirmed_and_scheduled(
     out = admin(other, "switchover", "--force")
     assert out.returncode == 0 and "switchover done" in out.stdout, out.stdout + out.stderr
     assert primary(cluster) is not to
+
+
+def test_reinit_rebuilds_a_replica_from_a_live_copy(cluster: list[Node]) -> None:
+    """`reinit NODE`: refused for the primary; a replica rebuilds itself (no snapshots
+    here: a copy of a live node), replicates again on new data with every row, and the
+    history records it."""
+    p = primary(cluster)
+    victim = next(n for n in cluster if n is not p)
+    acked = set(insert(p, 1, 50))
+    wait_until(lambda: has_rows(victim, acked), timeout=30, what="rows on the victim")
+    refused = admin(victim, "reinit", p.name, "--force")
+    assert refused.returncode == 1 and "switch over first" in refused.stderr.lower(), \
+        refused.stderr
+    before = victim.status()["data_id"]
+    out = admin(victim, "reinit", victim.name, "--force", "--reason", "suspect disk",
+                "--wait", "180")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "re-provisioned" in out.stdout
+    assert victim.status()["data_id"] != before
+    assert "RE-PROVISIONING this node: an operator asked for it" in victim.log.read_text()
+    acked |= set(insert(p, 100, 5))
+    wait_until(lambda: has_rows(victim, acked), timeout=60, what="every row on the victim")
+    done = history(victim, "reinit-done")
+    assert done and done[-1]["node"] == victim.name and done[-1]["reason"] == "suspect disk"
