@@ -3,6 +3,7 @@
     autopilot-mysql run            the container's entrypoint: the PID-1 shim and the supervisor
     autopilot-mysql check-config   validate the environment and print the settings (no secrets)
     autopilot-mysql status         this node's status, read from its HTTP endpoint
+    autopilot-mysql health         exit 0 when this node is healthy, else 1 (HEALTHCHECK)
     autopilot-mysql list           the whole cluster in one table (-f json|yaml for scripts)
     autopilot-mysql history        every promotion and forced decision, with its reason
     autopilot-mysql pause [--reason TEXT] | resume   maintenance mode: no automatic failover
@@ -92,6 +93,20 @@ def _check_config() -> int:
         return settings
     print(json.dumps(settings.redacted(), indent=1, default=str))
     return 0
+
+
+def _health(url: str) -> int:
+    """Docker's HEALTHCHECK: 0 healthy, 1 unhealthy (with the reason on one line)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=4) as r:
+            print(r.read().decode(errors="replace").strip())
+            return 0
+    except urllib.error.HTTPError as exc:
+        print(exc.read().decode(errors="replace").strip())
+        return 1
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"the supervisor's endpoint {url} does not answer ({exc})")
+        return 1
 
 
 def _status(url: str, fmt: str = "table") -> int:
@@ -256,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("run", help="container entrypoint (PID 1)")
     sub.add_parser("supervise", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the environment")
+    he = sub.add_parser("health", help="exit 0 when this node is healthy, 1 when not (a "
+                        "Docker HEALTHCHECK)")
+    he.add_argument("--url", default=node_url)
     st = sub.add_parser("status", help="this node's status")
     st.add_argument("--url", default=node_url)
     output(st)
@@ -338,6 +356,8 @@ def main(argv: list[str] | None = None) -> int:
         return _supervise()
     if args.cmd == "check-config":
         return _check_config()
+    if args.cmd == "health":
+        return _health(args.url)
     if args.cmd == "status":
         return _status(args.url, args.format)
     if args.cmd == "list":

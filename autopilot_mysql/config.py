@@ -43,6 +43,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "LOG_FORMAT": ("text", "text or json"),
     "INNODB_BUFFER_POOL_SIZE": ("", "e.g. 512M; default: half the container's memory limit"),
     "STOP_TIMEOUT": ("30", "seconds a graceful stop may take before SIGKILL"),
+    "HOOKS_DIR": ("/etc/autopilot-mysql/hooks.d", "user handlers run on events (hooks.py)"),
+    "HOOK_TIMEOUT": ("30", "seconds one hook may run before it is killed"),
+    "HOOK_HEALTH_INTERVAL": ("5", "seconds between runs of the health hook"),
     "SESSION_TTL": ("10", "Consul session TTL in seconds (10 to 60)"),
     "LOOP_WAIT": ("0.5", "seconds between HA cycles when nothing happens"),
     "SEMI_SYNC_TIMEOUT": ("10", "seconds a commit waits for a replica's acknowledgement before "
@@ -201,6 +204,9 @@ class Settings:
     rundir: Path
     snapshots: SnapshotSettings | None = None
     topology: str = "replication"  # TOPOLOGIES
+    hooks_dir: Path = Path("/etc/autopilot-mysql/hooks.d")
+    hook_timeout: float = 30.0
+    hook_health_interval: float = 5.0
     nofailover: bool = False  # never elected (tags, as Patroni's)
     noloadbalance: bool = False  # never in the read pool
 
@@ -410,6 +416,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         except ValueError:
             r.problem("INNODB_BUFFER_POOL_SIZE", f"{pool_text!r} is not a size", "512M")
     stop_timeout = r.number("STOP_TIMEOUT", 1, 3600, "30")
+    hooks_dir = Path(r.text("HOOKS_DIR"))
+    if not hooks_dir.is_absolute():
+        r.problem("HOOKS_DIR", f"{str(hooks_dir)!r} is not an absolute path",
+                  "/etc/autopilot-mysql/hooks.d")
+    hook_timeout = r.number("HOOK_TIMEOUT", 1, 3600, "30")
+    hook_health_interval = r.number("HOOK_HEALTH_INTERVAL", 1, 3600, "5")
     cs = _cluster(r)
     ttl, loop_wait, semi_sync_timeout, failsafe = (cs.session_ttl, cs.loop_wait,
                                                    cs.semi_sync_timeout, cs.failsafe)
@@ -454,7 +466,9 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         replica_max_lag=max_lag, disk_min_free=disk_min_free, reprovision=reprovision,
         mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots,
-        topology=topology, nofailover=nofailover, noloadbalance=noloadbalance)
+        topology=topology, nofailover=nofailover, noloadbalance=noloadbalance,
+        hooks_dir=hooks_dir, hook_timeout=hook_timeout,
+        hook_health_interval=hook_health_interval)
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

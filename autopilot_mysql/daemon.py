@@ -24,6 +24,7 @@ from .dcs import Consul, Watcher, best_effort
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .ha import decide
+from .hooks import Hooks
 from .keys import ClusterKeys
 from .model import Action, Decision, Member, NodeStatus, Observation, ProcState, copy_sources
 from .mysql import datadir as dd
@@ -70,6 +71,9 @@ class Daemon:
         self.members: tuple[Member, ...] = ()
         self.last_logged: tuple[str, float] = ("", 0.0)
         self.promise = failsafe.Promise()
+        self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,
+                           node=settings.node_name, timeout=settings.hook_timeout,
+                           health_interval=settings.hook_health_interval)
         self.api = HealthServer(settings.health_port, lambda: self.status,
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
@@ -84,6 +88,7 @@ class Daemon:
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
         self.api.start()
+        self.hooks.start()
         log.info("autopilot-mysql %s starting as %s (%s), service %r, Consul at %s%s",
                  __version__, self.s.node_name, self.address, self.s.service_name,
                  self.consul.address, " via a local agent" if self.s.consul_agent else "")
@@ -125,6 +130,7 @@ class Daemon:
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         self.mysqld.start()
+        self.hooks.started()
         self.node = LocalNode(self.s, consul=self.consul, mysql=self.mysql, mysqld=self.mysqld,
                               bus=self.bus, clock=self.clock, address=self.address,
                               server_id=self.server_id, data_id=dd.data_id(self.s.datadir),
@@ -449,10 +455,12 @@ class Daemon:
         if decision is not None and obs is not None:
             state = ("failed" if mysqld == ProcState.FAILED else
                      "running" if obs.mysql_alive else "degraded")
+        hook_ok, hook_why = self.hooks.health()
+        last_error = last_error or hook_why
         self.status = replace(
             self.status, role=decision.role if decision else self.status.role,
             state=state or self.status.state,
-            healthy=bool(decision and decision.healthy and obs and obs.mysql_alive),
+            healthy=bool(decision and decision.healthy and obs and obs.mysql_alive and hook_ok),
             writable=bool(obs and obs.read_only is False), mysqld=mysqld,
             replicating=bool(replica and replica.running and decision
                              and decision.action == Action.STAY_REPLICA),
@@ -484,6 +492,8 @@ class Daemon:
             mysqld_exits=self.mysqld.exits if self.mysqld else 0,
             consul_unreachable_for=round(obs.dcs_unreachable_for, 1) if obs and not obs.dcs_ok
             else 0.0)
+        if decision is not None:
+            self.hooks.role_changed(self.status.role.value)
 
     # --- graceful stop ----------------------------------------------------------------------
 
@@ -519,6 +529,8 @@ class Daemon:
                 log.error("mysqld was killed at the STOP_TIMEOUT (%.0fs): InnoDB will run crash "
                           "recovery at the next start. Raise STOP_TIMEOUT (and the "
                           "container's stop grace period) if this repeats", self.s.stop_timeout)
+        self.hooks.stopping(min(self.s.hook_timeout, deadline - self.clock.monotonic()
+                                - (2 if self.agent else 0)))
         if self.agent is not None:
             self.agent.stop(max(1.0, deadline - self.clock.monotonic()))
         self.api.stop()

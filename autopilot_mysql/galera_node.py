@@ -28,6 +28,7 @@ from .events import Code, Event, EventBus
 from .eviction import Evictor
 from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
+from .hooks import Hooks
 from .keys import ClusterKeys, LeaderInfo, paused_by
 from .model import Action, Decision, Member, NodeStatus, ProcState, Role
 from .mysql import datadir as dd
@@ -60,6 +61,9 @@ class GaleraSupervisor:
         self.consul = Consul(host, port, settings.service_name, timeout=CONSUL_TIMEOUT)
         self.address = startup.advertise_address(settings)
         self.cfg = settings.cluster
+        self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,
+                           node=settings.node_name, timeout=settings.hook_timeout,
+                           health_interval=settings.hook_health_interval)
         self.api = HealthServer(settings.health_port, lambda: self.status,
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,
@@ -114,6 +118,7 @@ class GaleraSupervisor:
         for sig in SIGNALS:
             signal.signal(sig, self._on_signal)
         self.api.start()
+        self.hooks.start()
         log.info("autopilot-mysql %s starting as %s (%s), TOPOLOGY=galera, service %r, Consul "
                  "at %s", __version__, self.s.node_name, self.address, self.s.service_name,
                  self.consul.address)
@@ -186,6 +191,8 @@ class GaleraSupervisor:
                     self.consul.publish_census(self.s.node_name, self._doc(self.local))
             except (DCSError, MySQLError) as exc:
                 log.warning("could not publish our final position for the census: %s", exc)
+        self.hooks.stopping(min(self.s.hook_timeout, deadline - self.clock.monotonic()
+                                - (2 if self.agent else 0)))
         if self.agent is not None:
             self.agent.stop(max(1.0, deadline - self.clock.monotonic()))
         self.api.stop()
@@ -650,6 +657,7 @@ class GaleraSupervisor:
         self.view_primary = None
         self.evicted = False
         self.mysqld.start()
+        self.hooks.started()
 
     def _first_synced(self, o: GaleraObservation) -> None:
         """In a Primary Component for the first time since mysqld started: record the new
@@ -729,10 +737,11 @@ class GaleraSupervisor:
         mysqld = self.mysqld.state if self.mysqld else ProcState.STOPPED
         st = self.wsrep
         holding = bool(o and o.leader == o.node)
+        hook_ok, hook_why = self.hooks.health()
         self.status = replace(
             self.status, role=d.role if d else self.status.role,
             state=state or ("running" if o and o.mysql_alive else "degraded"),
-            healthy=bool(d and d.healthy and o and o.mysql_alive),
+            healthy=bool(d and d.healthy and o and o.mysql_alive and hook_ok),
             writable=bool(o and o.read_only is False), mysqld=mysqld,
             replicating=bool(o and o.synced and d and d.role == Role.REPLICA),
             lag=0 if o and o.synced else None,
@@ -746,7 +755,9 @@ class GaleraSupervisor:
                    "wsrep": (f"{st.cluster_status}, {st.state_comment}, size "
                              f"{st.cluster_size}") if st else "mysqld down"},
             disk_free=self.disk.free, disk_full=o.disk_full if o else self.status.disk_full,
-            last_error=error, cycle_at=self.clock.monotonic(),
+            last_error=error or hook_why, cycle_at=self.clock.monotonic(),
             lock_valid_until=(self.lease_from + self.cfg.lease) if holding else 0.0,
             paused=o.paused if o else self.status.paused, tags=tuple(self.s.tags),
             mysqld_exits=self.mysqld.exits if self.mysqld else 0)
+        if d is not None:
+            self.hooks.role_changed(self.status.role.value)

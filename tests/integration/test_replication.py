@@ -618,3 +618,47 @@ def test_reinit_rebuilds_a_replica_from_a_live_copy(cluster: list[Node]) -> None
     wait_until(lambda: has_rows(victim, acked), timeout=60, what="every row on the victim")
     done = history(victim, "reinit-done")
     assert done and done[-1]["node"] == victim.name and done[-1]["reason"] == "suspect disk"
+
+
+def test_user_hooks_are_called_and_a_failing_health_hook_hands_the_primary_over(
+        bed: TestBed) -> None:
+    """hooks.d as an operator writes it: a recording hook for every event, and a health hook
+    that fails while a flag file exists. The primary whose health hook fails reports
+    unhealthy (its reason in /status) and loses the role to another node."""
+    hooks = bed.root / "hooks.d"
+    hooks.mkdir()
+    calls = bed.root / "calls"
+    for event in ("on-start", "on-role-change", "on-stop"):
+        p = hooks / event
+        p.write_text(f'#!/bin/sh\necho "$AUTOPILOT_NODE $1 $2 $3" >> {calls}\n')
+        p.chmod(0o755)
+    health = hooks / "health"
+    health.write_text(f'#!/bin/sh\nif [ -e {bed.root}/sick-$AUTOPILOT_NODE ]; then\n'
+                      '  echo "the application schema check failed"; exit 1\nfi\n')
+    health.chmod(0o755)
+    nodes = boot_cluster(bed, 3, HOOKS_DIR=str(hooks), HOOK_HEALTH_INTERVAL="1")
+    old = primary(nodes)
+
+    def recorded() -> list[str]:
+        return calls.read_text().splitlines() if calls.exists() else []
+
+    wait_until(lambda: f"{old.name} on-role-change primary mysql" in recorded(), timeout=30,
+               what="the primary's role-change hook")
+    for n in nodes:
+        assert f"{n.name} on-start unknown mysql" in recorded()
+        if n is not old:
+            wait_until(lambda n=n: f"{n.name} on-role-change replica mysql" in recorded(),
+                       timeout=30, what=f"{n.name}'s role-change hook")
+    (bed.root / f"sick-{old.name}").touch()
+    new = wait_until(lambda: next((n for n in nodes if n is not old
+                                   and n.http("/primary") == 200), None), timeout=60,
+                     what="another primary once the old one's health hook fails")
+    st = old.status()
+    assert not st["healthy"] and "application schema check failed" in st["last_error"], st
+    wait_until(lambda: f"{new.name} on-role-change primary mysql" in recorded(), timeout=30,
+               what="the new primary's role-change hook")
+    (bed.root / f"sick-{old.name}").unlink()
+    old.wait_http("/replica", 200, timeout=60)
+    old.host.stop()
+    wait_until(lambda: f"{old.name} on-stop replica mysql" in recorded(), timeout=10,
+               what="the on-stop hook")

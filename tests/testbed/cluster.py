@@ -55,6 +55,7 @@ def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dic
         "CONSUL": consul,
         "MYSQL_DATADIR": str(host.dir / "data"),
         "MYSQL_RUNDIR": str(host.dir / "run"),
+        "HOOKS_DIR": str(host.dir / "hooks.d"),  # the container's own /etc/autopilot-mysql
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}

@@ -313,3 +313,16 @@ def test_a_noloadbalance_replica_is_out_of_the_read_pool(server: HealthServer) -
         code, body = get(server, path)
         assert code == 503 and b"NOLOADBALANCE" in body, (path, body)
     assert get(server, "/health")[0] == 200
+
+
+def test_the_health_command_exits_as_docker_expects(server: HealthServer,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from autopilot_mysql.cli import main
+    url = f"http://127.0.0.1:{server.httpd.server_address[1]}"
+    STATUS[0] = NodeStatus(node="db1", role=Role.REPLICA, healthy=True, cycle_at=99.5)
+    assert main(["health", "--url", url]) == 0
+    STATUS[0] = NodeStatus(node="db1", healthy=False, cycle_at=99.5, last_error="mysqld down")
+    assert main(["health", "--url", url]) == 1
+    assert "mysqld down" in capsys.readouterr().out
+    assert main(["health", "--url", "http://127.0.0.1:1"]) == 1
+    assert "does not answer" in capsys.readouterr().out

@@ -61,6 +61,15 @@ def test_dockerfile_entrypoint_volume_and_templates() -> None:
     assert "COPY tools/consul/go.mod tools/consul/go.sum tools/consul/main.go" in text
 
 
+def test_the_healthcheck_is_the_cli_health_command_in_image_and_compose(
+        compose: dict[str, Any]) -> None:
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    assert re.search(r'HEALTHCHECK .*\\\n\s+CMD \["autopilot-mysql", "health"\]', text), text
+    hc = compose["services"]["mysql"]["healthcheck"]
+    assert hc["test"] == ["CMD", "autopilot-mysql", "health"]
+    assert "/etc/autopilot-mysql/hooks.d" in text
+
+
 def test_haproxy_service_uses_the_tested_config(compose: dict[str, Any]) -> None:
     hap = compose["services"]["haproxy"]
     mounts = {v["source"]: v["target"] for v in hap["volumes"]}
