@@ -30,8 +30,7 @@ from .keys import ClusterKeys, paused_by
 
 def _connect(s: Settings) -> tuple[Consul, ClusterKeys] | None:
     """Consul and one linearizable read of the cluster's keys; None (said why) if unreachable."""
-    host, port = s.consul_endpoint
-    consul = Consul(host, port, s.service_name)
+    consul = Consul.for_settings(s)
     try:
         return consul, consul.cluster_state(consistent=True)
     except DCSError as exc:

@@ -38,8 +38,7 @@ def _snapshots(s: Settings) -> Snapshots:
     if s.snapshots is None:
         raise SnapshotError("snapshots are not configured: set S3_BUCKET (and S3_ENDPOINT and "
                             "the AWS_* credentials for a non-AWS store)")
-    host, port = s.consul_endpoint
-    return Snapshots(s, Consul(host, port, s.service_name), cnf=s.rundir / "my.cnf")
+    return Snapshots(s, Consul.for_settings(s), cnf=s.rundir / "my.cnf")
 
 
 @contextmanager
@@ -281,8 +280,7 @@ def _new_cluster(s: Settings, snaps: Snapshots, name: str) -> tuple[str, Consul,
     if not re.match(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", name) or name == s.service_name:
         raise SnapshotError(f"--new-cluster {name!r}: a DNS label (a-z, 0-9, -) other than "
                             f"this cluster's {s.service_name!r}, as restored-1122")
-    host, port = s.consul_endpoint
-    consul = Consul(host, port, name)
+    consul = Consul.for_settings(s, service=name)
     store = SnapshotStore(replace(s.snapshots, prefix=name))
     if consul.snapshot_pointer() is not None or consul.cluster_state().leader is not None \
             or consul.members()[1] or store.manifests():

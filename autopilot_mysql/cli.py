@@ -165,7 +165,7 @@ def _cluster_read(what: str, url: str | None) -> Any:
                              "node's container, or pass --url http://NODE:9200)")
     from . import clusterview
     from .dcs import Consul
-    consul = Consul(*settings.consul_endpoint, settings.service_name)
+    consul = Consul.for_settings(settings)
     try:
         if what == "history":
             return consul.history()

@@ -11,12 +11,14 @@ also as NAME_FILE). The full list with defaults is `VARIABLES` below and in the 
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .exceptions import ConfigError
 from .utils import parse_size
@@ -30,7 +32,13 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "MYSQL_REPL_USER": ("repl", "replication user"),
     "MYSQL_REPL_PASSWORD": (None, "replication password (_FILE variant)"),
     "TOPOLOGY": ("replication", "replication (GTID, semi-synchronous) or galera"),
-    "CONSUL": ("consul:8500", "Consul address, host[:port]"),
+    "CONSUL": ("consul:8500", "Consul address, host[:port] or http(s)://host[:port]"),
+    "CONSUL_HTTP_SSL": ("false", "speak https to CONSUL (as a https:// URL does)"),
+    "CONSUL_HTTP_TOKEN": ("", "the ACL token every Consul call carries"),
+    "CONSUL_CACERT": ("", "the CA file that signed Consul's https certificate"),
+    "CONSUL_HTTP_SSL_VERIFY": ("true", "verify Consul's https certificate"),
+    "CONSUL_DATACENTER": ("", "the Consul datacenter (default: the agent's)"),
+    "CONSUL_ENCRYPT": ("", "the local agent's gossip encryption key (consul keygen)"),
     "CONSUL_AGENT": ("false", "run a local Consul client agent that joins CONSUL"),
     "NOFAILOVER": ("false", "this node is never elected primary (nor Galera writer)"),
     "NOLOADBALANCE": ("false", "this node is kept out of the read pool (/replica answers 503)"),
@@ -207,6 +215,12 @@ class Settings:
     hooks_dir: Path = Path("/etc/autopilot-mysql/hooks.d")
     hook_timeout: float = 30.0
     hook_health_interval: float = 5.0
+    consul_scheme: str = "http"  # https: CONSUL=https://... or CONSUL_HTTP_SSL=true
+    consul_token: str = ""  # CONSUL_HTTP_TOKEN: the ACL token on every call
+    consul_ca: str = ""  # CONSUL_CACERT: the CA that signed Consul's certificate
+    consul_verify: bool = True  # CONSUL_HTTP_SSL_VERIFY
+    consul_datacenter: str = ""  # CONSUL_DATACENTER ("": the agent's own)
+    consul_encrypt: str = ""  # CONSUL_ENCRYPT: the local agent's gossip key
     nofailover: bool = False  # never elected (tags, as Patroni's)
     noloadbalance: bool = False  # never in the read pool
 
@@ -225,6 +239,15 @@ class Settings:
     @property
     def socket(self) -> Path:
         return self.rundir / "mysqld.sock"
+
+    def consul_client(self) -> dict[str, Any]:
+        """How this node speaks to Consul (dcs.Consul's keywords): its local agent on loopback
+        over http when it runs one, else CONSUL as given; the token and datacenter alike."""
+        host, port = self.consul_endpoint
+        local = self.consul_agent
+        return {"host": host, "port": port, "scheme": "http" if local else self.consul_scheme,
+                "token": self.consul_token, "dc": self.consul_datacenter or None,
+                "verify": (self.consul_ca or self.consul_verify) if not local else True}
 
     @property
     def consul_endpoint(self) -> tuple[str, int]:
@@ -318,14 +341,18 @@ class _Reader:
         return False
 
 
-def _parse_consul(r: _Reader) -> tuple[str, int]:
+def _parse_consul(r: _Reader) -> tuple[str, int, str]:
+    """CONSUL as host[:port] or a URL: (host, port, scheme)."""
     value = r.text("CONSUL").strip()
+    scheme = "https" if r.text("CONSUL_HTTP_SSL").strip().lower() in _TRUE else "http"
     if "://" in value:
         scheme, _, value = value.partition("://")
-        if scheme != "http":
-            r.problem("CONSUL", f"scheme {scheme!r} is not supported (only http)", "consul:8500")
-    host, sep, port_text = value.rpartition(":") if ":" in value else (value, "", "8500")
-    port = 8500
+        value = value.rstrip("/")
+        if scheme not in ("http", "https"):
+            r.problem("CONSUL", f"scheme {scheme!r} is not http or https", "https://consul:8501")
+    default_port = "8501" if scheme == "https" else "8500"
+    host, sep, port_text = value.rpartition(":") if ":" in value else (value, "", default_port)
+    port = int(default_port)
     if sep:
         try:
             port = int(port_text)
@@ -336,7 +363,31 @@ def _parse_consul(r: _Reader) -> tuple[str, int]:
                       "consul:8500")
     if not _valid_host(host):
         r.problem("CONSUL", f"{host!r} is not a host name or IP address", "consul:8500")
-    return host, port
+    return host, port, scheme
+
+
+def _parse_consul_access(r: _Reader) -> dict[str, Any]:
+    """ACL token, TLS and datacenter, as Consul's own CLI reads them from the environment."""
+    token, _ = r.raw("CONSUL_HTTP_TOKEN", secret=True, example="an-ACL-token-secret-id")
+    ca = r.text("CONSUL_CACERT").strip()
+    if ca and not Path(ca).is_file():
+        r.problem("CONSUL_CACERT", f"{ca} is not a readable file", "/run/secrets/consul-ca.pem")
+    verify_text = r.text("CONSUL_HTTP_SSL_VERIFY").strip().lower()
+    if verify_text not in _TRUE + _FALSE:
+        r.problem("CONSUL_HTTP_SSL_VERIFY", f"{verify_text!r} is not true or false", "true")
+    dc = r.text("CONSUL_DATACENTER").strip()
+    if dc and not _LABEL.match(dc):
+        r.problem("CONSUL_DATACENTER", f"{dc!r} is not a datacenter name", "dc1")
+    encrypt, _ = r.raw("CONSUL_ENCRYPT", secret=True, example="(consul keygen)")
+    if encrypt:
+        try:
+            if len(base64.b64decode(encrypt, validate=True)) not in (16, 24, 32):
+                raise ValueError
+        except ValueError:
+            r.problem("CONSUL_ENCRYPT", "is not a gossip key (base64 of 32 bytes, as "
+                      "`consul keygen` prints)", "(consul keygen)")
+    return {"consul_token": token, "consul_ca": ca, "consul_verify": verify_text not in _FALSE,
+            "consul_datacenter": dc, "consul_encrypt": encrypt}
 
 
 def _valid_host(host: str) -> bool:
@@ -377,7 +428,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     repl_pw, _ = r.raw("MYSQL_REPL_PASSWORD", secret=True, example="repl-secret")
     if not repl_pw and not any(p.startswith("MYSQL_REPL_PASSWORD") for p in r.problems):
         r.problem("MYSQL_REPL_PASSWORD", "is required (the same on every node)", "repl-secret")
-    consul_host, consul_port = _parse_consul(r)
+    consul_host, consul_port, consul_scheme = _parse_consul(r)
+    access = _parse_consul_access(r)
     consul_agent = r.boolean("CONSUL_AGENT")
     service = r.text("SERVICE_NAME")
     if not _LABEL.match(service):
@@ -468,7 +520,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots,
         topology=topology, nofailover=nofailover, noloadbalance=noloadbalance,
         hooks_dir=hooks_dir, hook_timeout=hook_timeout,
-        hook_health_interval=hook_health_interval)
+        hook_health_interval=hook_health_interval, consul_scheme=consul_scheme, **access)
 
 
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")

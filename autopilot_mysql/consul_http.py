@@ -4,15 +4,18 @@ container's whole life; through requests each call cost about 0.65 ms of CPU, th
 kept-alive http.client connection per thread about 0.17 ms (measured against a local agent).
 
 py-consul makes its transport pluggable (`Consul.http_connect` returns an `HTTPClient`); this
-module supplies one. Plain HTTP only (the agent is local, or the Consul server on the
-cluster's own network); errors surface as OSError (ConnectionError, TimeoutError), which
-dcs.Consul turns into DCSError in its one place for that.
+module supplies one: http, or https verified against the system's CAs, a CA file
+(CONSUL_CACERT) or not at all (CONSUL_HTTP_SSL_VERIFY=false). The ACL token
+(CONSUL_HTTP_TOKEN) is added here to every request that does not carry one, so no call, the
+raw ones included, goes without it. Errors surface as OSError (ConnectionError,
+TimeoutError, ssl.SSLError), which dcs.Consul turns into DCSError in its one place for that.
 """
 
 from __future__ import annotations
 
 import http.client
 import select
+import ssl
 import threading
 from typing import Any
 
@@ -27,11 +30,21 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
     """One connection per thread (the loop, each watcher), reused while the agent keeps it."""
 
     def __init__(self, host: str, port: int, scheme: str, verify: Any, cert: Any, *,
-                 timeout: float) -> None:
+                 timeout: float, token: str = "") -> None:
         super().__init__(host, port, scheme, verify, cert)
-        if scheme != "http":
-            raise ValueError(f"only plain HTTP is supported for Consul, not {scheme}")
+        if scheme not in ("http", "https"):
+            raise ValueError(f"Consul is spoken to over http or https, not {scheme}")
         self.timeout = timeout
+        self.token = token
+        self.context: ssl.SSLContext | None = None
+        if scheme == "https":
+            if verify is False:
+                self.context = ssl.create_default_context()
+                self.context.check_hostname = False
+                self.context.verify_mode = ssl.CERT_NONE
+            else:
+                self.context = ssl.create_default_context(
+                    cafile=verify if isinstance(verify, str) else None)
         self._local = threading.local()
 
     def _request(self, method: str, path: str, params: Any, data: str | bytes,
@@ -43,11 +56,14 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
         if "index" in params:  # a blocking query answers after its wait, plus jitter
             wait = parse_duration(params["wait"]) if "wait" in params else DEFAULT_WAIT
             timeout += wait + wait / 16
+        headers = dict(headers or {})
+        if self.token:
+            headers.setdefault("X-Consul-Token", self.token)
         for attempt in (1, 2):
             conn = self._connection(timeout)
             reused = bool(getattr(self._local, "used", False))
             try:
-                conn.request(method, target, body=body or None, headers=headers or {})
+                conn.request(method, target, body=body or None, headers=headers)
                 resp = conn.getresponse()
                 payload = resp.read()
             except (OSError, http.client.HTTPException) as exc:
@@ -75,7 +91,11 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
             self._drop()
             conn = None
         if conn is None:
-            conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
+            if self.context is not None:
+                conn = http.client.HTTPSConnection(self.host, self.port, timeout=timeout,
+                                                   context=self.context)
+            else:
+                conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
             self._local.conn = conn
         conn.timeout = timeout
         if conn.sock is not None:
@@ -115,8 +135,10 @@ class Consul(base.Consul):  # type: ignore[misc]
 
     def __init__(self, *args: Any, timeout: float = 3.0, **kwargs: Any) -> None:
         self._timeout = timeout
+        self._token = str(kwargs.get("token") or "")
         super().__init__(*args, **kwargs)
 
     def http_connect(self, host: str, port: int, scheme: str, verify: Any = True,
                      cert: Any = None) -> HTTPClient:
-        return HTTPClient(host, port, scheme, verify, cert, timeout=self._timeout)
+        return HTTPClient(host, port, scheme, verify, cert, timeout=self._timeout,
+                          token=self._token)

@@ -56,11 +56,10 @@ class Daemon:
         self.started_at = self.clock.monotonic()
         self.status = NodeStatus(node=settings.node_name, started_at=self.started_at)
         self.mysql = LocalServer(settings.socket)
-        consul_host, consul_port = settings.consul_endpoint
+
         # Short: a Consul that takes longer counts as unreachable this cycle (the lease rules
         # take over), instead of holding the loop (blocking watches add their wait to it).
-        self.consul = Consul(consul_host, consul_port, settings.service_name,
-                             timeout=CONSUL_TIMEOUT)
+        self.consul = Consul.for_settings(settings, timeout=CONSUL_TIMEOUT)
         self.address = startup.advertise_address(settings)
         self.peers = Peers(settings.health_port)
         self.agent: ManagedProcess | None = None

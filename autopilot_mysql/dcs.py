@@ -31,6 +31,7 @@ import calendar
 import functools
 import json
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -77,10 +78,14 @@ def _stamp_time(name: str) -> str:
 
 
 class Consul:
-    def __init__(self, host: str, port: int, service_name: str, *, timeout: float = 3.0) -> None:
-        self.address = f"{host}:{port}"
+    def __init__(self, host: str, port: int, service_name: str, *, timeout: float = 3.0,
+                 scheme: str = "http", token: str = "", verify: bool | str = True,
+                 dc: str | None = None) -> None:
+        self.address = f"{host}:{port}" if scheme == "http" else f"{scheme}://{host}:{port}"
         self.service_name = service_name
-        self.client = consul_http.Consul(host=host, port=port, timeout=timeout)
+        self.dc = dc
+        self.client = consul_http.Consul(host=host, port=port, timeout=timeout, scheme=scheme,
+                                         token=token or None, verify=verify, dc=dc)
         self.keys = keys.Names(service_name)
         self.prefix = self.keys.prefix
         self.leader_key = self.keys.leader
@@ -88,9 +93,27 @@ class Consul:
         self.snapshot_lock_key = self.keys.snapshot_lock
         self.snapshot_pointer_key = self.keys.snapshot_pointer
 
+    @classmethod
+    def for_settings(cls, s: Any, *, timeout: float = 3.0, service: str | None = None
+                     ) -> Consul:
+        """The Consul a node's settings (config.Settings) name, token and TLS included."""
+        return cls(service_name=service or s.service_name, timeout=timeout,
+                   **s.consul_client())
+
+    def _params(self) -> list[tuple[str, str]]:
+        """Query parameters of the raw calls (the endpoint helpers add them themselves)."""
+        return [("dc", self.dc)] if self.dc else []
+
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
+        except consul.ACLPermissionDenied as exc:
+            raise self._denied(what, exc) from exc
+        except ssl.SSLError as exc:
+            raise DCSError(
+                f"Consul at {self.address}: {what} failed: TLS error ({exc}). Set "
+                "CONSUL_CACERT to the CA that signed Consul's certificate (or "
+                "CONSUL_HTTP_SSL_VERIFY=false, only to try)") from exc
         except (consul.ConsulException, OSError, ValueError) as exc:
             raise DCSError(f"Consul at {self.address}: {what} failed: {exc}") from exc
 
@@ -156,7 +179,7 @@ class Consul:
             body["ServiceChecks"] = [{"ID": f"service:{service_id}"}]
         sid = self._call("session create", lambda: self.client.http.put(
             consul.callback.CB.json(is_id=True), "/v1/session/create",
-            data=json.dumps(body)))
+            params=self._params(), data=json.dumps(body)))
         return str(sid)
 
     def renew_session(self, session: str) -> bool:
@@ -181,13 +204,29 @@ class Consul:
         """Run a Consul transaction: True when applied, False when one of its checks failed
         (the lock is not ours, a key changed since it was read); DCSError otherwise."""
         code, body = self._call(what, lambda: self.client.http.put(
-            lambda r: (r.code, r.body), "/v1/txn", data=json.dumps(ops)))
+            lambda r: (r.code, r.body), "/v1/txn", params=self._params(),
+            data=json.dumps(ops)))
         if code == 200:
             return True
+        self._raise_if_denied(what, code, body)
         if code == 409:
             log.debug("Consul transaction %s rolled back: %s", what, str(body)[:300])
             return False
         raise DCSError(f"Consul at {self.address}: {what} failed: HTTP {code} {str(body)[:200]}")
+
+    def _raise_if_denied(self, what: str, code: int, body: Any) -> None:
+        """A transaction refused by ACLs (403, or 409 with "Permission denied" among its
+        errors: Consul reports a denied operation as a rolled-back transaction) is a
+        configuration error to name, never a lost race to retry."""
+        if code == 403 or (code == 409 and "permission denied" in str(body).lower()):
+            raise self._denied(what, body)
+
+    def _denied(self, what: str, body: Any) -> DCSError:
+        return DCSError(
+            f"Consul at {self.address}: {what} failed: permission denied ({str(body)[:200]}). "
+            "Consul enforces ACLs: set CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE) to a token "
+            f"with write access to the keys service/{self.service_name}*, sessions, and the "
+            "service and node registrations")
 
     def acquire_leader(self, session: str, node: str, address: str, gtid: str,
                        sync_index: int) -> bool:
@@ -236,8 +275,9 @@ class Consul:
         ops = [{"KV": {"Verb": "get-tree", "Key": k}} for k in (self.prefix, self.keys.heartbeat)]
         code, body = self._call("cluster keys read", lambda: self.client.http.put(
             lambda r: (r.code, r.body), "/v1/txn", data=json.dumps(ops),
-            params=[("consistent", "")] if consistent else None))
+            params=self._params() + ([("consistent", "")] if consistent else [])))
         if code != 200:
+            self._raise_if_denied("cluster keys read", code, body)
             raise DCSError(f"Consul at {self.address}: cluster keys read failed: HTTP {code} "
                            f"{str(body)[:200]}")
         try:
@@ -506,7 +546,7 @@ class Consul:
                 "Behavior": "delete", "TTL": f"{int(ttl)}s", "NodeChecks": ["serfHealth"]}
         sid = self._call(f"{what} session create", lambda: self.client.http.put(
             consul.callback.CB.json(is_id=True), "/v1/session/create",
-            data=json.dumps(body)))
+            params=self._params(), data=json.dumps(body)))
         return str(sid)
 
     def acquire_snapshot_lock(self, session: str, node: str) -> bool:
@@ -690,12 +730,25 @@ def best_effort(steps: list[tuple[str, Callable[[], None]]]) -> None:
             log.warning("could not %s: %s (Consul will expire it)", what, exc)
 
 
-def agent_config(*, node_name: str, bind: str, join: list[str], data_dir: str
+def agent_config(*, node_name: str, bind: str, join: list[str], data_dir: str,
+                 datacenter: str = "", encrypt: str = "", token: str = "", ca_file: str = ""
                  ) -> dict[str, Any]:
     """Settings of the local Consul client agent (CONSUL_AGENT mode): it joins the servers
-    and serves the supervisor on loopback."""
+    and serves the supervisor on loopback (plain http there: nothing leaves the container).
+    `encrypt`: the gossip key; `token`: the ACL token the agent itself uses (as its default
+    and agent token); `ca_file`: the CA its RPC to the servers verifies them against."""
+    extra: dict[str, Any] = {}
+    if encrypt:
+        extra["encrypt"] = encrypt
+    if token:
+        extra["acl"] = {"enabled": True, "tokens": {"default": token, "agent": token}}
+    if ca_file:
+        extra["tls"] = {"defaults": {"ca_file": ca_file, "verify_outgoing": True},
+                        "internal_rpc": {"verify_server_hostname": False}}
     return {
-        "node_name": node_name, "datacenter": "dc1", "data_dir": data_dir, "server": False,
+        **extra,
+        "node_name": node_name, "datacenter": datacenter or "dc1", "data_dir": data_dir,
+        "server": False,
         "bind_addr": bind, "advertise_addr": bind, "client_addr": "127.0.0.1",
         "retry_join": join, "retry_interval": "1s", "leave_on_terminate": True,
         "disable_update_check": True, "enable_script_checks": False,

@@ -57,8 +57,7 @@ class GaleraSupervisor:
         self.stop_requested = threading.Event()
         self.status = NodeStatus(node=settings.node_name, started_at=self.clock.monotonic())
         self.mysql = LocalServer(settings.socket)
-        host, port = settings.consul_endpoint
-        self.consul = Consul(host, port, settings.service_name, timeout=CONSUL_TIMEOUT)
+        self.consul = Consul.for_settings(settings, timeout=CONSUL_TIMEOUT)
         self.address = startup.advertise_address(settings)
         self.cfg = settings.cluster
         self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,

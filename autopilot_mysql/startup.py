@@ -60,7 +60,10 @@ def start_consul_agent(settings: Settings, address: str, bus: EventBus,
     cfg = adir / "agent.json"
     cfg.write_text(json.dumps(agent_config(
         node_name=settings.node_name, bind=address, join=[settings.consul_host],
-        data_dir=str(adir / "data")), indent=1))
+        data_dir=str(adir / "data"), datacenter=settings.consul_datacenter,
+        encrypt=settings.consul_encrypt, token=settings.consul_token,
+        ca_file=settings.consul_ca), indent=1))
+    cfg.chmod(0o600)  # it may hold the gossip key and the ACL token
     agent = ManagedProcess("consul-agent", [consul_bin, "agent", f"-config-file={cfg}"],
                            bus=bus, clock=clock,
                            policy=RestartPolicy(max_restarts=1000, window=60))

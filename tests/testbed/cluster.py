@@ -169,16 +169,20 @@ def s3_env(s3: Any, bucket: str = "snapshots", **overrides: str) -> dict[str, st
 def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
                  volumes: dict[str, int] | None = None,
                  per_node: dict[str, dict[str, str]] | None = None,
+                 consul_extra: dict[str, Any] | None = None, consul_token: str = "",
                  **overrides: str) -> list[Node]:
     """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
     docker-compose.yml's environment; returns once one is primary and the rest replicate.
     `volumes`: node name -> MiB of a data volume of its own (one that can fill up);
-    `per_node`: node name -> variables of that node only (its tags, say)."""
+    `per_node`: node name -> variables of that node only (its tags, say); `consul_extra`,
+    `consul_token`: more settings of the Consul server (ACLs, TLS) and the token the test
+    bed's own reads then need."""
     from .components import start_consul
 
     chost = bed.add_host("consul")
     chost.boot()
-    start_consul(chost)
+    start_consul(chost, extra=consul_extra, token=consul_token)
+    bed.consul_token = consul_token  # type: ignore[attr-defined]  # for sync_key
     hosts = [bed.add_host(f"db{i}") for i in range(1, count + 1)]
     for h in hosts:
         if volumes and h.name in volumes:
@@ -197,8 +201,9 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
 
 def sync_key(bed: TestBed, service: str = "mysql") -> dict[str, Any] | None:
     """The acknowledgement set (autopilot_mysql/election.py) as Consul holds it."""
+    token = getattr(bed, "consul_token", "")
     r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/kv/service/{service}/sync",
-                     timeout=2)
+                     timeout=2, headers={"X-Consul-Token": token} if token else {})
     if r.status_code == 404:
         return None
     value: dict[str, Any] = json.loads(base64.b64decode(r.json()[0]["Value"]))

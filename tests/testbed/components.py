@@ -86,6 +86,11 @@ class ConsulAgent:
     host: Host
     server: bool
     proc: subprocess.Popen[bytes]
+    token: str = ""  # the management token when ACLs are on
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-Consul-Token": self.token} if self.token else {}
 
     @property
     def address(self) -> str:
@@ -97,11 +102,13 @@ class ConsulAgent:
     def serves(self) -> bool:
         """True once the agent answers a catalog read through the servers (RPC works) and lists
         itself in the catalog (its own registration is synced)."""
-        r = requests.get(f"http://{self.address}/v1/catalog/nodes", timeout=3)
+        r = requests.get(f"http://{self.address}/v1/catalog/nodes", timeout=3,
+                         headers=self.headers)
         return r.ok and any(n["Node"] == self.host.name for n in r.json())
 
     def leader(self) -> str:
-        r = requests.get(f"http://{self.address}/v1/status/leader", timeout=2)
+        r = requests.get(f"http://{self.address}/v1/status/leader", timeout=2,
+                         headers=self.headers)
         r.raise_for_status()
         return str(r.json())
 
@@ -132,21 +139,26 @@ def consul_config(host: Host, *, server: bool, join: Sequence[str], bootstrap_ex
 
 
 def start_consul(host: Host, *, server: bool = True, join: Sequence[str] = (),
-                 bootstrap_expect: int = 1, wait_leader: bool = True) -> ConsulAgent:
+                 bootstrap_expect: int = 1, wait_leader: bool = True,
+                 extra: dict[str, Any] | None = None, token: str = "") -> ConsulAgent:
+    """`extra`: more agent settings (ACLs, TLS, a gossip key); `token`: the management token
+    the test bed's own reads carry when ACLs deny by default."""
     cdir = host.dir / "consul"
     (cdir / "data").mkdir(parents=True, exist_ok=True)
     cfg = cdir / "agent.json"
-    cfg.write_text(json.dumps(consul_config(host, server=server, join=join,
-                                            bootstrap_expect=bootstrap_expect), indent=1))
+    cfg.write_text(json.dumps({**consul_config(host, server=server, join=join,
+                                               bootstrap_expect=bootstrap_expect),
+                               **(extra or {})}, indent=1))
     proc = host.spawn([tool("consul"), "agent", f"-config-file={cfg}"], log="consul.log")
-    agent = ConsulAgent(host=host, server=server, proc=proc)
+    agent = ConsulAgent(host=host, server=server, proc=proc, token=token)
 
     def ready() -> bool:
         if proc.poll() is not None:
             raise TestBedError(f"consul on {host.name} exited {proc.returncode}: "
                                f"see {host.dir / 'consul.log'}")
         if not wait_leader:
-            return requests.get(f"http://{agent.address}/v1/agent/self", timeout=2).ok
+            return requests.get(f"http://{agent.address}/v1/agent/self", timeout=2,
+                                headers=agent.headers).ok
         return agent.serves()
 
     wait_until(ready, timeout=60, what=f"consul on {host.name} to "
