@@ -261,7 +261,8 @@ class Settings:
 
     def redacted(self) -> dict[str, object]:
         """For logs and /status: every setting but the secrets."""
-        secret = {"root_password", "password", "repl_password", "api_token", "secret_key"}
+        secret = {"root_password", "password", "repl_password", "api_token", "secret_key",
+                  "consul_token", "consul_encrypt"}
         out = {k: ("<set>" if k in secret and v else str(v) if isinstance(v, Path) else v)
                for k, v in self.__dict__.items() if k != "snapshots"}
         if self.snapshots is not None:

@@ -46,7 +46,10 @@ def test_official_image_aliases_and_file_secrets(tmp_path: Path) -> None:
     ({"MARIADB_ROOT_PASSWORD_FILE": "/nonexistent/secret"}, "MARIADB_ROOT_PASSWORD_FILE"),
     ({"CONSUL": "consul:port"}, "CONSUL"),
     ({"CONSUL": "bad host!:8500"}, "CONSUL"),
-    ({"CONSUL": "https://consul:8500"}, "CONSUL"),
+    ({"CONSUL": "ftp://consul:8500"}, "CONSUL"),
+    ({"CONSUL_ENCRYPT": "not-a-key"}, "CONSUL_ENCRYPT"),
+    ({"CONSUL_CACERT": "/nonexistent/ca.pem"}, "CONSUL_CACERT"),
+    ({"CONSUL_DATACENTER": "dc 1"}, "CONSUL_DATACENTER"),
     ({"HEALTH_PORT": "http"}, "HEALTH_PORT"),
     ({"HEALTH_PORT": "70000"}, "HEALTH_PORT"),
     ({"LOG_LEVEL": "VERBOSE"}, "LOG_LEVEL"),
@@ -111,3 +114,22 @@ def test_tags_are_read_and_published_as_patroni_names_them() -> None:
     with pytest.raises(ConfigError) as e:
         load_settings({**GOOD, "NOFAILOVER": "sometimes"})
     assert "NOFAILOVER" in str(e.value)
+
+
+def test_consul_access_as_consuls_own_cli_reads_it(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cr3t-token\n")
+    s = load_settings({**GOOD, "CONSUL": "https://consul", "CONSUL_HTTP_TOKEN_FILE": str(token),
+                       "CONSUL_DATACENTER": "eu1"})
+    assert (s.consul_host, s.consul_port, s.consul_scheme) == ("consul", 8501, "https")
+    assert s.consul_client() == {"host": "consul", "port": 8501, "scheme": "https",
+                                 "token": "s3cr3t-token", "dc": "eu1", "verify": True}
+    assert "s3cr3t-token" not in str(s.redacted())
+    # With a local agent the supervisor speaks plain http on loopback, the token alike.
+    s = load_settings({**GOOD, "CONSUL_AGENT": "true", "CONSUL_HTTP_SSL": "true",
+                       "CONSUL_HTTP_TOKEN": "t"})
+    assert s.consul_client()["scheme"] == "http" and s.consul_client()["host"] == "127.0.0.1"
+    assert s.consul_client()["token"] == "t"
+    s = load_settings({**GOOD, "CONSUL": "consul:8501", "CONSUL_HTTP_SSL": "1",
+                       "CONSUL_HTTP_SSL_VERIFY": "false"})
+    assert s.consul_client()["scheme"] == "https" and s.consul_client()["verify"] is False
