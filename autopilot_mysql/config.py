@@ -70,9 +70,13 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "MYSQL_RUNDIR": ("/run/mysqld", "socket, pid file and rendered my.cnf"),
     "S3_BUCKET": ("", "bucket for snapshots; unset: no snapshots (new nodes copy by "
                   "replication)"),
-    "S3_ENDPOINT": ("", "S3-compatible endpoint URL, e.g. http://minio:9000; unset: AWS"),
+    "S3_ENDPOINT": ("", "S3-compatible endpoint URL, e.g. http://minio:9000; unset: "
+                    "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS"),
+    "S3_ADDRESSING_STYLE": ("", "path, virtual or auto (default: virtual on AWS, path on "
+                            "other stores)"),
     "S3_PREFIX": ("", "key prefix inside the bucket (default: SERVICE_NAME)"),
-    "S3_REGION": ("us-east-1", "region of the bucket"),
+    "S3_REGION": ("", "region of the bucket (default: AWS_REGION, AWS_DEFAULT_REGION, "
+                  "us-east-1)"),
     "AWS_ACCESS_KEY_ID": ("", "S3 access key (_FILE variant); unset: boto3's usual sources"),
     "AWS_SECRET_ACCESS_KEY": ("", "S3 secret key (_FILE variant)"),
     "S3_VERIFY_TLS": ("true", "verify the endpoint's TLS certificate: true, false, or a CA "
@@ -126,6 +130,7 @@ class SnapshotSettings:
     compression_level: int
     verify: bool
     archive_interval: float = 5.0  # BINLOG_ARCHIVE_INTERVAL; 0: no binary-log archive
+    addressing_style: str = "path"  # S3_ADDRESSING_STYLE: path, virtual (AWS's default), auto
 
 
 # The settings every node must share, because the safety rules compare one node's timing with
@@ -529,7 +534,11 @@ _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 
 def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
     bucket = r.text("S3_BUCKET").strip()
-    endpoint = r.text("S3_ENDPOINT").strip()
+    # The AWS SDKs' own variables, for who has them set already (S3_* win when both are)
+    endpoint = (r.text("S3_ENDPOINT") or r.env.get("AWS_ENDPOINT_URL_S3", "")
+                or r.env.get("AWS_ENDPOINT_URL", "")).strip()
+    region = (r.text("S3_REGION") or r.env.get("AWS_REGION", "")
+              or r.env.get("AWS_DEFAULT_REGION", "") or "us-east-1").strip()
     if not bucket:
         if endpoint:
             r.problem("S3_BUCKET", "is required when S3_ENDPOINT is set (snapshots need a "
@@ -563,8 +572,16 @@ def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
                   "bundle file", "/etc/ssl/certs/ca-certificates.crt")
         verify = True
     keep_days = r.number("SNAPSHOT_KEEP_DAYS", 0, 36500, "7")
+    style = r.text("S3_ADDRESSING_STYLE").strip().lower()
+    if style and style not in ("path", "virtual", "auto"):
+        r.problem("S3_ADDRESSING_STYLE", f"{style!r} is not path, virtual or auto", "path")
+    if not style:
+        # AWS: virtual-hosted, as AWS wants it (path style is deprecated there), unless a
+        # dotted bucket name would not match the wildcard certificate; others: path style,
+        # which every S3-compatible store serves without DNS set-up.
+        style = "path" if endpoint or "." in bucket else "virtual"
     return SnapshotSettings(
-        bucket=bucket, endpoint=endpoint, prefix=prefix, region=r.text("S3_REGION").strip(),
+        bucket=bucket, endpoint=endpoint, prefix=prefix, region=region, addressing_style=style,
         access_key=access, secret_key=secret, verify_tls=verify,
         timeout=r.number("S3_TIMEOUT", 1, 3600, "30"),
         interval=r.number("SNAPSHOT_INTERVAL", 0, 365 * 86400, "86400"),

@@ -24,7 +24,7 @@ import logging
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
-from typing import IO, Any
+from typing import IO, Any, Literal, cast
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -137,7 +137,9 @@ class SnapshotStore:
             "s3", endpoint_url=cfg.endpoint or None, region_name=cfg.region or None,
             aws_access_key_id=cfg.access_key or None,
             aws_secret_access_key=cfg.secret_key or None, verify=cfg.verify_tls,
-            config=Config(s3={"addressing_style": "path"}, connect_timeout=min(5, cfg.timeout),
+            config=Config(s3={"addressing_style": cast(Literal["auto", "virtual", "path"],
+                                                       cfg.addressing_style)},
+                          connect_timeout=min(5, cfg.timeout),
                           read_timeout=cfg.timeout,
                           retries={"max_attempts": 3, "mode": "standard"}))
 

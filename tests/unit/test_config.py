@@ -133,3 +133,34 @@ def test_consul_access_as_consuls_own_cli_reads_it(tmp_path: Path) -> None:
     s = load_settings({**GOOD, "CONSUL": "consul:8501", "CONSUL_HTTP_SSL": "1",
                        "CONSUL_HTTP_SSL_VERIFY": "false"})
     assert s.consul_client()["scheme"] == "https" and s.consul_client()["verify"] is False
+
+
+def test_s3_as_aws_users_expect() -> None:
+    from autopilot_mysql.backup.store import SnapshotStore
+    keys = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example"}
+    aws = load_settings({**GOOD, **keys, "S3_BUCKET": "prod-snapshots", "AWS_REGION": "eu-west-1",
+                         "AWS_DEFAULT_REGION": "us-west-2"}).snapshots
+    assert aws is not None and aws.region == "eu-west-1" and aws.endpoint == ""
+    assert aws.addressing_style == "virtual"
+    # boto3 itself builds the URL (no request is sent): virtual-hosted on AWS
+    url = SnapshotStore(aws).client.generate_presigned_url(
+        "get_object", Params={"Bucket": "prod-snapshots", "Key": "k"}, ExpiresIn=60)
+    assert url.startswith("https://prod-snapshots.s3.eu-west-1.amazonaws.com/k"), url
+    dotted = load_settings({**GOOD, "S3_BUCKET": "prod.snapshots",
+                            "AWS_DEFAULT_REGION": "us-west-2"}).snapshots
+    assert dotted is not None and dotted.addressing_style == "path"
+    assert dotted.region == "us-west-2"
+    other = load_settings({**GOOD, **keys, "S3_BUCKET": "snaps",
+                           "AWS_ENDPOINT_URL_S3": "http://minio:9000"}).snapshots
+    assert other is not None and other.endpoint == "http://minio:9000"
+    assert other.addressing_style == "path" and other.region == "us-east-1"
+    url = SnapshotStore(other).client.generate_presigned_url(
+        "get_object", Params={"Bucket": "snaps", "Key": "k"}, ExpiresIn=60)
+    assert url.startswith("http://minio:9000/snaps/k"), url
+    mine = load_settings({**GOOD, "S3_BUCKET": "snaps", "S3_ENDPOINT": "http://a:9000",
+                          "AWS_ENDPOINT_URL": "http://b:9000", "S3_ADDRESSING_STYLE": "virtual",
+                          "S3_REGION": "eu-central-1", "AWS_REGION": "x"}).snapshots
+    assert mine is not None and (mine.endpoint, mine.addressing_style, mine.region) == (
+        "http://a:9000", "virtual", "eu-central-1")
+    with pytest.raises(ConfigError, match="S3_ADDRESSING_STYLE"):
+        load_settings({**GOOD, "S3_BUCKET": "snaps", "S3_ADDRESSING_STYLE": "dns"})
