@@ -39,15 +39,27 @@ from .exceptions import AutopilotError, ConfigError
 log = logging.getLogger("autopilot_mysql")
 
 
-def _settings() -> Settings | int:
-    """The validated settings, or the exit status after printing every problem."""
+def _settings(record: bool = False) -> Settings | int:
+    """The validated settings, or the exit status after printing every problem. NODE_NAME
+    is the node's own (startup.stable_node_name); `record`: the supervisor's first boot
+    writes it down (an admin command writes nothing)."""
     from .config import load_settings
 
     try:
-        return load_settings(os.environ)
+        settings = load_settings(os.environ)
     except ConfigError as exc:
         sys.stderr.write(f"autopilot-mysql: {exc}\n")
         return exc.exit_code
+    from .exceptions import DataDirError
+    from .startup import stable_node_name
+    try:
+        return stable_node_name(settings, given=bool(os.environ.get("NODE_NAME")),
+                                record=record)
+    except DataDirError as exc:
+        if record:
+            sys.stderr.write(f"autopilot-mysql: {exc}\n")
+            return exc.exit_code
+        return settings
 
 
 def _lean() -> None:
@@ -63,13 +75,17 @@ def _lean() -> None:
 
 def _supervise() -> int:
     _lean()
+    from .config import load_settings
     from .daemon import Daemon
     from .utils import setup_logging
-
-    settings = _settings()
+    try:  # for the log's format before stable_node_name logs
+        early = load_settings(os.environ)
+        setup_logging(early.log_level, early.log_format)
+    except ConfigError:
+        pass
+    settings = _settings(record=True)
     if isinstance(settings, int):
         return settings
-    setup_logging(settings.log_level, settings.log_format)
     try:
         from .config import CLUSTER_VARIABLES
         given = frozenset(v for v in CLUSTER_VARIABLES if os.environ.get(v))

@@ -15,6 +15,7 @@ import logging
 import shutil
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from .config import Settings
@@ -69,6 +70,33 @@ def start_consul_agent(settings: Settings, address: str, bus: EventBus,
                            policy=RestartPolicy(max_restarts=1000, window=60))
     agent.start()
     return agent
+
+
+def stable_node_name(settings: Settings, given: bool, record: bool = True) -> Settings:
+    """NODE_NAME that survives the container: a recreated container gets a new hostname, but
+    its volume, and so its name, stays. Unset, the name recorded in the data directory at
+    the first boot wins over the hostname; set (`given`), it is recorded, and a change from
+    the recorded one is said (the old name's member record in Consul stays: delete it with
+    `consul kv delete service/<SERVICE_NAME>/members/<old name>`). `record`: False for the
+    admin commands, which read the name and write nothing."""
+    state = dd.read_node_state(settings.datadir)
+    recorded = state.get("node_name")
+    name = settings.node_name
+    if isinstance(recorded, str) and recorded:
+        if not given:
+            name = recorded
+            if recorded != settings.node_name and record:
+                log.info("NODE_NAME is %s, as recorded in the data directory at its first "
+                         "boot (this container's hostname is %s)", recorded,
+                         settings.node_name)
+        elif recorded != name and record:
+            log.warning("NODE_NAME is %s, but this data directory belonged to %s: the node "
+                        "is renamed. Consul still holds a member record of %s; delete it "
+                        "(consul kv delete service/%s/members/%s) once %s is gone for good",
+                        name, recorded, recorded, settings.service_name, recorded, recorded)
+    if recorded != name and record:
+        dd.write_node_state(settings.datadir, {**state, "node_name": name})
+    return replace(settings, node_name=name)
 
 
 def prepare_dirs(settings: Settings) -> None:

@@ -662,3 +662,27 @@ def test_user_hooks_are_called_and_a_failing_health_hook_hands_the_primary_over(
     old.host.stop()
     wait_until(lambda: f"{old.name} on-stop replica mysql" in recorded(), timeout=10,
                what="the on-stop hook")
+
+
+def test_a_recreated_container_keeps_its_node_name(bed: TestBed, cluster: list[Node]) -> None:
+    """A container recreated on its volume gets a new hostname and a new address: with no
+    NODE_NAME set it comes back under the name its data directory recorded at the first
+    boot, so Consul never holds a member that no longer exists."""
+    p = primary(cluster)
+    old = next(n for n in cluster if n is not p)
+    acked = set(insert(p, 1, 10))
+    wait_until(lambda: has_rows(old, acked), timeout=30, what="rows on the old container")
+    old.host.stop()
+    host = bed.add_host(f"{old.name}-recreated")
+    again = make_node(host, MYSQL_DATADIR=old.env["MYSQL_DATADIR"])
+    assert "NODE_NAME" not in again.env
+    again.boot()
+    again.wait_http("/replica", 200, timeout=90)
+    assert again.status()["node"] == old.name
+    assert "as recorded in the data directory" in again.log.read_text()
+    doc = json.loads(admin(p, "list", "-f", "json").stdout)
+    rows = {m["name"]: m for m in doc["members"]}
+    assert set(rows) == {n.name for n in cluster}, rows
+    assert rows[old.name]["host"] == host.ip
+    acked |= set(insert(p, 100, 5))
+    wait_until(lambda: has_rows(again, acked), timeout=60, what="every row after recreation")

@@ -164,3 +164,20 @@ def test_s3_as_aws_users_expect() -> None:
         "http://a:9000", "virtual", "eu-central-1")
     with pytest.raises(ConfigError, match="S3_ADDRESSING_STYLE"):
         load_settings({**GOOD, "S3_BUCKET": "snaps", "S3_ADDRESSING_STYLE": "dns"})
+
+
+def test_node_name_survives_a_new_hostname(tmp_path: Path,
+                                           caplog: pytest.LogCaptureFixture) -> None:
+    from autopilot_mysql.startup import stable_node_name
+    caplog.set_level("INFO")
+    env = {**GOOD, "MYSQL_DATADIR": str(tmp_path / "data")}
+    first = load_settings({**env, "NODE_NAME": "c0ffee01"})
+    assert stable_node_name(first, given=False).node_name == "c0ffee01"  # recorded
+    recreated = load_settings({**env, "NODE_NAME": "beef0002"})  # as the new hostname
+    assert stable_node_name(recreated, given=False, record=False).node_name == "c0ffee01"
+    assert stable_node_name(recreated, given=False).node_name == "c0ffee01"
+    assert "as recorded in the data directory" in caplog.text
+    # Given explicitly, a new name wins, is recorded, and the rename is said.
+    assert stable_node_name(recreated, given=True).node_name == "beef0002"
+    assert "renamed" in caplog.text and "consul kv delete" in caplog.text
+    assert stable_node_name(first, given=False).node_name == "beef0002"
