@@ -39,10 +39,11 @@ from .exceptions import AutopilotError, ConfigError
 log = logging.getLogger("autopilot_mysql")
 
 
-def _settings(record: bool = False) -> Settings | int:
+def _settings(own_name: bool = True) -> Settings | int:
     """The validated settings, or the exit status after printing every problem. NODE_NAME
-    is the node's own (startup.stable_node_name); `record`: the supervisor's first boot
-    writes it down (an admin command writes nothing)."""
+    is the node's own, as its supervisor recorded it (startup.stable_node_name; an admin
+    command writes nothing); `own_name` False: as the environment says (the supervisor
+    settles it itself)."""
     from .config import load_settings
 
     try:
@@ -50,15 +51,14 @@ def _settings(record: bool = False) -> Settings | int:
     except ConfigError as exc:
         sys.stderr.write(f"autopilot-mysql: {exc}\n")
         return exc.exit_code
+    if not own_name:
+        return settings
     from .exceptions import DataDirError
     from .startup import stable_node_name
     try:
         return stable_node_name(settings, given=bool(os.environ.get("NODE_NAME")),
-                                record=record)
-    except DataDirError as exc:
-        if record:
-            sys.stderr.write(f"autopilot-mysql: {exc}\n")
-            return exc.exit_code
+                                record=False)
+    except DataDirError:
         return settings
 
 
@@ -73,20 +73,24 @@ def _lean() -> None:
     warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
 
 
-def _supervise() -> int:
+def _supervise(mysqld_args: list[str]) -> int:
     _lean()
-    from .config import load_settings
+    from dataclasses import replace
+
     from .daemon import Daemon
     from .utils import setup_logging
-    try:  # for the log's format before stable_node_name logs
-        early = load_settings(os.environ)
-        setup_logging(early.log_level, early.log_format)
-    except ConfigError:
-        pass
-    settings = _settings(record=True)
-    if isinstance(settings, int):
-        return settings
+    loaded = _settings(own_name=False)
+    if isinstance(loaded, int):
+        return loaded
+    setup_logging(loaded.log_level, loaded.log_format)
     try:
+        from .startup import check_user_settings, stable_node_name
+        # Everything checked before anything is written (the node's name, at the first boot)
+        settings = replace(loaded, mysqld_args=tuple(mysqld_args))
+        check_user_settings(settings)
+        for warning in settings.warnings:
+            log.warning("%s", warning)
+        settings = stable_node_name(settings, given=bool(os.environ.get("NODE_NAME")))
         from .config import CLUSTER_VARIABLES
         given = frozenset(v for v in CLUSTER_VARIABLES if os.environ.get(v))
         if settings.topology == "galera":
@@ -274,7 +278,19 @@ def _token_from_env() -> str:
     return ""
 
 
+def _mysqld_args(rest: list[str]) -> list[str]:
+    """What follows `run` or `supervise`: mariadbd's options, as the official image takes
+    them after its name (`command: --max-connections=500`), with or without a `--`."""
+    return rest[1:] if rest[:1] == ["--"] else rest
+
+
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["run"]:
+        from .init import exec_lean
+        exec_lean(_mysqld_args(args_in[1:]))  # the shim alone replaces this process
+    if args_in[:1] == ["supervise"]:
+        return _supervise(_mysqld_args(args_in[1:]))
     p = argparse.ArgumentParser(prog="autopilot-mysql", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"autopilot-mysql {__version__}")
@@ -284,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
     def output(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("-f", "--format", choices=("table", "json", "yaml"), default="table",
                         help="output format (default: table)")
-    sub.add_parser("run", help="container entrypoint (PID 1)")
+    sub.add_parser("run", help="container entrypoint (PID 1); options after it go to mariadbd "
+                   "(run -- --max-connections=500)")
     sub.add_parser("supervise", help=argparse.SUPPRESS)
     sub.add_parser("check-config", help="validate the environment")
     he = sub.add_parser("health", help="exit 0 when this node is healthy, 1 when not (a "
@@ -365,11 +382,6 @@ def main(argv: list[str] | None = None) -> int:
                     "nodes start from it; this cluster is not touched")
     sub.add_parser("version")
     args = p.parse_args(argv)
-    if args.cmd == "run":
-        from .init import exec_lean
-        exec_lean()  # the shim alone replaces this process (it lives as long as the container)
-    if args.cmd == "supervise":
-        return _supervise()
     if args.cmd == "check-config":
         return _check_config()
     if args.cmd == "health":

@@ -26,6 +26,10 @@ from .utils import parse_size
 # name -> (default, one-line description). The README's table is generated from the same facts.
 VARIABLES: dict[str, tuple[str | None, str]] = {
     "MARIADB_ROOT_PASSWORD": (None, "root password (or MYSQL_ROOT_PASSWORD; _FILE variants)"),
+    "MARIADB_RANDOM_ROOT_PASSWORD": ("", "yes: a random root password at each node's first "
+                                         "boot, printed once in its log"),
+    "MARIADB_ROOT_HOST": ("%", "where root may log in from; localhost: no remote root"),
+    "MARIADB_INITDB_SKIP_TZINFO": ("", "yes: no time-zone tables at the first boot"),
     "MARIADB_DATABASE": ("", "database created at first boot (or MYSQL_DATABASE)"),
     "MARIADB_USER": ("", "application user created at first boot (or MYSQL_USER)"),
     "MARIADB_PASSWORD": ("", "its password (or MYSQL_PASSWORD; _FILE variants)"),
@@ -51,6 +55,10 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "LOG_FORMAT": ("text", "text or json"),
     "INNODB_BUFFER_POOL_SIZE": ("", "e.g. 512M; default: half the container's memory limit"),
     "STOP_TIMEOUT": ("30", "seconds a graceful stop may take before SIGKILL"),
+    "MYSQL_CONF_DIRS": ("/etc/mysql/conf.d:/etc/mysql/mariadb.conf.d", "directories of "
+                        "your own *.cnf files, read after ours (colon-separated)"),
+    "INITDB_DIR": ("/docker-entrypoint-initdb.d", "*.sql(.gz|.xz|.zst) and *.sh run once per "
+                   "cluster, on its first primary"),
     "HOOKS_DIR": ("/etc/autopilot-mysql/hooks.d", "user handlers run on events (hooks.py)"),
     "HOOK_TIMEOUT": ("30", "seconds one hook may run before it is killed"),
     "HOOK_HEALTH_INTERVAL": ("5", "seconds between runs of the health hook"),
@@ -217,6 +225,13 @@ class Settings:
     rundir: Path
     snapshots: SnapshotSettings | None = None
     topology: str = "replication"  # TOPOLOGIES
+    root_host: str = "%"  # MARIADB_ROOT_HOST: where root may log in from (localhost: no remote)
+    random_root_password: bool = False  # MARIADB_RANDOM_ROOT_PASSWORD: made at first boot
+    skip_tzinfo: bool = False  # MARIADB_INITDB_SKIP_TZINFO: no time-zone tables at first boot
+    warnings: tuple[str, ...] = ()  # the official image's variables we do not support
+    conf_dirs: tuple[Path, ...] = ()  # MYSQL_CONF_DIRS: the user's *.cnf files
+    mysqld_args: tuple[str, ...] = ()  # options after the image name (`run -- --opt`)
+    initdb_dir: Path = Path("/docker-entrypoint-initdb.d")
     hooks_dir: Path = Path("/etc/autopilot-mysql/hooks.d")
     hook_timeout: float = 30.0
     hook_health_interval: float = 5.0
@@ -287,13 +302,13 @@ class _Reader:
         self.problems.append(f"{var}: {what}. Example: {var}={example}")
 
     def raw(self, *names: str, secret: bool = False, example: str = "...") -> tuple[str, str]:
-        """First set variable among `names` (aliases) -> (value, name). With secret=True each
-        name may also be given as NAME_FILE, a file holding the value."""
+        """First set variable among `names` (aliases) -> (value, name). Each name may also be
+        given as NAME_FILE, a file holding the value (`secret`: it is one, never shown)."""
         found: list[tuple[str, str]] = []
         for name in names:
             if name in self.env:
                 found.append((self.env[name], name))
-            if secret and f"{name}_FILE" in self.env:
+            if f"{name}_FILE" in self.env:  # every variable, as the official image reads them
                 path = self.env[f"{name}_FILE"]
                 try:
                     found.append((Path(path).read_text().rstrip("\r\n"), f"{name}_FILE"))
@@ -404,15 +419,50 @@ def _valid_host(host: str) -> bool:
         return bool(_HOST.match(host))
 
 
+# The official image's variables that mean nothing here, and why (never silently ignored).
+UNSUPPORTED = {
+    "ALLOW_EMPTY_ROOT_PASSWORD": "root always has a password here",
+    "ALLOW_EMPTY_PASSWORD": "root always has a password here",
+    "ROOT_PASSWORD_HASH": "give the password itself (MARIADB_ROOT_PASSWORD or its _FILE)",
+    "PASSWORD_HASH": "give the password itself (MARIADB_PASSWORD or its _FILE)",
+    "REPLICATION_PASSWORD_HASH": "give the password itself (MARIADB_REPLICATION_PASSWORD)",
+    "MASTER_HOST": "replication is set up by the supervisor, towards the elected primary",
+    "MASTER_PORT": "replication is set up by the supervisor, towards the elected primary",
+    "MYSQL_LOCALHOST_USER": "the health check is the supervisor's (autopilot-mysql health)",
+    "MYSQL_LOCALHOST_GRANTS": "the health check is the supervisor's (autopilot-mysql health)",
+    "HEALTHCHECK_GRANTS": "the health check is the supervisor's (autopilot-mysql health)",
+    "DISABLE_UPGRADE_BACKUP": "mariadb-upgrade runs without a backup here: take a snapshot "
+                              "first (autopilot-mysql backup now)",
+    "AUTO_UPGRADE": "mariadb-upgrade always runs after a version change here",
+}
+
+
+def unsupported_official(env: Mapping[str, str]) -> tuple[str, ...]:
+    out = []
+    for name, why in UNSUPPORTED.items():
+        for var in (f"MARIADB_{name}", f"MYSQL_{name}"):
+            if var in env or f"{var}_FILE" in env:
+                out.append(f"{var} is the official image's, and is ignored here: {why}")
+    return tuple(out)
+
+
 def load_settings(env: Mapping[str, str]) -> Settings:
     """Validate every variable; raise one ConfigError listing every problem found."""
     r = _Reader(env)
     root_pw, _ = r.raw("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD", secret=True,
                        example="a-long-random-secret")
-    if not root_pw and not any(p.startswith(("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD"))
-                               for p in r.problems):
+    random_root = r.text("MARIADB_RANDOM_ROOT_PASSWORD", "MYSQL_RANDOM_ROOT_PASSWORD").strip()
+    random_root_on = random_root.lower() not in ("", *_FALSE)
+    if root_pw and random_root_on:
+        r.problem("MARIADB_RANDOM_ROOT_PASSWORD", "is set together with "
+                  "MARIADB_ROOT_PASSWORD; set only one", "yes")
+    if not root_pw and not random_root_on and not any(
+            p.startswith(("MARIADB_ROOT_PASSWORD", "MYSQL_ROOT_PASSWORD")) for p in r.problems):
         r.problem("MARIADB_ROOT_PASSWORD", "is required (or MYSQL_ROOT_PASSWORD, or either "
-                  "as _FILE)", "a-long-random-secret")
+                  "as _FILE, or MARIADB_RANDOM_ROOT_PASSWORD=yes)", "a-long-random-secret")
+    root_host = r.text("MARIADB_ROOT_HOST", "MYSQL_ROOT_HOST").strip() or "%"
+    if not re.match(r"^[A-Za-z0-9._%:/-]{1,255}$", root_host):
+        r.problem("MARIADB_ROOT_HOST", f"{root_host!r} is not a host pattern", "10.0.0.%")
     database = r.text("MARIADB_DATABASE", "MYSQL_DATABASE")
     if database and not _NAME.match(database):
         r.problem("MARIADB_DATABASE", f"{database!r} is not a plain database name (letters, "
@@ -428,12 +478,16 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                   "app-secret")
     if password and not user:
         r.problem("MARIADB_USER", "is required when MARIADB_PASSWORD is set", "app")
-    repl_user = r.text("MYSQL_REPL_USER")
+    repl_user = r.text("MYSQL_REPL_USER", "MARIADB_REPLICATION_USER")
     if not _USER.match(repl_user):
         r.problem("MYSQL_REPL_USER", f"{repl_user!r} is not a plain user name", "repl")
-    repl_pw, _ = r.raw("MYSQL_REPL_PASSWORD", secret=True, example="repl-secret")
-    if not repl_pw and not any(p.startswith("MYSQL_REPL_PASSWORD") for p in r.problems):
-        r.problem("MYSQL_REPL_PASSWORD", "is required (the same on every node)", "repl-secret")
+    repl_pw, _ = r.raw("MYSQL_REPL_PASSWORD", "MARIADB_REPLICATION_PASSWORD", secret=True,
+                       example="repl-secret")
+    if not repl_pw and not any(p.startswith(("MYSQL_REPL_PASSWORD",
+                                             "MARIADB_REPLICATION_PASSWORD"))
+                               for p in r.problems):
+        r.problem("MYSQL_REPL_PASSWORD", "is required (the same on every node; or "
+                  "MARIADB_REPLICATION_PASSWORD)", "repl-secret")
     consul_host, consul_port, consul_scheme = _parse_consul(r)
     access = _parse_consul_access(r)
     consul_agent = r.boolean("CONSUL_AGENT")
@@ -474,6 +528,12 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         except ValueError:
             r.problem("INNODB_BUFFER_POOL_SIZE", f"{pool_text!r} is not a size", "512M")
     stop_timeout = r.number("STOP_TIMEOUT", 1, 3600, "30")
+    conf_dirs = tuple(Path(p) for p in r.text("MYSQL_CONF_DIRS").split(":") if p.strip())
+    for d in conf_dirs:
+        if not d.is_absolute():
+            r.problem("MYSQL_CONF_DIRS", f"{str(d)!r} is not an absolute path",
+                      "/etc/mysql/conf.d")
+    initdb_dir = Path(r.text("INITDB_DIR"))
     hooks_dir = Path(r.text("HOOKS_DIR"))
     if not hooks_dir.is_absolute():
         r.problem("HOOKS_DIR", f"{str(hooks_dir)!r} is not an absolute path",
@@ -513,7 +573,10 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     if r.problems:
         raise ConfigError(r.problems)
     return Settings(
-        root_password=root_pw, database=database, user=user, password=password,
+        root_password=root_pw, root_host=root_host, random_root_password=random_root_on,
+        skip_tzinfo=r.text("MARIADB_INITDB_SKIP_TZINFO", "MYSQL_INITDB_SKIP_TZINFO").strip()
+        .lower() not in ("", *_FALSE), warnings=unsupported_official(env),
+        database=database, user=user, password=password,
         repl_user=repl_user, repl_password=repl_pw, consul_host=consul_host,
         consul_port=consul_port, consul_agent=consul_agent, service_name=service,
         node_name=node, advertise_address=advertise, health_port=health_port,
@@ -525,7 +588,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         mysqld_max_restarts=max_restarts,
         mysqld_restart_window=window, datadir=datadir, rundir=rundir, snapshots=snapshots,
         topology=topology, nofailover=nofailover, noloadbalance=noloadbalance,
-        hooks_dir=hooks_dir, hook_timeout=hook_timeout,
+        conf_dirs=conf_dirs, initdb_dir=initdb_dir, hooks_dir=hooks_dir,
+        hook_timeout=hook_timeout,
         hook_health_interval=hook_health_interval, consul_scheme=consul_scheme, **access)
 
 

@@ -25,8 +25,18 @@ from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .ha import decide
 from .hooks import Hooks
+from .initdb import InitDb
 from .keys import ClusterKeys
-from .model import Action, Decision, Member, NodeStatus, Observation, ProcState, copy_sources
+from .model import (
+    Action,
+    Decision,
+    Member,
+    NodeStatus,
+    Observation,
+    ProcState,
+    Role,
+    copy_sources,
+)
 from .mysql import datadir as dd
 from .mysql.server import FenceResult, LocalServer
 from .node import LocalNode
@@ -70,6 +80,10 @@ class Daemon:
         self.members: tuple[Member, ...] = ()
         self.last_logged: tuple[str, float] = ("", 0.0)
         self.promise = failsafe.Promise()
+        self.upgrade_checked = ""  # the server version mariadb-upgrade was considered for
+        self.initdb = InitDb(settings.initdb_dir, node=settings.node_name,
+                             socket=settings.socket, database=settings.database,
+                             read=self.consul.initdb_record, write=self.consul.write_initdb)
         self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,
                            node=settings.node_name, timeout=settings.hook_timeout,
                            health_interval=settings.hook_health_interval)
@@ -124,7 +138,8 @@ class Daemon:
         self.cluster_cfg = self._cluster_settings(first)
         self.gen_at_start = 0  # the node's writable generation when mysqld last started
         self.mysqld = ManagedProcess(
-            "mysqld", ["mariadbd", f"--defaults-file={cnf}"], bus=self.bus,
+            "mysqld", ["mariadbd", f"--defaults-file={cnf}", *self.s.mysqld_args],
+            bus=self.bus,
             extra_args=self._recovery_args, on_line=self._mysqld_line,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
@@ -331,6 +346,14 @@ class Daemon:
                 self._publish(decision=decision, obs=obs, error=str(exc))
                 continue
             self._publish(decision=decision, obs=obs)
+            if node.version and node.version != self.upgrade_checked:
+                self.upgrade_checked = node.version
+                try:
+                    startup.upgrade_if_needed(self.s, node.version)
+                except DataDirError as exc:
+                    log.warning("could not check whether mariadb-upgrade is due: %s", exc)
+            if self.status.role == Role.PRIMARY and self.status.writable:
+                self.initdb.primary_open()
             asked = node.cluster.reinit.get(obs.node)
             why: tuple[str, ...] = ()
             if asked is not None:
@@ -480,10 +503,11 @@ class Daemon:
             leader=obs.leader if obs else self.status.leader, members=self.members,
             consul_ok=obs.dcs_ok if obs else self.status.consul_ok,
             last_decision=str(decision) if decision else self.status.last_decision,
-            extra={"snapshot": self.snapshots.state,
-                   "snapshot_problem": self.snapshots.problem,
-                   "binlog_archive": self.snapshots.archiver.state
-                   if self.snapshots.archiver else "off"} if self.snapshots else {},
+            extra={**({"snapshot": self.snapshots.state,
+                       "snapshot_problem": self.snapshots.problem,
+                       "binlog_archive": self.snapshots.archiver.state
+                       if self.snapshots.archiver else "off"} if self.snapshots else {}),
+                   **({"initdb": self.initdb.state} if self.initdb.state else {})},
             last_error=last_error,
             cycle_at=obs.observed_at if obs else self.clock.monotonic(),
             lock_valid_until=obs.lock_valid_until if obs else 0.0,

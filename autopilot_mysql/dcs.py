@@ -378,6 +378,25 @@ class Consul:
         self._call("resume", lambda: self.client.kv.delete(self.keys.pause))
         self.record_history("resumed", {"by": by})
 
+    def initdb_record(self) -> tuple[int, dict[str, object] | None]:
+        """initdb.py's key: (its modify index, its document; None when absent or unreadable
+        (an unreadable one counts as present: never run twice))."""
+        idx, item = self._call("initdb read", lambda: self.client.kv.get(self.keys.initdb))
+        if item is None:
+            return 0, None
+        try:
+            doc = json.loads(item.get("Value") or b"")
+        except ValueError:
+            doc = None
+        if not isinstance(doc, dict):
+            doc = {"state": "failed", "error": "the key is unreadable"}
+        return int(item.get("ModifyIndex") or idx or 0), doc
+
+    def write_initdb(self, doc: dict[str, object], index: int) -> bool:
+        """Only if unchanged since read at `index` (0: only if absent)."""
+        return bool(self._call("initdb write", lambda: self.client.kv.put(
+            self.keys.initdb, json.dumps(doc), cas=index)))
+
     def request_reinit(self, node: str, by: str, reason: str) -> None:
         doc = {"by": by, "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "reason": reason}

@@ -29,6 +29,7 @@ from .eviction import Evictor
 from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
 from .hooks import Hooks
+from .initdb import InitDb
 from .keys import ClusterKeys, LeaderInfo, paused_by
 from .model import Action, Decision, Member, NodeStatus, ProcState, Role
 from .mysql import datadir as dd
@@ -60,6 +61,10 @@ class GaleraSupervisor:
         self.consul = Consul.for_settings(settings, timeout=CONSUL_TIMEOUT)
         self.address = startup.advertise_address(settings)
         self.cfg = settings.cluster
+        self.upgrade_checked = ""  # the server version mariadb-upgrade was considered for
+        self.initdb = InitDb(settings.initdb_dir, node=settings.node_name,
+                             socket=settings.socket, database=settings.database,
+                             read=self.consul.initdb_record, write=self.consul.write_initdb)
         self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,
                            node=settings.node_name, timeout=settings.hook_timeout,
                            health_interval=settings.hook_health_interval)
@@ -145,7 +150,8 @@ class GaleraSupervisor:
                 if self.stop_requested.is_set():
                     return self._shutdown("stopped while provisioning from a snapshot")
         self.mysqld = ManagedProcess(
-            "mysqld", ["mariadbd", f"--defaults-file={self.cnf}"], bus=self.bus,
+            "mysqld", ["mariadbd", f"--defaults-file={self.cnf}", *self.s.mysqld_args],
+            bus=self.bus,
             extra_args=self._before_start, on_line=self._mysqld_line,
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
@@ -269,6 +275,14 @@ class GaleraSupervisor:
                     self.stop_requested.wait(START_RETRY)
                 continue
             self._publish(d, obs)
+            if obs.mysql_alive and not self.upgrade_checked:
+                try:
+                    self.upgrade_checked = self.mysql.vars().version
+                    startup.upgrade_if_needed(self.s, self.upgrade_checked)
+                except (MySQLError, DataDirError) as exc:
+                    log.warning("could not check whether mariadb-upgrade is due: %s", exc)
+            if self.status.role == Role.PRIMARY and self.status.writable:
+                self.initdb.primary_open()
 
     def observe(self) -> GaleraObservation:
         assert self.mysqld is not None
@@ -750,6 +764,7 @@ class GaleraSupervisor:
             members=self.members, consul_ok=bool(o and o.dcs_ok),
             last_decision=str(d) if d else self.status.last_decision,
             extra={"topology": "galera",
+                   **({"initdb": self.initdb.state} if self.initdb.state else {}),
                    **({"snapshot": self.snapshots.state} if self.snapshots else {}),
                    "wsrep": (f"{st.cluster_status}, {st.state_comment}, size "
                              f"{st.cluster_size}") if st else "mysqld down"},

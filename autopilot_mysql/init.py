@@ -44,17 +44,19 @@ def _prctl(option: int, value: int) -> None:
     libc.prctl(option, value, 0, 0, 0)
 
 
-def exec_lean() -> None:
+def exec_lean(mysqld_args: list[str] | None = None) -> None:
     """Replace this process (the command line, with its imports) by the shim alone: the
     same interpreter, isolated and without site-packages, running this file. The PID stays.
+    `mysqld_args` (options after the image name) are handed on to the supervisor.
     (Never returns; not annotated NoReturn: `typing` alone would add a MiB to the shim.)"""
-    os.execv(sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__)])
+    os.execv(sys.executable, [sys.executable, "-I", "-S", os.path.abspath(__file__),
+                              *(mysqld_args or [])])
 
 
-def _start_supervisor() -> int:
-    """Fork the supervisor: `python -m autopilot_mysql supervise`, stopped gracefully
-    (SIGTERM) if this shim dies."""
-    argv = [sys.executable, "-m", "autopilot_mysql", "supervise"]
+def _start_supervisor(mysqld_args: list[str]) -> int:
+    """Fork the supervisor: `python -m autopilot_mysql supervise [mysqld options]`, stopped
+    gracefully (SIGTERM) if this shim dies."""
+    argv = [sys.executable, "-m", "autopilot_mysql", "supervise", *mysqld_args]
     pid = os.fork()
     if pid:
         return pid
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.getpid() != 1:
         _prctl(PR_SET_CHILD_SUBREAPER, 1)  # orphans come to us, as they would to PID 1
 
-    sup_pid = _start_supervisor()
+    sup_pid = _start_supervisor(sys.argv[1:] if argv is None else argv)
 
     def forward(signum: int, frame: object) -> None:
         try:

@@ -16,6 +16,7 @@ nobody fights over it.
     switchover        {from, to, session, at, by}  a pending switchover request (at: scheduled)
     forced            {candidate, by, at, reason}  an operator's forced failover  election.I7
     pause             {by, at, reason}             maintenance mode (autopilot-mysql pause)
+    initdb            {state, by, at, ...}         the initdb scripts ran (initdb.py)
     reinit/<node>     {by, at, reason}             re-provision that replica (autopilot-mysql
                                                    reinit); deleted by it once done
     members/<node>    {server_id, data, address}   every node that ever joined (durable)
@@ -66,6 +67,7 @@ class Names:
         self.history_legacy = self.prefix + "history/"  # where releases before 0.2 wrote it
         self.pause = self.prefix + "pause"
         self.reinit = self.prefix + "reinit/"
+        self.initdb = self.prefix + "initdb"
         self.config = self.prefix + "config"
         self.galera_cluster = self.prefix + "galera/cluster"
         self.galera_state = self.prefix + "galera/state/"

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import shutil
 import socket
+import subprocess
+import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -23,7 +27,7 @@ from .dcs import Consul, agent_config
 from .events import EventBus
 from .exceptions import ConfigError, DataDirError, DCSError
 from .mysql import datadir as dd
-from .mysql import wsrep
+from .mysql import usercnf, wsrep
 from .mysql.cnf import GaleraCnf, buffer_pool_size, cgroup_memory_limit, render_cnf
 from .mysql.server import LocalServer, create_users_sql, run_statements
 from .process import ManagedProcess, RestartPolicy
@@ -145,6 +149,30 @@ def renew_server_id(settings: Settings, consul: Consul, why: str) -> int:
     return sid
 
 
+def check_user_settings(settings: Settings, say: bool = True) -> None:
+    """The user's conf.d files and command-line options for mariadbd, checked before
+    anything is touched: ConfigError naming every setting the supervisor owns."""
+    try:
+        found = usercnf.read_dirs(settings.conf_dirs) + usercnf.from_args(settings.mysqld_args)
+    except usercnf.UserConfigError as exc:
+        raise ConfigError([str(exc)]) from exc
+    problems = usercnf.check(found)
+    if problems:
+        raise ConfigError(problems)
+    if found and say:
+        log.info("your own MariaDB settings: %s", ", ".join(
+            f"{s.name}{'=' + s.value if s.value else ''} ({s.where})" for s in found))
+
+
+def user_includes(settings: Settings) -> str:
+    """The user's conf.d directories, included last so that their settings win (checked
+    again: a file may have changed since the start)."""
+    check_user_settings(settings, say=False)
+    dirs = [d for d in settings.conf_dirs if d.is_dir()]
+    return ("\n# Your own settings (MYSQL_CONF_DIRS), read last: they win over the above.\n"
+            + "".join(f"!includedir {d}\n" for d in dirs)) if dirs else ""
+
+
 def write_cnf(settings: Settings, server_id: int, address: str = "") -> Path:
     pool, reason = buffer_pool_size(settings.buffer_pool_size, cgroup_memory_limit())
     cnf = settings.rundir / "my.cnf"
@@ -152,13 +180,74 @@ def write_cnf(settings: Settings, server_id: int, address: str = "") -> Path:
         if settings.topology == "galera" else None
     text = render_cnf(datadir=settings.datadir, rundir=settings.rundir, server_id=server_id,
                       report_host=settings.node_name, pool_size=pool, pool_reason=reason,
-                      galera=galera)
+                      galera=galera) + user_includes(settings)
     tmp = cnf.with_suffix(".tmp")
     tmp.write_text(text)
     tmp.replace(cnf)
     log.info("rendered %s: server_id=%d, innodb_buffer_pool_size from %s", cnf, server_id,
              reason)
     return cnf
+
+
+def _release(version: str) -> str:
+    """'10.11.14-MariaDB-0+deb12u2-log' -> '10.11.14'."""
+    return version.split("-", 1)[0]
+
+
+def upgrade_if_needed(settings: Settings, version: str) -> threading.Thread | None:
+    """mariadb-upgrade after the server's release changed (an image upgrade on an old
+    volume), as the official image's MARIADB_AUTO_UPGRADE does, on a thread of its own: the
+    node serves meanwhile. The release is recorded in the data directory at the first start
+    and after each upgrade; nothing runs while it is unchanged. Not written to the binary
+    log: every node upgrades its own system tables."""
+    state = dd.read_node_state(settings.datadir)
+    recorded = state.get("mariadb_version")
+    now = _release(version)
+    if recorded == now:
+        return None
+    if not isinstance(recorded, str):
+        dd.write_node_state(settings.datadir, {**state, "mariadb_version": now})
+        return None
+
+    def run() -> None:
+        log.warning("MariaDB %s runs on data last served by %s: running mariadb-upgrade (the "
+                    "node serves meanwhile)", now, recorded)
+        t0 = time.monotonic()
+        proc = subprocess.run(["mariadb-upgrade", "--protocol=socket",
+                               f"--socket={settings.socket}", "-uroot", "--silent"],
+                              capture_output=True, text=True, timeout=3600)
+        if proc.returncode != 0:
+            log.error("mariadb-upgrade failed (exit %d): %s. The node keeps serving; run it "
+                      "by hand inside the container (mariadb-upgrade -uroot)", proc.returncode,
+                      (proc.stderr or proc.stdout).strip()[-500:])
+            return
+        fresh = dd.read_node_state(settings.datadir)
+        dd.write_node_state(settings.datadir, {**fresh, "mariadb_version": now})
+        log.info("mariadb-upgrade from %s to %s done in %.0fs", recorded, now,
+                 time.monotonic() - t0)
+
+    t = threading.Thread(target=run, name="mariadb-upgrade", daemon=True)
+    t.start()
+    return t
+
+
+def load_time_zones(socket: Path) -> None:
+    """The time-zone tables from the system's zoneinfo (as the official image loads them at
+    initialization; MARIADB_INITDB_SKIP_TZINFO skips it), never into the binary log."""
+    t0 = time.monotonic()
+    tz = subprocess.Popen(["mariadb-tzinfo-to-sql", "/usr/share/zoneinfo"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    load = subprocess.run(["mariadb", "--protocol=socket", f"--socket={socket}", "-uroot",
+                           "--init-command=SET SESSION sql_log_bin=0", "mysql"],
+                          stdin=tz.stdout, capture_output=True, text=True, timeout=300)
+    if tz.stdout is not None:
+        tz.stdout.close()
+    tz.wait()
+    if load.returncode != 0 or tz.returncode != 0:
+        raise DataDirError(f"loading the time-zone tables failed: "
+                           f"{(load.stderr or '').strip()[-300:]} (set "
+                           "MARIADB_INITDB_SKIP_TZINFO=yes to start without them)")
+    log.info("time-zone tables loaded in %.1fs", time.monotonic() - t0)
 
 
 def init_datadir_if_needed(settings: Settings, cnf: Path) -> dd.DataDirState:
@@ -176,14 +265,25 @@ def init_datadir_if_needed(settings: Settings, cnf: Path) -> dd.DataDirState:
     if state in (dd.DataDirState.EMPTY, dd.DataDirState.INTERRUPTED):
         log.info("first boot: initializing %s", settings.datadir)
         server = LocalServer(settings.socket)
+        root_password = settings.root_password or secrets.token_urlsafe(24)
         stmts = create_users_sql(
-            root_password=settings.root_password, database=settings.database,
+            root_password=root_password, database=settings.database,
             user=settings.user, password=settings.password, repl_user=settings.repl_user,
-            repl_password=settings.repl_password)
+            repl_password=settings.repl_password, root_host=settings.root_host)
         if settings.topology == "galera":
             stmts += wsrep.sst_user_sql()
-        dd.initialize(settings.datadir, cnf, settings.socket,
-                      lambda: run_statements(server, stmts))
+
+        def first_boot() -> None:
+            run_statements(server, stmts)
+            if not settings.skip_tzinfo:
+                load_time_zones(settings.socket)
+
+        dd.initialize(settings.datadir, cnf, settings.socket, first_boot)
+        if settings.random_root_password:
+            # As the official image: once, at the first boot, and nowhere else.
+            log.warning("GENERATED ROOT PASSWORD: %s (MARIADB_RANDOM_ROOT_PASSWORD: this "
+                        "node's root@%s; printed this once, write it down)", root_password,
+                        settings.root_host)
     elif state == dd.DataDirState.ADOPTED:
         log.warning("%s holds MariaDB data that autopilot-mysql did not create: using it as "
                     "it is (users are not created; the replication user must exist)",

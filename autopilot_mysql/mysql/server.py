@@ -445,20 +445,27 @@ class LocalServer:
 
 
 def create_users_sql(*, root_password: str, database: str, user: str, password: str,
-                     repl_user: str, repl_password: str) -> list[tuple[str, tuple[str, ...]]]:
+                     repl_user: str, repl_password: str, root_host: str = "%"
+                     ) -> list[tuple[str, tuple[str, ...]]]:
     """The first-boot statements, as (sql, args) pairs (values are bound, never formatted in).
 
-    root@'%' gets every privilege except READ ONLY ADMIN, so read_only fences it too; only
-    root@localhost over the unix socket (the supervisor, or an operator inside the container)
-    may turn read_only off. Nothing here is written to the binary log.
+    root@'%' (root@ROOT_HOST: MARIADB_ROOT_HOST; none when it is localhost) gets every
+    privilege except READ ONLY ADMIN, so read_only fences it too; only root@localhost over the
+    unix socket (the supervisor, or an operator inside the container) may turn read_only off.
+    Nothing here is written to the binary log.
     """
     stmts: list[tuple[str, tuple[str, ...]]] = [
         ("SET SESSION sql_log_bin = 0", ()),
         ("ALTER USER root@localhost IDENTIFIED VIA unix_socket OR mysql_native_password "
          "USING PASSWORD(%s)", (root_password,)),
-        ("CREATE USER IF NOT EXISTS root@'%%' IDENTIFIED BY %s", (root_password,)),
-        ("GRANT ALL PRIVILEGES ON *.* TO root@'%%' WITH GRANT OPTION", ()),
-        ("REVOKE READ ONLY ADMIN ON *.* FROM root@'%%'", ()),
+    ]
+    if root_host != "localhost":
+        stmts += [
+            ("CREATE USER IF NOT EXISTS root@%s IDENTIFIED BY %s", (root_host, root_password)),
+            ("GRANT ALL PRIVILEGES ON *.* TO root@%s WITH GRANT OPTION", (root_host,)),
+            ("REVOKE READ ONLY ADMIN ON *.* FROM root@%s", (root_host,)),
+        ]
+    stmts += [
         ("CREATE USER IF NOT EXISTS %s@'%%' IDENTIFIED BY %s", (repl_user, repl_password)),
         ("GRANT REPLICATION SLAVE, SLAVE MONITOR, BINLOG MONITOR ON *.* TO %s@'%%'",
          (repl_user,)),

@@ -686,3 +686,49 @@ def test_a_recreated_container_keeps_its_node_name(bed: TestBed, cluster: list[N
     assert rows[old.name]["host"] == host.ip
     acked |= set(insert(p, 100, 5))
     wait_until(lambda: has_rows(again, acked), timeout=60, what="every row after recreation")
+
+
+def test_initdb_scripts_run_once_on_the_first_primary_and_reach_every_replica(
+        bed: TestBed) -> None:
+    """/docker-entrypoint-initdb.d as the official image runs it, but once per cluster: .sql,
+    .sql.gz, .sql.zst and .sh in name order on the first primary, in MARIADB_DATABASE,
+    through the binary log to every replica; a later primary never runs them again."""
+    import gzip
+    d = bed.root / "initdb.d"
+    d.mkdir()
+    (d / "01-schema.sql").write_text(
+        "CREATE TABLE seeded (id INT PRIMARY KEY AUTO_INCREMENT, src VARCHAR(40));\n"
+        "INSERT INTO seeded (src) VALUES ('sql');\n")
+    (d / "02-data.sql.gz").write_bytes(gzip.compress(
+        b"INSERT INTO seeded (src) VALUES ('gz');\n"))
+    (d / "03-data.sql.zst").write_bytes(subprocess.run(
+        ["zstd", "-c"], input=b"INSERT INTO seeded (src) VALUES ('zst');\n",
+        capture_output=True, check=True).stdout)
+    (d / "04-more.sh").write_text(
+        "#!/bin/sh\nset -e\nmariadb app -e \"INSERT INTO seeded (src) VALUES "
+        "('sh-$(hostname)')\"\n")
+    nodes = boot_cluster(bed, 3, INITDB_DIR=str(d))
+    first = primary(nodes)
+    want = ["sql", "gz", "zst", f"sh-{first.name}"]
+
+    def seeded(n: Node) -> list[str] | None:
+        try:
+            with n.app() as c, c.cursor() as cur:
+                cur.execute("SELECT src FROM seeded ORDER BY id")
+                return [r[0] for r in cur.fetchall()]
+        except pymysql.MySQLError:
+            return None
+
+    for n in nodes:
+        wait_until(lambda n=n: seeded(n) == want, timeout=60,
+                   what=f"the initdb scripts' rows on {n.name}")
+    wait_until(lambda: first.status()["extra"].get("initdb") == "done", timeout=30,
+               what="the first primary to record the run")
+    out = admin(first, "switchover", "--force")
+    assert out.returncode == 0, out.stdout + out.stderr
+    new = primary(nodes)
+    assert new is not first
+    time.sleep(3)  # a few cycles of the new primary: it must not run them again
+    for n in nodes:
+        assert seeded(n) == want, n.name
+    assert "running the initdb scripts" not in new.log.read_text()

@@ -361,3 +361,76 @@ def test_an_election_position_left_by_an_earlier_run_of_the_node_is_replaced(
     assert state.positions == {"db3": Published("db3", "0-6-5853", "d3", term=42)}
     _, item = consul.client().kv.get("service/mysql/positions/db3")
     assert item is not None and item["Session"] == new
+
+
+def test_official_image_conventions_conf_d_and_command_line_options(
+        bed: TestBed, consul: ConsulAgent) -> None:
+    """A conf.d file and options after the image name reach mariadbd (the user's win over
+    ours); a conf.d setting the supervisor owns is refused at start, naming file and line,
+    before anything is touched."""
+    host = bed.add_host("db1")
+    node = make_node(host)
+    conf = Path(node.env["MYSQL_CONF_DIRS"])
+    conf.mkdir(parents=True)
+    (conf / "my.cnf").write_text("[mysqld]\nmax_connections = 77\n"
+                                 "innodb_buffer_pool_size = 64M\n")
+    node.boot("--max-allowed-packet=33554432")
+    node.wait_http("/primary", timeout=BOOT_BOUND)
+    with node.root() as c, c.cursor() as cur:
+        cur.execute("SELECT @@max_connections, @@max_allowed_packet, "
+                    "@@innodb_buffer_pool_size, @@log_bin, @@gtid_strict_mode")
+        assert cur.fetchone() == (77, 33554432, 64 << 20, 1, 1)
+    assert "your own MariaDB settings: max_connections=77" in node.log.read_text()
+    assert host.stop(timeout=30) == 0
+    # A setting the supervisor owns: refused at start, the data untouched.
+    (conf / "zz-bad.cnf").write_text("[mariadbd]\nread_only = OFF\n")
+    log_before = node.log.stat().st_size
+    node.boot()
+    assert host.wait(timeout=30) == 2
+    out = node.log.read_bytes()[log_before:].decode()
+    assert f"{conf / 'zz-bad.cnf'}:2: read_only is set by autopilot-mysql" in out, out
+    assert "Traceback" not in out
+    (conf / "zz-bad.cnf").unlink()
+    log_before = node.log.stat().st_size
+    node.boot("--server-id=99")
+    assert host.wait(timeout=30) == 2
+    out = node.log.read_bytes()[log_before:].decode()
+    assert "command line: server_id is set by autopilot-mysql" in out, out
+
+
+def test_official_image_variables_root_host_random_password_tz_and_upgrade(
+        bed: TestBed, consul: ConsulAgent) -> None:
+    """MARIADB_RANDOM_ROOT_PASSWORD (printed once), MARIADB_ROOT_HOST=localhost (no remote
+    root), time-zone tables loaded at initialization, an unsupported official variable named
+    in a warning, and mariadb-upgrade run once the recorded release differs."""
+    import json
+
+    import pymysql
+    node = boot(bed, consul, MARIADB_ROOT_PASSWORD="", MARIADB_RANDOM_ROOT_PASSWORD="yes",
+                MARIADB_ROOT_HOST="localhost", MARIADB_MASTER_HOST="elsewhere")
+    node.wait_http("/primary", timeout=BOOT_BOUND)
+    text = node.log.read_text()
+    m = re.search(r"GENERATED ROOT PASSWORD: (\S+)", text)
+    assert m and text.count("GENERATED ROOT PASSWORD") == 1, text[-2000:]
+    assert "MARIADB_MASTER_HOST is the official image's, and is ignored here" in text
+    with node.root() as c, c.cursor() as cur:
+        cur.execute("SELECT user, host FROM mysql.user WHERE user = 'root'")
+        assert cur.fetchall() == (("root", "localhost"),)
+        cur.execute("SELECT COUNT(*) FROM mysql.time_zone_name")
+        assert cur.fetchone()[0] > 300
+        cur.execute("SELECT CONVERT_TZ('2026-12-03 12:00:00', 'UTC', 'Europe/Paris')")
+        assert str(cur.fetchone()[0]) == "2026-12-03 13:00:00"
+    with pytest.raises(pymysql.MySQLError):  # no remote root, whatever the password
+        pymysql.connect(host=node.host.ip, user="root", password=m.group(1), connect_timeout=3)
+    # The image was upgraded under the volume: the recorded release differs.
+    state_file = node.datadir / "autopilot.json"
+    state = json.loads(state_file.read_text())
+    assert re.match(r"^\d+\.\d+\.\d+$", state["mariadb_version"]), state
+    assert node.host.stop(timeout=30) == 0
+    state_file.write_text(json.dumps({**state, "mariadb_version": "10.6.0"}))
+    node.boot()
+    node.wait_http("/primary", timeout=BOOT_BOUND)
+    wait_until(lambda: "mariadb-upgrade from 10.6.0 to" in node.log.read_text(), timeout=120,
+               what="mariadb-upgrade to run and finish")
+    assert json.loads(state_file.read_text())["mariadb_version"] == state["mariadb_version"]
+    assert "GENERATED ROOT PASSWORD" not in node.log.read_text().split("starting as")[-1]

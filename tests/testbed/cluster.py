@@ -56,6 +56,8 @@ def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dic
         "MYSQL_DATADIR": str(host.dir / "data"),
         "MYSQL_RUNDIR": str(host.dir / "run"),
         "HOOKS_DIR": str(host.dir / "hooks.d"),  # the container's own /etc/autopilot-mysql
+        "MYSQL_CONF_DIRS": str(host.dir / "conf.d"),  # the container's own /etc/mysql/conf.d
+        "INITDB_DIR": str(host.dir / "initdb.d"),  # its own /docker-entrypoint-initdb.d
     }
     env.update(overrides)
     return {k: v for k, v in env.items() if v is not None}
@@ -85,8 +87,9 @@ class Node:
     def url(self, path: str) -> str:
         return f"http://{self.host.ip}:{self.env.get('HEALTH_PORT', HEALTH_PORT)}{path}"
 
-    def boot(self) -> None:
-        self.host.boot([str(VENV_BIN / "autopilot-mysql"), "run"], env=self.env)
+    def boot(self, *mysqld_args: str) -> None:
+        """`autopilot-mysql run [mysqld options]`, the image's entrypoint and command."""
+        self.host.boot([str(VENV_BIN / "autopilot-mysql"), "run", *mysqld_args], env=self.env)
 
     def http(self, path: str) -> int:
         try:

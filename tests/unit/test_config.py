@@ -181,3 +181,26 @@ def test_node_name_survives_a_new_hostname(tmp_path: Path,
     assert stable_node_name(recreated, given=True).node_name == "beef0002"
     assert "renamed" in caplog.text and "consul kv delete" in caplog.text
     assert stable_node_name(first, given=False).node_name == "beef0002"
+
+
+def test_the_official_images_variables() -> None:
+    s = load_settings({"MARIADB_RANDOM_ROOT_PASSWORD": "yes", "NODE_NAME": "db1",
+                       "MARIADB_REPLICATION_USER": "replicator",
+                       "MARIADB_REPLICATION_PASSWORD": "rp", "MARIADB_ROOT_HOST": "localhost",
+                       "MARIADB_INITDB_SKIP_TZINFO": "1", "MARIADB_MASTER_HOST": "db0",
+                       "MYSQL_ALLOW_EMPTY_PASSWORD": "yes"})
+    assert s.random_root_password and s.root_password == "" and s.root_host == "localhost"
+    assert (s.repl_user, s.repl_password, s.skip_tzinfo) == ("replicator", "rp", True)
+    assert len(s.warnings) == 2
+    assert any(w.startswith("MARIADB_MASTER_HOST is the official image's") for w in s.warnings)
+    assert any("MYSQL_ALLOW_EMPTY_PASSWORD" in w for w in s.warnings)
+    with pytest.raises(ConfigError, match="set only one"):
+        load_settings({**GOOD, "MARIADB_RANDOM_ROOT_PASSWORD": "yes"})
+    with pytest.raises(ConfigError, match="MARIADB_RANDOM_ROOT_PASSWORD=yes"):
+        load_settings({"MYSQL_REPL_PASSWORD": "p", "NODE_NAME": "db1"})
+
+
+def test_every_variable_may_come_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "db").write_text("shop\n")
+    s = load_settings({**GOOD, "MARIADB_DATABASE_FILE": str(tmp_path / "db")})
+    assert s.database == "shop"

@@ -70,6 +70,27 @@ def test_the_healthcheck_is_the_cli_health_command_in_image_and_compose(
     assert "/etc/autopilot-mysql/hooks.d" in text
 
 
+def test_the_images_own_mysql_directories_pass_the_user_settings_check() -> None:
+    """The image keeps Debian's /etc/mysql files but 50-server.cnf (bind-address, pid-file:
+    the supervisor's): what is left passes the check a user's conf.d gets (the files the
+    Debian package installs are on this machine too)."""
+    from pathlib import Path
+
+    from autopilot_mysql.mysql.usercnf import check, read_file
+    text = (REPO / "docker" / "Dockerfile").read_text()
+    removed = set(re.findall(r"rm -f (/etc/mysql/\S+\.cnf)", text))
+    assert removed == {"/etc/mysql/mariadb.conf.d/50-server.cnf"}
+    found = []
+    for d in (Path("/etc/mysql/conf.d"), Path("/etc/mysql/mariadb.conf.d")):
+        for f in sorted(d.glob("*.cnf")):
+            if str(f) not in removed:
+                found += read_file(f, depth=0)
+    assert check(found) == []
+    everything = [s for d in ("/etc/mysql/mariadb.conf.d",)
+                  for f in sorted(Path(d).glob("*.cnf")) for s in read_file(f, depth=0)]
+    assert check(everything), "50-server.cnf sets what the supervisor owns: the rm is needed"
+
+
 def test_haproxy_service_uses_the_tested_config(compose: dict[str, Any]) -> None:
     hap = compose["services"]["haproxy"]
     mounts = {v["source"]: v["target"] for v in hap["volumes"]}
