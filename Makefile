@@ -5,7 +5,8 @@
 # Run as root: the test bed creates network namespaces.
 PY := .venv/bin/python
 
-.PHONY: setup test lint unit integration chaos demo demo-down demo-status bench bench-storage
+.PHONY: setup test lint unit integration chaos demo demo-scale demo-down demo-status bench \
+	bench-storage
 
 setup:
 	bash scripts/setup.sh
@@ -31,6 +32,10 @@ chaos: setup
 
 demo: setup
 	$(PY) -m tests.testbed.demo up
+
+# Grow or shrink the demo to N database nodes, as `docker compose up -d --scale mysql=N`
+demo-scale: setup
+	$(PY) -m tests.testbed.demo scale $(N)
 
 demo-status: setup
 	$(PY) -m tests.testbed.demo status

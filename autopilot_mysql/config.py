@@ -80,6 +80,8 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
                   "replication)"),
     "S3_ENDPOINT": ("", "S3-compatible endpoint URL, e.g. http://minio:9000; unset: "
                     "AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS"),
+    "S3_CREATE_BUCKET": ("false", "create S3_BUCKET when it does not exist (compose's bundled "
+                         "MinIO)"),
     "S3_ADDRESSING_STYLE": ("", "path, virtual or auto (default: virtual on AWS, path on "
                             "other stores)"),
     "S3_PREFIX": ("", "key prefix inside the bucket (default: SERVICE_NAME)"),
@@ -139,6 +141,7 @@ class SnapshotSettings:
     verify: bool
     archive_interval: float = 5.0  # BINLOG_ARCHIVE_INTERVAL; 0: no binary-log archive
     addressing_style: str = "path"  # S3_ADDRESSING_STYLE: path, virtual (AWS's default), auto
+    create_bucket: bool = False  # S3_CREATE_BUCKET: create it when it does not exist
 
 
 # The settings every node must share, because the safety rules compare one node's timing with
@@ -646,6 +649,7 @@ def _parse_snapshots(r: _Reader, service: str) -> SnapshotSettings | None:
         style = "path" if endpoint or "." in bucket else "virtual"
     return SnapshotSettings(
         bucket=bucket, endpoint=endpoint, prefix=prefix, region=region, addressing_style=style,
+        create_bucket=r.boolean("S3_CREATE_BUCKET"),
         access_key=access, secret_key=secret, verify_tls=verify,
         timeout=r.number("S3_TIMEOUT", 1, 3600, "30"),
         interval=r.number("SNAPSHOT_INTERVAL", 0, 365 * 86400, "86400"),

@@ -171,9 +171,31 @@ class SnapshotStore:
                     out.append(Manifest.from_json(body))
                 except (ValueError, TypeError) as exc:
                     log.warning("ignoring unreadable snapshot manifest %s: %s", k, exc)
-        except (BotoCoreError, ClientError) as exc:
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "NoSuchBucket" \
+                    and self.cfg.create_bucket:
+                self._create_bucket()
+                return []
+            raise self._fail("cannot list snapshots", exc) from exc
+        except BotoCoreError as exc:
             raise self._fail("cannot list snapshots", exc) from exc
         return sorted(out, key=lambda m: m.id)
+
+    def _create_bucket(self) -> None:
+        """S3_CREATE_BUCKET: the bucket did not exist (a fresh bundled MinIO): create it. A
+        node that loses the race to another finds it owned by the same credentials."""
+        args: dict[str, Any] = {"Bucket": self.bucket}
+        if self.cfg.region and self.cfg.region != "us-east-1" and not self.cfg.endpoint:
+            args["CreateBucketConfiguration"] = {"LocationConstraint": self.cfg.region}
+        try:
+            self.client.create_bucket(**args)
+            log.info("created the bucket %s (S3_CREATE_BUCKET)", self.bucket)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") not in (
+                    "BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                raise self._fail(f"cannot create the bucket {self.bucket}", exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail(f"cannot create the bucket {self.bucket}", exc) from exc
 
     def manifest(self, snapshot_id: str) -> Manifest:
         try:

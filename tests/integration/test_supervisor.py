@@ -211,17 +211,17 @@ def test_orphaned_grandchildren_are_reaped(bed: TestBed, consul: ConsulAgent) ->
 
 
 BAD_INPUTS: list[tuple[dict[str, str | None], str]] = [
-    ({"MARIADB_ROOT_PASSWORD": None}, "MARIADB_ROOT_PASSWORD"),
-    ({"MARIADB_ROOT_PASSWORD": None, "MARIADB_ROOT_PASSWORD_FILE": "/nonexistent/pw"},
-     "MARIADB_ROOT_PASSWORD_FILE"),
+    # compose gives the secrets as files (*_FILE): a secret missing, or its file
+    ({"MARIADB_ROOT_PASSWORD_FILE": None}, "MARIADB_ROOT_PASSWORD"),
+    ({"MARIADB_ROOT_PASSWORD_FILE": "/nonexistent/pw"}, "MARIADB_ROOT_PASSWORD_FILE"),
     ({"CONSUL": "consul:eighty"}, "CONSUL"),
     ({"CONSUL": "http//bad host"}, "CONSUL"),
     ({"HEALTH_PORT": "nine-two-hundred"}, "HEALTH_PORT"),
     ({"LOG_LEVEL": "chatty"}, "LOG_LEVEL"),
     ({"LOG_FORMAT": "yaml"}, "LOG_FORMAT"),
     ({"INNODB_BUFFER_POOL_SIZE": "big"}, "INNODB_BUFFER_POOL_SIZE"),
-    ({"MARIADB_PASSWORD": None}, "MARIADB_PASSWORD"),
-    ({"MYSQL_REPL_PASSWORD": None}, "MYSQL_REPL_PASSWORD"),
+    ({"MARIADB_PASSWORD_FILE": None}, "MARIADB_PASSWORD"),
+    ({"MYSQL_REPL_PASSWORD_FILE": None}, "MYSQL_REPL_PASSWORD"),
     ({"STOP_TIMEOUT": "soon"}, "STOP_TIMEOUT"),
     ({"SERVICE_NAME": "My DB"}, "SERVICE_NAME"),
     ({"CONSUL_AGENT": "perhaps"}, "CONSUL_AGENT"),
@@ -406,7 +406,8 @@ def test_official_image_variables_root_host_random_password_tz_and_upgrade(
     import json
 
     import pymysql
-    node = boot(bed, consul, MARIADB_ROOT_PASSWORD="", MARIADB_RANDOM_ROOT_PASSWORD="yes",
+    node = boot(bed, consul, MARIADB_ROOT_PASSWORD_FILE=None,  # type: ignore[arg-type]
+                MARIADB_RANDOM_ROOT_PASSWORD="yes",
                 MARIADB_ROOT_HOST="localhost", MARIADB_MASTER_HOST="elsewhere")
     node.wait_http("/primary", timeout=BOOT_BOUND)
     text = node.log.read_text()

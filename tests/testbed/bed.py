@@ -71,10 +71,54 @@ class TestBed:
 
     # --- hosts --------------------------------------------------------------------------------
 
+    @classmethod
+    def reopen(cls, state: dict[str, Any]) -> TestBed:
+        """A persistent bed (the demo) from its state, in a later process: to add hosts to it
+        or remove some (`docker compose up --scale`). Nothing is created."""
+        bed = cls.__new__(cls)
+        bed.id = state["id"]
+        bed.bridge = state["bridge"]
+        bed.root = Path(state["root"])
+        bed.state_file = STATE_DIR / f"{bed.id}.json"
+        bed.hosts = {}
+        bed._rules = []
+        bed._closed = False
+        bed.persistent = True
+        bed.net = ipaddress.ip_network(state["net"])
+        bed.gateway = str(next(bed.net.hosts()))
+        bed._next_ip = int(state.get("next_ip", 10 + len(state["hosts"])))
+        bed._next_veth = int(state.get("next_veth", len(state["hosts"])))
+        for name, h in state["hosts"].items():
+            host = Host(name=name, netns=f"{PREFIX}{bed.id}-{name}", ip=h["ip"],
+                        veth=h.get("veth", ""), root=bed.root / name)
+            if h.get("pid1") and proc_start_time(h["pid1"]) == h.get("pid1_start"):
+                host.pid1 = h["pid1"]
+                host._pid1_start = h["pid1_start"]
+            bed.hosts[name] = host
+        return bed
+
+    def remove_host(self, name: str, timeout: float = 40) -> None:
+        """Stop a host gracefully (SIGTERM to its PID 1, as `docker stop`), then remove it,
+        its namespace and its directory (a container scaled away, with its volume)."""
+        host = self.hosts.pop(name)
+        if host.pid1 and proc_start_time(host.pid1) == host._pid1_start:
+            try:
+                os.kill(host.pid1, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            deadline = time.monotonic() + timeout
+            while pid_running(host.pid1) and time.monotonic() < deadline:
+                time.sleep(0.1)
+        _remove(self.id, [host.netns], None, None)
+        shutil.rmtree(host.dir, ignore_errors=True)
+        self._write_hosts_files()
+        self.save()
+
     def add_host(self, name: str) -> Host:
         if name in self.hosts:
             raise TestBedError(f"host {name} exists already")
-        idx = len(self.hosts)
+        idx = getattr(self, "_next_veth", len(self.hosts))
+        self._next_veth = idx + 1
         ip = str(self.net.network_address + self._next_ip)
         self._next_ip += 1
         netns = f"{PREFIX}{self.id}-{name}"
@@ -174,7 +218,8 @@ class TestBed:
             "pid": os.getpid(), "start": proc_start_time(os.getpid()), "net": str(self.net),
             "bridge": self.bridge, "root": str(self.root), "persistent": self.persistent,
             "netns": [h.netns for h in self.hosts.values()],
-            "hosts": {h.name: {"ip": h.ip, "pid1": h.pid1,
+            "next_ip": self._next_ip, "next_veth": getattr(self, "_next_veth", len(self.hosts)),
+            "hosts": {h.name: {"ip": h.ip, "veth": h.veth, "pid1": h.pid1,
                                "pid1_start": proc_start_time(h.pid1) if h.pid1 else None}
                       for h in self.hosts.values()},
         }

@@ -27,19 +27,56 @@ ROOT_PASSWORD = "root-secret"
 APP_USER, APP_PASSWORD, APP_DB = "app", "app-secret", "app"
 REPL_PASSWORD = "repl-secret"
 API_TOKEN = "test-token-0123456789"
+S3_SECRET = "s3-secret-for-the-bed"  # the bundled MinIO's root password (compose's minio)
+# What an .env file gives docker compose on the test bed
+SECRETS = {"MARIADB_ROOT_PASSWORD": ROOT_PASSWORD, "MARIADB_PASSWORD": APP_PASSWORD,
+           "MYSQL_REPL_PASSWORD": REPL_PASSWORD, "API_TOKEN": API_TOKEN,
+           "AWS_SECRET_ACCESS_KEY": S3_SECRET}
+# The compose environment's snapshot settings: they name the bundled MinIO (`minio`), which
+# only the demo starts; tests that want snapshots give their own (s3_env).
+COMPOSE_S3 = ("S3_BUCKET", "S3_ENDPOINT", "S3_CREATE_BUCKET", "AWS_ACCESS_KEY_ID",
+              "AWS_SECRET_ACCESS_KEY_FILE")
 HEALTH_PORT = 9200
 
 
 @functools.cache
-def compose_environment() -> dict[str, str]:
-    """The `mysql` service's environment in docker-compose.yml, as compose-go resolves it
-    (interpolated with the test secrets, as an .env file would give them)."""
-    secrets = {"MARIADB_ROOT_PASSWORD": ROOT_PASSWORD, "MARIADB_PASSWORD": APP_PASSWORD,
-               "MYSQL_REPL_PASSWORD": REPL_PASSWORD, "API_TOKEN": API_TOKEN}
+def compose_model() -> dict[str, Any]:
+    """docker-compose.yml as compose-go resolves it (interpolated with the test secrets, as
+    an .env file would give them)."""
     out = run([tool("dockercheck"), str(REPO / "docker" / "Dockerfile"),
-               str(REPO / "docker-compose.yml")], env={**os.environ, **secrets}).stdout
-    env: dict[str, str] = json.loads(out)["services"]["mysql"]["environment"]
-    return env
+               str(REPO / "docker-compose.yml")], env={**os.environ, **SECRETS}).stdout
+    model: dict[str, Any] = json.loads(out)
+    return model
+
+
+def compose_environment() -> dict[str, str]:
+    """The `mysql` service's environment in docker-compose.yml."""
+    return dict(compose_model()["services"]["mysql"]["environment"])
+
+
+def compose_secrets(service: str = "mysql") -> dict[str, str]:
+    """The service's compose secrets as the container sees them: /run/secrets/<target> ->
+    the value (compose takes it from the environment variable the secret names)."""
+    model = compose_model()
+    out = {}
+    for s in model["services"][service].get("secrets") or []:
+        source = model["secrets"][s["source"]]
+        out[s.get("target") or f"/run/secrets/{s['source']}"] = SECRETS[source["environment"]]
+    return out
+
+
+def materialize_secrets(env: dict[str, str | None], host: Host) -> None:
+    """What Docker mounts at /run/secrets, in the host's own directory: the *_FILE variables
+    pointing there are pointed at these files."""
+    files = compose_secrets()
+    sdir = host.dir / "secrets"
+    for k, v in list(env.items()):
+        if k.endswith("_FILE") and v in files:
+            sdir.mkdir(parents=True, exist_ok=True)
+            p = sdir / Path(v).name
+            p.write_text(files[v])
+            p.chmod(0o600)
+            env[k] = str(p)
 
 
 def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dict[str, str]:
@@ -59,7 +96,11 @@ def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dic
         "MYSQL_CONF_DIRS": str(host.dir / "conf.d"),  # the container's own /etc/mysql/conf.d
         "INITDB_DIR": str(host.dir / "initdb.d"),  # its own /docker-entrypoint-initdb.d
     }
+    if not overrides.pop("COMPOSE_S3", None):
+        for k in COMPOSE_S3:
+            env.pop(k, None)
     env.update(overrides)
+    materialize_secrets(env, host)
     return {k: v for k, v in env.items() if v is not None}
 
 

@@ -201,10 +201,13 @@ class S3Server:
                           connect_timeout=3, read_timeout=30))
 
 
-def start_minio(host: Host) -> S3Server:
+def start_minio(host: Host, access_key: str | None = None, secret_key: str | None = None
+                ) -> S3Server:
     data = host.dir / "minio"
     data.mkdir(parents=True, exist_ok=True)
     s3 = S3Server(host=host, proc=None)  # type: ignore[arg-type]
+    s3.access_key = access_key or s3.access_key
+    s3.secret_key = secret_key or s3.secret_key
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "HOME": str(host.dir),
            "MINIO_ROOT_USER": s3.access_key, "MINIO_ROOT_PASSWORD": s3.secret_key,
            "MINIO_BROWSER": "off", "MINIO_UPDATE": "off", "MINIO_CALLHOME_ENABLE": "off"}

@@ -1,19 +1,28 @@
-"""The demo: a three-node autopilot-mysql cluster on the namespace test bed, no Docker needed.
+"""The demo: what docker-compose.yml describes, on the namespace test bed, no Docker needed.
 
-    python -m tests.testbed.demo up       # (make demo) Consul, S3 (MinIO), db1..db3
-    python -m tests.testbed.demo status   # (make demo-status)
-    python -m tests.testbed.demo down     # (make demo-down) graceful stop, then remove all
+    python -m tests.testbed.demo up        # (make demo) consul, minio, mysql-1, haproxy; then
+                                           # scaled to three, as `docker compose up -d` and
+                                           # `docker compose up -d --scale mysql=3`
+    python -m tests.testbed.demo scale N   # (make demo-scale N=5) grow or shrink to N nodes
+    python -m tests.testbed.demo status    # (make demo-status)
+    python -m tests.testbed.demo down      # (make demo-down) graceful stop, then remove all
 
-Each database host runs `autopilot-mysql run` as its PID 1 with a local Consul agent
-(CONSUL_AGENT=true), as docker-compose.yml does. The cluster outlives this command; its state
-is in /run/apm-testbed/<id>.json and `down` removes it by id.
+Each service is a host named after it (mysql-1, mysql-2 ... as compose names the containers),
+started with the compose file's own settings: the database hosts run `autopilot-mysql run`
+as their PID 1 with the `mysql` service's environment and secrets (as files), snapshots go
+to the `minio` host (the bucket is created by the first node), HAProxy runs etc/haproxy.cfg
+with the `haproxy` service's environment. Clients use HAProxy's write and read ports. The
+cluster outlives this command; its state is in /run/apm-testbed/<id>.json and `down`
+removes it by id.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
+from typing import Any
 
 import requests
 
@@ -23,14 +32,49 @@ from .cluster import (
     APP_PASSWORD,
     APP_USER,
     HEALTH_PORT,
-    REPL_PASSWORD,
     ROOT_PASSWORD,
+    S3_SECRET,
+    compose_model,
     make_node,
 )
-from .components import S3Server, start_consul, start_minio
-from .util import wait_until
+from .components import start_consul, start_haproxy, start_minio
+from .util import REPO, wait_until
 
-NODES = ("db1", "db2", "db3")
+START_NODES = 3  # after the first, as `docker compose up -d --scale mysql=3`
+
+
+def _compose_env(service: str) -> dict[str, str]:
+    return dict(compose_model()["services"][service].get("environment") or {})
+
+
+def _nodes(hosts: dict[str, Any]) -> list[str]:
+    """The database hosts, mysql-1 first (compose's container numbering)."""
+    names = [n for n in hosts if re.fullmatch(r"mysql-\d+", n)]
+    return sorted(names, key=lambda n: int(n.split("-")[1]))
+
+
+def _add_node(bed: TestBed, name: str) -> Any:
+    node = make_node(bed.add_host(name), COMPOSE_S3="1")  # the compose environment, all of it
+    node.boot()
+    bed.save()
+    return node
+
+
+def _wait_serving(bed: TestBed, names: list[str], timeout: float = 300) -> None:
+    def role(name: str) -> str:
+        try:
+            r = requests.get(f"http://{bed.hosts[name].ip}:{HEALTH_PORT}/status", timeout=2)
+            doc = r.json()
+        except (requests.RequestException, ValueError):
+            return "down"
+        return str(doc["role"]) if doc.get("healthy") else "unhealthy"
+
+    def ready() -> bool:
+        roles = [role(n) for n in names]
+        return roles.count("primary") == 1 and roles.count("replica") == len(names) - 1
+
+    wait_until(ready, timeout=timeout,
+               what=f"one primary and {len(names) - 1} replica(s) among {', '.join(names)}")
 
 
 def up() -> int:
@@ -43,45 +87,63 @@ def up() -> int:
     try:
         consul_host = bed.add_host("consul")
         consul_host.boot()
-        consul = start_consul(consul_host)
-        s3_host = bed.add_host("s3")
-        s3_host.boot()
-        s3 = start_minio(s3_host)
-        s3.client().create_bucket(Bucket="autopilot-mysql")
-        nodes = []
-        for name in NODES:
-            node = make_node(bed.add_host(name))  # docker-compose.yml's environment
-            node.boot()
-            nodes.append(node)
+        start_consul(consul_host)
+        minio_env = _compose_env("minio")
+        minio_host = bed.add_host("minio")
+        minio_host.boot()
+        start_minio(minio_host, access_key=minio_env["MINIO_ROOT_USER"], secret_key=S3_SECRET)
+        print("consul and minio are up; starting mysql-1 (`docker compose up -d`)")
+        _add_node(bed, "mysql-1")
+        lb_host = bed.add_host("haproxy")
+        lb_host.boot()
+        start_haproxy(lb_host, (REPO / "etc" / "haproxy.cfg").read_text(), [3306, 3307, 8404],
+                      env=_compose_env("haproxy"))
         bed.save()
-        for node in nodes:
-            node.wait_healthy(timeout=90)
-        wait_until(lambda: sum(n.http("/primary") == 200 for n in nodes) == 1, timeout=60,
-                   what="one primary among the demo nodes")
+        _wait_serving(bed, ["mysql-1"])
+        print(f"mysql-1 is the primary after {time.monotonic() - t0:.0f}s; scaling to "
+              f"{START_NODES} (`docker compose up -d --scale mysql={START_NODES}`)")
+        _scale(bed, START_NODES)
     except BaseException:
         print("the demo did not come up; removing it (logs were under "
               f"{bed.root})", file=sys.stderr)
         bed.save()
-        teardown_persistent({**_state_of(bed)}, timeout=10)
+        teardown_persistent(_state_of(bed), timeout=10)
         raise
     print(f"autopilot-mysql demo is up in {time.monotonic() - t0:.0f}s on {bed.net} "
           f"(state /run/apm-testbed/{bed.id}.json)\n")
-    _print(bed.id, consul.address, s3)
+    _print(_state_of(bed))
     return 0
 
 
-def _state_of(bed: TestBed) -> dict[str, object]:
-    import json
-    st: dict[str, object] = json.loads(bed.state_file.read_text())
-    st["id"] = bed.id
+def _scale(bed: TestBed, n: int) -> None:
+    names = _nodes(bed.hosts)
+    if n < 1:
+        raise SystemExit("a cluster needs at least one node")
+    while len(names) > n:  # compose removes the highest-numbered containers first
+        gone = names.pop()
+        print(f"stopping and removing {gone}")
+        bed.remove_host(gone)
+    start = max((int(x.split("-")[1]) for x in names), default=0)
+    for i in range(start + 1, start + 1 + n - len(names)):
+        print(f"starting mysql-{i}")
+        _add_node(bed, f"mysql-{i}")
+        names.append(f"mysql-{i}")
+    _wait_serving(bed, names)
+
+
+def _state_of(bed: TestBed) -> dict[str, Any]:
+    st = next((s for s in persistent_beds() if s["id"] == bed.id), None)
+    if st is None:
+        import json
+        st = json.loads(bed.state_file.read_text())
+        st["id"] = bed.id
     return st
 
 
-def _print(bed_id: str, consul_addr: str, s3: S3Server | None) -> None:
-    st = next(s for s in persistent_beds() if s["id"] == bed_id)
+def _print(st: dict[str, Any]) -> None:
     hosts = st["hosts"]
-    print(f"  {'host':<8} {'address':<15} role")
-    for name in NODES:
+    print(f"  {'host':<9} {'address':<15} role")
+    for name in _nodes(hosts):
         ip = hosts[name]["ip"]
         try:
             doc = requests.get(f"http://{ip}:{HEALTH_PORT}/status", timeout=2).json()
@@ -89,32 +151,36 @@ def _print(bed_id: str, consul_addr: str, s3: S3Server | None) -> None:
             role = f"{doc['role']}, {doc['state']}, {access}"
         except (requests.RequestException, ValueError):
             role = "not answering"
-        print(f"  {name:<8} {ip:<15} {role}")
-    print(f"  {'consul':<8} {hosts['consul']['ip']:<15} http://{consul_addr}/v1/catalog/"
-          "service/mysql")
-    if s3 is not None:
-        print(f"  {'s3':<8} {hosts['s3']['ip']:<15} {s3.endpoint} (key {s3.access_key}, "
-              f"secret {s3.secret_key}, bucket autopilot-mysql)")
-    primary = next((hosts[n]["ip"] for n in NODES
-                    if _code(f"http://{hosts[n]['ip']}:{HEALTH_PORT}/primary") == 200), None)
+        print(f"  {name:<9} {ip:<15} {role}")
+    for svc, what in (("consul", "http://{ip}:8500/ui"), ("minio", "http://{ip}:9000 (S3)"),
+                      ("haproxy", "stats http://{ip}:8404/")):
+        if svc in hosts:
+            print(f"  {svc:<9} {hosts[svc]['ip']:<15} {what.format(ip=hosts[svc]['ip'])}")
     print()
-    if primary:
-        print(f"Connect to the primary:  mariadb -h {primary} -u {APP_USER} "
+    if "haproxy" in hosts:
+        lb = hosts["haproxy"]["ip"]
+        print(f"Writes (the primary):    mariadb -h {lb} -P 3306 -u {APP_USER} "
               f"-p{APP_PASSWORD} {APP_DB}")
-        print(f"As root:                 mariadb -h {primary} -u root -p{ROOT_PASSWORD}")
-    print(f"Replication user:        repl / {REPL_PASSWORD}")
-    print(f"A node's status:         .venv/bin/autopilot-mysql status --url "
-          f"http://{hosts['db1']['ip']}:{HEALTH_PORT}")
+        print(f"Reads (the replicas):    mariadb -h {lb} -P 3307 -u {APP_USER} "
+              f"-p{APP_PASSWORD} {APP_DB}")
+        print(f"As root:                 mariadb -h {lb} -P 3306 -u root -p{ROOT_PASSWORD}")
+    print(f"The cluster:             .venv/bin/autopilot-mysql list --url "
+          f"http://{hosts[_nodes(hosts)[0]]['ip']}:{HEALTH_PORT}")
+    print("Grow or shrink it:       make demo-scale N=5")
     print(f"Logs:                    {st['root']}/<host>/pid1.log")
-    print("Fault injection:         see tests/testbed (kill, pause, partition a host)")
     print("Tear it all down:        make demo-down")
 
 
-def _code(url: str) -> int:
-    try:
-        return requests.get(url, timeout=2).status_code
-    except requests.RequestException:
-        return 0
+def scale(n: int) -> int:
+    beds = persistent_beds()
+    if not beds:
+        print("no demo is running (start one with `make demo`)", file=sys.stderr)
+        return 1
+    bed = TestBed.reopen(beds[0])
+    _scale(bed, n)
+    print()
+    _print(_state_of(bed))
+    return 0
 
 
 def status() -> int:
@@ -124,8 +190,7 @@ def status() -> int:
         return 1
     for st in beds:
         print(f"demo {st['id']} on {st['net']}:")
-        consul_ip = st["hosts"]["consul"]["ip"]
-        _print(st["id"], f"{consul_ip}:8500", None)
+        _print(st)
     return 0
 
 
@@ -141,11 +206,16 @@ def down() -> int:
     return 0
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("cmd", choices=["up", "status", "down"])
-    args = p.parse_args()
+    p.add_argument("cmd", choices=["up", "scale", "status", "down"])
+    p.add_argument("n", nargs="?", type=int, help="scale: the number of database nodes")
+    args = p.parse_args(argv)
+    if args.cmd == "scale":
+        if args.n is None:
+            p.error("scale needs the number of nodes: demo scale 5")
+        return scale(args.n)
     return {"up": up, "status": status, "down": down}[args.cmd]()
 
 

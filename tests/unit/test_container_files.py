@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +16,10 @@ import pytest
 from autopilot_mysql.config import VARIABLES, load_settings
 from tests.testbed.util import REPO, tool
 
-SECRETS = {"MARIADB_ROOT_PASSWORD": "r", "MARIADB_PASSWORD": "a", "MYSQL_REPL_PASSWORD": "p"}
+SECRETS = {"MARIADB_ROOT_PASSWORD": "r", "MARIADB_PASSWORD": "a", "MYSQL_REPL_PASSWORD": "p",
+           "AWS_SECRET_ACCESS_KEY": "s3-secret"}
 ALIASES = {"MYSQL_ROOT_PASSWORD", "MYSQL_DATABASE", "MYSQL_USER", "MYSQL_PASSWORD"}
+FILE_VARS = {f"{k}_FILE" for k in VARIABLES} | {"AWS_SECRET_ACCESS_KEY_FILE"}
 
 
 def dockercheck(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -35,11 +38,32 @@ def compose() -> dict[str, Any]:
     return doc
 
 
-def test_compose_environment_is_valid_for_the_supervisor(compose: dict[str, Any]) -> None:
+def test_compose_environment_is_valid_for_the_supervisor(compose: dict[str, Any],
+                                                         tmp_path: Path) -> None:
     env = compose["services"]["mysql"]["environment"]
-    assert set(env) <= set(VARIABLES) | ALIASES, set(env) - set(VARIABLES)
-    settings = load_settings({**env, "NODE_NAME": "mysql-1"})
+    assert set(env) <= set(VARIABLES) | ALIASES | FILE_VARS, set(env) - set(VARIABLES)
+    # Every secret reaches the container as a compose secret file, none as a variable.
+    mounted = {s["target"]: compose["secrets"][s["source"]]["environment"]
+               for s in compose["services"]["mysql"]["secrets"]}
+    for name in SECRETS:
+        assert name not in env, name
+        assert env[f"{name}_FILE"] in mounted and mounted[env[f"{name}_FILE"]] == name
+    files = {}
+    for target, var in mounted.items():  # what Docker mounts at /run/secrets
+        (tmp_path / var).write_text(SECRETS[var])
+        files[target] = str(tmp_path / var)
+    settings = load_settings({**{k: files.get(v, v) for k, v in env.items()},
+                              "NODE_NAME": "mysql-1"})
     assert settings.consul_agent and settings.consul_host == "consul"
+    assert settings.root_password == "r" and settings.repl_password == "p"
+    assert settings.snapshots is not None and settings.snapshots.create_bucket
+    assert settings.snapshots.endpoint == "http://minio:9000"
+    assert settings.snapshots.secret_key == "s3-secret"
+    # The memory limit the buffer pool is sized from (half of it)
+    assert compose["services"]["mysql"]["deploy"]["resources"]["limits"]["memory"] == \
+        str(1 << 30)
+    minio = compose["services"]["minio"]
+    assert minio["environment"]["MINIO_ROOT_USER"] == env["AWS_ACCESS_KEY_ID"]
     grace = compose["services"]["mysql"]["stop_grace_period"]
     assert int(grace.rstrip("s")) > settings.stop_timeout  # our stop finishes before SIGKILL
 
