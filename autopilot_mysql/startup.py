@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import shutil
 import socket
@@ -189,6 +190,27 @@ def write_cnf(settings: Settings, server_id: int, address: str = "") -> Path:
     return cnf
 
 
+def server_release() -> str:
+    """The installed mariadbd's release ('10.11.19'), '' when it cannot say."""
+    try:
+        out = subprocess.run(["mariadbd", "--version"], capture_output=True, text=True,
+                             timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    m = re.search(r"Ver (\d+\.\d+\.\d+)", out)
+    return m.group(1) if m else ""
+
+
+def _backup_release(datadir: Path) -> str:
+    """The release of the server a backup in `datadir` was taken from ('' when none)."""
+    try:
+        text = (datadir / "xtrabackup_info").read_text(errors="replace")
+    except OSError:
+        return ""
+    m = re.search(r"^server_version\s*=\s*(\d+\.\d+\.\d+)", text, re.M)
+    return m.group(1) if m else ""
+
+
 def _release(version: str) -> str:
     """'10.11.14-MariaDB-0+deb12u2-log' -> '10.11.14'."""
     return version.split("-", 1)[0]
@@ -197,16 +219,18 @@ def _release(version: str) -> str:
 def upgrade_if_needed(settings: Settings, version: str) -> threading.Thread | None:
     """mariadb-upgrade after the server's release changed (an image upgrade on an old
     volume), as the official image's MARIADB_AUTO_UPGRADE does, on a thread of its own: the
-    node serves meanwhile. The release is recorded in the data directory at the first start
-    and after each upgrade; nothing runs while it is unchanged. Not written to the binary
-    log: every node upgrades its own system tables."""
+    node serves meanwhile. The release is recorded in the data directory when it is
+    initialized and after each upgrade; nothing runs while it is unchanged. Data this node
+    did not initialize (a snapshot, a copy, a state transfer: a rebuild forgets the record)
+    is its source's release, which mariabackup wrote in xtrabackup_info. Not written to the
+    binary log: every node upgrades its own system tables."""
     state = dd.read_node_state(settings.datadir)
     recorded = state.get("mariadb_version")
     now = _release(version)
-    if recorded == now:
-        return None
     if not isinstance(recorded, str):
-        dd.write_node_state(settings.datadir, {**state, "mariadb_version": now})
+        recorded = _backup_release(settings.datadir) or now
+        dd.write_node_state(settings.datadir, {**state, "mariadb_version": recorded})
+    if recorded == now:
         return None
 
     def run() -> None:
@@ -279,6 +303,10 @@ def init_datadir_if_needed(settings: Settings, cnf: Path) -> dd.DataDirState:
                 load_time_zones(settings.socket)
 
         dd.initialize(settings.datadir, cnf, settings.socket, first_boot)
+        release = server_release()
+        if release:  # this data is this release's: no mariadb-upgrade at its first start
+            dd.write_node_state(settings.datadir, {**dd.read_node_state(settings.datadir),
+                                                   "mariadb_version": release})
         if settings.random_root_password:
             # As the official image: once, at the first boot, and nowhere else.
             log.warning("GENERATED ROOT PASSWORD: %s (MARIADB_RANDOM_ROOT_PASSWORD: this "

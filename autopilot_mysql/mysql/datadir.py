@@ -32,7 +32,9 @@ log = logging.getLogger(__name__)
 PENDING = "autopilot-init.pending"
 DONE = "autopilot-init.done"
 STATE = "autopilot.json"
-PER_DATA = ("errant", "last_role")  # state file keys about the data, not the node
+# state file keys about the data, not the node (a rebuild drops them): its errant
+# transactions, the role its binary log was written in, the release it was last upgraded to
+PER_DATA = ("errant", "last_role", "mariadb_version")
 IGNORED = {"lost+found", STATE}  # present on fresh volumes, or ours and kept across re-inits
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pymysql
 import pytest
+import requests
 
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import APP_DB, APP_PASSWORD, APP_USER, Node, boot_cluster, start_router
@@ -97,6 +98,18 @@ def test_writes_go_to_the_primary_and_reads_to_replicas(routed: tuple[list[Node]
                what="Patroni-style 5001 to reach a replica")
     patroni.proc.terminate()
     patroni.proc.wait(10)
+
+    # HAProxy's own Prometheus exporter, parsed by prometheus_client: one server up in the
+    # write backend, two in the read backend.
+    from prometheus_client.parser import text_string_to_metric_families
+    text = requests.get(f"http://{lb.host.ip}:8404/metrics", timeout=5).text
+    up = {}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "haproxy_server_status":
+            for s in fam.samples:
+                if s.labels.get("state") == "UP" and s.value == 1:
+                    up[s.labels["proxy"]] = up.get(s.labels["proxy"], 0) + 1
+    assert up == {"mysql_primary": 1, "mysql_replicas": 2}, up
 
     # Failover: kill the primary's host; 3306 follows the new primary, unchanged config.
     old = next(n for n in nodes if n.name == primary_host)

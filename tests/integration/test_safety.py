@@ -352,3 +352,49 @@ def test_a_primary_whose_volume_fills_up_hands_over_to_a_replica_with_room(
                what="db1 to replicate once it has room again")
     writer.halt()
     every_row_everywhere(nodes, set(writer.acked))
+
+
+def test_a_rolling_upgrade_replicas_first_then_a_switchover_then_the_old_primary(
+        cluster: tuple[list[Node], HAProxy]) -> None:
+    """README "Rolling upgrade", run under writes through HAProxy: each replica stopped
+    gracefully and started with the new configuration (a conf.d file, as a new image or new
+    settings would come), then a switchover to an upgraded replica, then the old primary.
+    Every acknowledged write is on every node, never two writable nodes, and every node runs
+    the new configuration."""
+    from pathlib import Path
+    nodes, lb = cluster
+    writer = Writer(lb.host.ip)
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes through HAProxy")
+    old = primary(nodes)
+
+    def upgrade(n: Node) -> None:
+        assert n.host.stop(timeout=60) == 0
+        conf = Path(n.env["MYSQL_CONF_DIRS"])
+        conf.mkdir(parents=True, exist_ok=True)
+        (conf / "upgrade.cnf").write_text("[mysqld]\nmax_connections = 321\n")
+        n.boot()
+        n.wait_http("/replica", 200, timeout=120)
+
+    with ReadOnlyWatch(nodes) as watch:
+        for n in nodes:
+            if n is not old:
+                upgrade(n)
+        code, out = cli(nodes[0] if nodes[0] is not old else nodes[1], "switchover",
+                        "--leader", old.name, "--force")
+        assert code == 0, out
+        new = wait_until(lambda: next((n for n in nodes if n is not old
+                                       and n.http("/primary") == 200), None), timeout=60,
+                         what="an upgraded replica as the primary")
+        upgrade(old)
+    writer.stop.set()
+    writer.join(10)
+    assert watch.never_two_writable()
+    every_row_everywhere(nodes, set(writer.acked))
+    for n in nodes:
+        with n.root() as c, c.cursor() as cur:
+            cur.execute("SELECT @@max_connections")
+            assert cur.fetchone()[0] == 321, n.name
+    assert primary(nodes) is new
+    print(f"rolling upgrade: {len(writer.acked)} writes acknowledged, {writer.errors} "
+          "refused (each retried on a new connection), none lost")

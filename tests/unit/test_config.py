@@ -204,3 +204,20 @@ def test_every_variable_may_come_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "db").write_text("shop\n")
     s = load_settings({**GOOD, "MARIADB_DATABASE_FILE": str(tmp_path / "db")})
     assert s.database == "shop"
+
+
+def test_the_release_a_data_directory_was_last_upgraded_to(tmp_path: Path) -> None:
+    from autopilot_mysql.mysql import datadir as dd
+    from autopilot_mysql.startup import upgrade_if_needed
+    env = {**GOOD, "MYSQL_DATADIR": str(tmp_path / "data")}
+    s = load_settings(env)
+    (tmp_path / "data").mkdir()
+    # Data copied from a node of the same release (xtrabackup_info): nothing to do.
+    (tmp_path / "data" / "xtrabackup_info").write_text(
+        "tool_version = 10.11.19\nserver_version = 10.11.19-MariaDB-0+deb12u1-log\n")
+    assert upgrade_if_needed(s, "10.11.19-MariaDB-0+deb12u1-log") is None
+    assert dd.read_node_state(s.datadir)["mariadb_version"] == "10.11.19"
+    assert upgrade_if_needed(s, "10.11.19-MariaDB") is None
+    # A rebuild forgets it (the new data's own release is read again).
+    dd.mark_done(s.datadir, "restored")
+    assert "mariadb_version" not in dd.read_node_state(s.datadir)
