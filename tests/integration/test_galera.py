@@ -129,6 +129,15 @@ def test_bootstrap_writes_through_3306_and_reads_back_through_3307_on_every_node
     for n in nodes:
         cnf = (n.host.dir / "run" / "my.cnf").read_text()
         assert "wsrep_sst_auth                 = mysql:\n" in cnf
+    # `list` and `history` on Galera: the writer as the leader, its promotion the timeline's
+    from tests.integration.test_replication import admin
+    doc = json.loads(admin(nodes[0], "list", "-f", "json").stdout)
+    assert doc["topology"] == "galera" and doc["leader"] == w.name, doc
+    assert {m["name"]: m["role"] for m in doc["members"]} == {
+        n.name: "primary" if n is w else "replica" for n in nodes}
+    promoted = json.loads(admin(nodes[1], "history", "-f", "json").stdout)
+    assert [(e["kind"], e["node"], e["timeline"]) for e in promoted
+            if e["kind"] == "galera-writer"] == [("galera-writer", w.name, 1)], promoted
 
 
 def test_writer_host_killed_one_new_writer_and_the_old_one_rejoins_by_ist(
