@@ -110,7 +110,7 @@ def failover(s: Settings, candidate: str, *, force: bool, reason: str, wait: flo
     return 1
 
 
-def config(s: Settings, command: str, assignments: list[str]) -> int:
+def config(s: Settings, command: str, assignments: list[str], fmt: str = "table") -> int:
     """`config show`: the cluster-wide settings in Consul (and where this environment differs);
     `config set NAME=VALUE ...`: validated together by the environment's rules (LOOP_WAIT at
     most SESSION_TTL / 4 ...), written with check-and-set; every node adopts them within a
@@ -120,6 +120,11 @@ def config(s: Settings, command: str, assignments: list[str]) -> int:
         return 1
     consul, keys = got
     current = keys.config or s.cluster.doc()
+    if command == "show" and fmt != "table":
+        from .clusterview import dump
+        print(dump({"in_consul": bool(keys.config), "settings": dict(current),
+                    "this_environment": s.cluster.doc()}, fmt))
+        return 0
     if command == "show":
         where = consul.keys.config if keys.config else "not in Consul yet: this environment's"
         print(f"cluster-wide settings ({where}):")

@@ -77,7 +77,8 @@ def _resolve(snaps: Snapshots, ref: str) -> Manifest:
     return snaps.store.manifest(ref)
 
 
-def run(s: Settings, cmd: str, ref: str | None, target: str | None) -> int:
+def run(s: Settings, cmd: str, ref: str | None, target: str | None,
+        fmt: str = "table") -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(message)s")
     try:
@@ -85,7 +86,7 @@ def run(s: Settings, cmd: str, ref: str | None, target: str | None) -> int:
         if cmd == "now":
             return _now(s, snaps)
         if cmd == "list":
-            return _list(snaps)
+            return _list(snaps) if fmt == "table" else _list_doc(snaps, fmt)
         assert ref is not None
         m = _resolve(snaps, ref)
         try:
@@ -142,6 +143,24 @@ def _now(s: Settings, snaps: Snapshots) -> int:
         sys.stderr.write(f"autopilot-mysql backup now: no snapshot taken: {why}\n")
         return 1
     print(f"snapshot {m.id}: {m.stored_bytes} bytes stored ({m.raw_bytes} raw), GTID {m.gtid}")
+    return 0
+
+
+def _list_doc(snaps: Snapshots, fmt: str) -> int:
+    """`backup list -f json|yaml`: the snapshots, which one is the latest and which are bad,
+    and the binary-log archive's state, for scripts."""
+    from dataclasses import asdict
+
+    from .clusterview import dump
+    pointer = snaps.consul.snapshot_pointer()
+    bad = snaps.consul.bad_snapshots()
+    _, archive = snaps.consul.archive_state()
+    doc = {"where": snaps.store.where,
+           "latest": str(pointer["id"]) if pointer else None,
+           "snapshots": [{**asdict(m), "bad": bad.get(m.id, {}).get("why")}
+                         for m in snaps.store.manifests()],
+           "binlog_archive": archive}
+    print(dump(doc, fmt))
     return 0
 
 

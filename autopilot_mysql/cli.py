@@ -227,8 +227,8 @@ def _switchover(url: str, to: str | None, token: str, wait: float) -> int:
 
     base = url.rstrip("/")
     if not token:
-        sys.stderr.write("autopilot-mysql: no token: pass --token or set API_TOKEN (or "
-                         "API_TOKEN_FILE), the same as on the nodes\n")
+        sys.stderr.write("autopilot-mysql: no token: set API_TOKEN (or API_TOKEN_FILE, or "
+                         "pass --token-file), the same as on the nodes\n")
         return 2
 
     def leader() -> str | None:
@@ -265,10 +265,12 @@ def _switchover(url: str, to: str | None, token: str, wait: float) -> int:
     return 1
 
 
-def _token_from_env() -> str:
-    if os.environ.get("API_TOKEN"):
+def _token_from_env(path: str | None = None) -> str:
+    """The API token: from --token-file, else API_TOKEN, else API_TOKEN_FILE (a secret never
+    goes on a command line, where `ps` shows it)."""
+    if not path and os.environ.get("API_TOKEN"):
         return os.environ["API_TOKEN"]
-    path = os.environ.get("API_TOKEN_FILE")
+    path = path or os.environ.get("API_TOKEN_FILE")
     if path:
         try:
             with open(path) as f:
@@ -329,8 +331,8 @@ def main(argv: list[str] | None = None) -> int:
                     "switchover")
     so.add_argument("--url", default=None, help="ask this node's HTTP control endpoint "
                     "(http://NODE:9200, with the API token) instead of Consul")
-    so.add_argument("--token", default=None, help="with --url; default: API_TOKEN or "
-                    "API_TOKEN_FILE")
+    so.add_argument("--token-file", default=None, help="with --url: a file holding the API "
+                    "token (default: API_TOKEN or API_TOKEN_FILE; never on the command line)")
     so.add_argument("--wait", type=float, default=30.0)
     fo = sub.add_parser("failover", help="no primary and the election is blocked: force a "
                         "candidate (loses what only the missing nodes hold)")
@@ -357,12 +359,13 @@ def main(argv: list[str] | None = None) -> int:
     gl.add_argument("--force", action="store_true", help="accept the loss it prints")
     gl.add_argument("--reason", default="", help="recorded in Consul with the decision")
     cf = sub.add_parser("config", help="the cluster-wide settings in Consul: show, set")
+    output(cf)
     cf.add_argument("config_cmd", choices=("show", "set"))
     cf.add_argument("assignments", nargs="*", help="NAME=VALUE (for set)")
     bk = sub.add_parser("backup", help="snapshots: now, list, restore, verify")
     bsub = bk.add_subparsers(dest="backup_cmd", required=True)
     bsub.add_parser("now", help="take a snapshot on this node now")
-    bsub.add_parser("list", help="the snapshots in the bucket")
+    output(bsub.add_parser("list", help="the snapshots in the bucket"))
     br = bsub.add_parser("restore", help="restore a snapshot into a directory")
     br.add_argument("snapshot", help="an id from `backup list`, or latest")
     br.add_argument("--target", required=True, help="a new or empty directory")
@@ -399,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "through Consul: run it inside a node's container, without "
                                  "--url\n")
                 return 2
-            return _switchover(args.url, args.to, args.token or _token_from_env(), args.wait)
+            return _switchover(args.url, args.to, _token_from_env(args.token_file), args.wait)
         from .admin import cancel_switchover, switchover
         settings = _settings()
         if isinstance(settings, int):
@@ -442,14 +445,14 @@ def main(argv: list[str] | None = None) -> int:
         settings = _settings()
         if isinstance(settings, int):
             return settings
-        return config(settings, args.config_cmd, args.assignments)
+        return config(settings, args.config_cmd, args.assignments, fmt=args.format)
     if args.cmd == "backup":
         from .backup_cli import run as backup_run
         settings = _settings()
         if isinstance(settings, int):
             return settings
         return backup_run(settings, args.backup_cmd, getattr(args, "snapshot", None),
-                          getattr(args, "target", None))
+                          getattr(args, "target", None), getattr(args, "format", "table"))
     if args.cmd == "restore":
         from .backup_cli import point_in_time
         settings = _settings()

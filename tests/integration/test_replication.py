@@ -303,8 +303,9 @@ def switchover(via: Node, to: str) -> str:
                                for m in via.status()["members"]), timeout=30,
                    what=f"{via.name} to see Consul's check of {to} pass")
     out = subprocess.run([str(VENV_BIN / "autopilot-mysql"), "switchover", "--to", to,
-                          "--url", via.url(""), "--token", API_TOKEN, "--wait", "30"],
-                         capture_output=True, text=True, timeout=60)
+                          "--url", via.url(""), "--wait", "30"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "API_TOKEN": API_TOKEN})
     assert out.returncode == 0, out.stderr + out.stdout
     return out.stdout
 
@@ -546,8 +547,9 @@ def test_a_nofailover_node_is_never_elected(bed: TestBed) -> None:
     doc = json.loads(admin(db1, "list", "-f", "json").stdout)
     assert {m["name"]: m["tags"] for m in doc["members"]}[db1.name] == {"nofailover": "true"}
     refused = subprocess.run([str(VENV_BIN / "autopilot-mysql"), "switchover", "--to", db1.name,
-                              "--url", first.url(""), "--token", API_TOKEN, "--wait", "5"],
-                             capture_output=True, text=True, timeout=30)
+                              "--url", first.url(""), "--wait", "5"],
+                             capture_output=True, text=True, timeout=30,
+                             env={**os.environ, "API_TOKEN": API_TOKEN})
     assert refused.returncode != 0 and "NOFAILOVER" in refused.stderr, refused.stderr
     assert primary(nodes) is first
     first.host.kill()

@@ -37,3 +37,16 @@ def test_no_terminal_means_no_unless_forced(monkeypatch: pytest.MonkeyPatch,
     assert _confirm("Switch over?", force=False) is True
     monkeypatch.setattr("builtins.input", lambda q: "")
     assert _confirm("Switch over?", force=False) is False
+
+
+def test_version_and_the_formats_of_the_read_commands(capsys: pytest.CaptureFixture[str]) -> None:
+    from autopilot_mysql import __version__
+    from autopilot_mysql.cli import main
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == \
+        f"autopilot-mysql {__version__}"
+    for argv in (["status"], ["list"], ["history"], ["backup", "list"], ["config", "show"]):
+        with pytest.raises(SystemExit):
+            main([*argv, "-f", "xml"])  # refused by argparse: table, json or yaml
+        assert "invalid choice: 'xml'" in capsys.readouterr().err, argv
