@@ -381,11 +381,6 @@ def reinit(s: Settings, node: str, *, force: bool, reason: str, wait: float) -> 
     if got is None:
         return 1
     consul, keys = got
-    if s.topology == "galera":
-        sys.stderr.write("autopilot-mysql: reinit is for TOPOLOGY=replication. A Galera node "
-                         "is re-provisioned by its own state transfer: stop its container, "
-                         "empty its data volume and start it (it joins by SST).\n")
-        return 2
     try:
         _, members = consul.members()
     except DCSError as exc:
@@ -396,19 +391,21 @@ def reinit(s: Settings, node: str, *, force: bool, reason: str, wait: float) -> 
         sys.stderr.write(f"autopilot-mysql: {node} is not a member of {s.service_name} "
                          f"(members: {', '.join(sorted(m.node for m in members)) or 'none'})\n")
         return 1
+    role = "writer" if s.topology == "galera" else "primary"
     if keys.leader is not None and keys.leader.node == node:
-        sys.stderr.write(f"autopilot-mysql: {node} is the primary: its data is the "
+        sys.stderr.write(f"autopilot-mysql: {node} is the {role}: its data is the "
                          "cluster's. Switch over first (autopilot-mysql switchover), then "
-                         "reinit it as a replica.\n")
+                         "reinit it.\n")
         return 1
     if keys.leader is None:
         sys.stderr.write("autopilot-mysql: there is no primary to re-provision from; see "
                          "`autopilot-mysql list`.\n")
         return 1
     url = f"http://{member.address}:{s.health_port}/status"
-    before = (clusterview.fetch_status(url) or {}).get("data_id")
-    if not _confirm(f"Re-provision {node}? Its data is replaced by the latest snapshot (or a "
-                    "copy of a live replica); whatever only it holds is discarded.", force):
+    source = ("a full state transfer from a Synced member" if s.topology == "galera" else
+              "the latest snapshot (or a copy of a live replica)")
+    if not _confirm(f"Re-provision {node}? Its data is replaced by {source}; whatever only "
+                    "it holds is discarded.", force):
         return 2
     try:
         consul.request_reinit(node, _operator(), reason or "no reason given")
@@ -423,8 +420,8 @@ def reinit(s: Settings, node: str, *, force: bool, reason: str, wait: float) -> 
             pending = node in consul.cluster_state().reinit
         except DCSError:
             pending = True
-        if not pending and doc.get("data_id") and doc.get("data_id") != before \
-                and doc.get("role") == "replica" and doc.get("healthy"):
+        # The node deletes the request once its new data is in place
+        if not pending and doc.get("role") == "replica" and doc.get("healthy"):
             print(f"{node} re-provisioned and replicating again in "
                   f"{time.monotonic() - t0:.0f}s")
             return 0

@@ -13,6 +13,7 @@ watchdog thread fences it (read_only) once the lease runs out, even while the lo
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
@@ -283,6 +284,36 @@ class GaleraSupervisor:
                     log.warning("could not check whether mariadb-upgrade is due: %s", exc)
             if self.status.role == Role.PRIMARY and self.status.writable:
                 self.initdb.primary_open()
+            asked = self.keys.reinit.get(self.s.node_name)
+            if asked is not None and obs.synced and obs.leader not in (None, obs.node) \
+                    and self.wsrep is not None and self.wsrep.cluster_size >= 2:
+                self._reinit(asked)
+
+    def _reinit(self, asked: dict[str, str]) -> None:
+        """`autopilot-mysql reinit NODE` on a Synced reader with another member in its
+        Primary Component: leave it cleanly, replace the data with a freshly initialized
+        directory (as a new node's), and join again by a full state transfer. A kill halfway
+        leaves the first-boot markers, so the next start initializes again."""
+        assert self.mysqld is not None
+        log.warning("RE-PROVISIONING this node: an operator asked for it (autopilot-mysql "
+                    "reinit, by %s at %s: %s): leaving the cluster, then joining with new "
+                    "data by a full state transfer", asked.get("by", "?"), asked.get("at", "?"),
+                    asked.get("reason") or "no reason given")
+        self._publish(state="re-provisioning")
+        self.mysql.close()
+        if not self.mysqld.stop(self.s.stop_timeout):
+            log.error("mysqld did not stop cleanly for the reinit: it runs crash recovery and "
+                      "joins again with its old data; the request stays for the next try")
+            return
+        dd.mark_pending(self.s.datadir, "reinit")
+        dd.empty_dir(self.s.datadir, frozenset({dd.STATE, dd.PENDING}))
+        startup.init_datadir_if_needed(self.s, self.cnf)
+        best_effort([("clear the reinit request",
+                      functools.partial(self.consul.clear_reinit, self.s.node_name)),
+                     ("record the reinit", functools.partial(
+                         self.consul.record_history, "reinit-done",
+                         {"node": self.s.node_name, **asked}))])
+        self.local = None  # the next cycle reads the new data's position, then joins
 
     def observe(self) -> GaleraObservation:
         assert self.mysqld is not None

@@ -140,6 +140,29 @@ def test_bootstrap_writes_through_3306_and_reads_back_through_3307_on_every_node
             if e["kind"] == "galera-writer"] == [("galera-writer", w.name, 1)], promoted
 
 
+def test_reinit_a_reader_rejoins_by_a_full_state_transfer(
+        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
+    """`reinit NODE` on Galera: refused for the writer; a reader leaves cleanly, starts on
+    freshly initialized data and joins by SST, with every row."""
+    from tests.integration.test_replication import admin
+    nodes, lb = galera
+    w = writer(nodes)
+    create_table(w)
+    with w.app() as c, c.cursor() as cur:
+        cur.executemany("INSERT INTO chaos VALUES (%s, 'x')", [(i,) for i in range(1, 51)])
+    refused = admin(w, "reinit", w.name, "--force")
+    assert refused.returncode == 1 and "is the writer" in refused.stderr, refused.stderr
+    reader = next(n for n in nodes if n is not w)
+    out = admin(reader, "reinit", reader.name, "--force", "--wait", "300")
+    assert out.returncode == 0, out.stdout + out.stderr
+    text = reader.log.read_text()
+    assert "RE-PROVISIONING this node: an operator asked for it" in text
+    assert "Requesting state transfer" in text or "SST" in text
+    wait_until(lambda: not missing_on(reader, set(range(1, 51))), timeout=60,
+               what="every row on the re-provisioned reader")
+    assert wsrep(reader)["wsrep_local_state_comment"] == "Synced"
+
+
 def test_writer_host_killed_one_new_writer_and_the_old_one_rejoins_by_ist(
         bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
     nodes, lb = galera
