@@ -13,7 +13,8 @@ half of a script applied, applied twice, can do harm the operator must judge. Th
 /status say so and what to do (fix by hand, then `consul kv delete` the key to run the
 scripts again, or mark it done). SQL runs through the mariadb client over the local socket
 as root, in MARIADB_DATABASE when set; a `.sh` runs with the container's environment plus
-MYSQL_UNIX_PORT (so `mariadb` reaches the server), as the official image sources them.
+MYSQL_HOME (the rendered my.cnf's [client] group names the socket, so a plain `mariadb`
+reaches the server), as the official image sources them.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ def scripts(directory: Path) -> list[Path]:
 
 def run_file(path: Path, socket: Path, database: str, timeout: float = 3600) -> None:
     """Run one file against the local server; raises RuntimeError with its last words."""
-    env = {**os.environ, "MYSQL_UNIX_PORT": str(socket)}
+    # The client finds the socket in the rendered my.cnf's [client] group ($MYSQL_HOME/my.cnf,
+    # MYSQL_RUNDIR: the supervisor writes it there) and in MYSQL_UNIX_PORT.
+    env = {**os.environ, "MYSQL_UNIX_PORT": str(socket), "MYSQL_HOME": str(socket.parent),
+           "MARIADB_HOME": str(socket.parent)}
     client = ["mariadb", "--protocol=socket", f"--socket={socket}", "-uroot",
               *([database] if database else [])]
     if path.name.endswith(".sh"):
