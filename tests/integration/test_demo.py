@@ -6,6 +6,7 @@ bucket, `make demo-down`. Run as subprocesses, as the make targets run them."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -60,7 +61,8 @@ def test_the_demo_as_a_user_runs_it(running_demo: dict[str, object]) -> None:
 
     query(3306, "CREATE TABLE demo (id INT PRIMARY KEY, host VARCHAR(40))")
     query(3306, "INSERT INTO demo VALUES (1, @@hostname)")
-    wait_until(lambda: query(3307, "SELECT COUNT(*), @@read_only FROM demo") == [(1, 1)],
+    # (one query with an aggregate and @@read_only reads 0 on MariaDB 10.11: a subquery)
+    wait_until(lambda: query(3307, "SELECT (SELECT COUNT(*) FROM demo), @@read_only") == [(1, 1)],
                timeout=30, what="the row read back through the read port, from a replica")
     # A snapshot in the bucket (the first is due at once; the first node made the bucket).
     s3 = boto3.client("s3", endpoint_url=f"http://{hosts['minio']['ip']}:9000",
@@ -87,7 +89,8 @@ def test_the_demo_as_a_user_runs_it(running_demo: dict[str, object]) -> None:
     wait_until(lambda: query(3306, "SELECT COUNT(*) FROM demo") == [(2,)], timeout=60,
                what="both rows through the write port after scaling down")
     status = demo("status")
-    assert status.count("replica") == 2 and status.count("primary") == 1, status
+    roles = re.findall(r"^\s+mysql-\d+\s+\S+\s+(\w+),", status, re.M)
+    assert sorted(roles) == ["primary", "replica", "replica"], status
     listed = subprocess.run([sys.executable, "-m", "autopilot_mysql", "list", "--url",
                              f"http://{hosts['mysql-1']['ip']}:9200", "-f", "json"],
                             capture_output=True, text=True, timeout=30)

@@ -241,7 +241,11 @@ def start_haproxy(host: Host, config_text: str, ports: Sequence[int],
     cfg = host.dir / f"{name}.cfg"
     cfg.write_text(config_text)
     full_env = {**os.environ, **(env or {})}
-    run([tool("haproxy"), "-c", "-f", str(cfg)], env=full_env)  # refuse a bad config first
+    # Refuse a bad config first, inside the host (its names resolve there, as in a container)
+    check = host.exec(["env", *[f"{k}={v}" for k, v in (env or {}).items()], tool("haproxy"),
+                       "-c", "-f", str(cfg)], check=False)
+    if check.returncode != 0:
+        raise TestBedError(f"haproxy -c on {host.name}: {check.stdout}{check.stderr}")
     proc = host.spawn([tool("haproxy"), "-W", "-db", "-f", str(cfg)], log=f"{name}.log",
                       env=full_env)
 

@@ -75,6 +75,24 @@ def _wait_serving(bed: TestBed, names: list[str], timeout: float = 300) -> None:
 
     wait_until(ready, timeout=timeout,
                what=f"one primary and {len(names) - 1} replica(s) among {', '.join(names)}")
+    if "haproxy" in bed.hosts:
+        wait_until(lambda: _routed(bed.hosts["haproxy"].ip) == (1, len(names) - 1),
+                   timeout=60, what="HAProxy to route to the primary and every replica")
+
+
+def _routed(lb: str) -> tuple[int, int]:
+    """Servers HAProxy counts as up in its write and read backends (its Prometheus
+    exporter): the addresses it is announced with are ready for clients once these settle."""
+    from prometheus_client.parser import text_string_to_metric_families
+    text = requests.get(f"http://{lb}:8404/metrics", timeout=2).text
+    up = {"mysql_primary": 0, "mysql_replicas": 0}
+    for fam in text_string_to_metric_families(text):
+        if fam.name == "haproxy_server_status":
+            for s in fam.samples:
+                if s.labels.get("state") == "UP" and s.value == 1 \
+                        and s.labels.get("proxy") in up:
+                    up[s.labels["proxy"]] += 1
+    return up["mysql_primary"], up["mysql_replicas"]
 
 
 def up() -> int:
