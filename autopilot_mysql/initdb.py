@@ -152,18 +152,18 @@ class InitDb:
             try:
                 run_file(p, self.socket, self.database)
             except (RuntimeError, OSError, subprocess.TimeoutExpired) as exc:
-                self.state = f"failed: {p.name}: {exc}"
                 log.error("initdb script %s failed: %s. The scripts after it did not run, "
                           "and none runs again by itself: fix it by hand, then delete the "
                           "Consul key service/<SERVICE_NAME>/initdb to run them all again",
                           p.name, exc)
                 self._record({"state": "failed", "by": self.node, "at": _now(),
                               "file": p.name, "error": str(exc)[:500]})
+                self.state = f"failed: {p.name}: {exc}"  # once Consul says so too
                 return
             log.info("initdb script %s done in %.1fs", p.name, time.monotonic() - t0)
-        self.state = "done"
         self._record({"state": "done", "by": self.node, "at": _now(),
                       "files": [p.name for p in files]})
+        self.state = "done"  # once Consul says so too
 
     def _record(self, doc: dict[str, object]) -> None:
         for _ in range(30):
