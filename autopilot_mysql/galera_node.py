@@ -65,8 +65,7 @@ class GaleraSupervisor:
         self.upgrade_checked = ""  # the server version mariadb-upgrade was considered for
         self.initdb = InitDb(settings.initdb_dir, node=settings.node_name,
                              socket=settings.socket, database=settings.database,
-                             read=self.consul.initdb_record, write=self.consul.write_initdb,
-                             holds_data=self.mysql.holds_user_tables)
+                             read=self.consul.initdb_record, write=self.consul.write_initdb)
         self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,
                            node=settings.node_name, timeout=settings.hook_timeout,
                            health_interval=settings.hook_health_interval)

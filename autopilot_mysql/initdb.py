@@ -5,10 +5,7 @@ binary log and every replica gets it. Never on a replica, never twice: a key in 
 (`service/<SERVICE_NAME>/initdb`) says who runs them, and then that they ran.
 
     {"state": "running", "by": NODE, "at": TIME}          claimed (check-and-set: one node)
-    {"state": "done", "by": NODE, "at": TIME, "files": [...]}   (files [] on a new cluster
-                                                   with none: scripts added later never run)
-    {"state": "skipped", ...}                      the cluster held data when this release
-                                                   first saw it (it began before): never run
+    {"state": "done", "by": NODE, "at": TIME, "files": [...]}
     {"state": "failed", "by": NODE, "at": TIME, "file": F, "error": E}
 
 A run that failed or was cut short (the primary died halfway) is not run again by anyone:
@@ -31,7 +28,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from .exceptions import DCSError, MySQLError
+from .exceptions import DCSError
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +88,8 @@ class InitDb:
 
     def __init__(self, directory: Path, *, node: str, socket: Path, database: str,
                  read: Callable[[], tuple[int, dict[str, object] | None]],
-                 write: Callable[[dict[str, object], int], bool],
-                 holds_data: Callable[[], bool] = lambda: False) -> None:
+                 write: Callable[[dict[str, object], int], bool]) -> None:
         self.dir = directory
-        self.holds_data = holds_data  # any table outside the system schemas (MySQLError)
         self.node = node
         self.socket = socket
         self.database = database
@@ -109,33 +104,18 @@ class InitDb:
         first call (one look at the directory, one Consul read, once)."""
         if self._settled or (self._thread is not None and self._thread.is_alive()):
             return
+        files = scripts(self.dir)
+        if not files:
+            self._settled = True
+            return
         try:
             index, doc = self.read()
         except DCSError as exc:
             log.debug("initdb: cannot read its key yet: %s", exc)
             return
-        files = scripts(self.dir)
         if doc is not None:
             self._settled = True
-            self._note(doc, files)
-            return
-        # The cluster's initialization, as the official image's: once, on empty data. A
-        # cluster that holds data already (it began before this release) never runs them.
-        try:
-            held = self.holds_data()
-        except MySQLError as exc:
-            log.debug("initdb: cannot look at the data yet: %s", exc)
-            return
-        if held or not files:
-            done: dict[str, object] = {
-                "state": "skipped" if held else "done", "by": self.node, "at": _now(),
-                "files": [], **({"why": "the cluster held data already"} if held else {})}
-            try:
-                if self.write(done, 0):
-                    self._settled = True
-                    self._note(done, files)
-            except DCSError as exc:
-                log.debug("initdb: cannot record it yet: %s", exc)
+            self._note(doc)
             return
         claim: dict[str, object] = {"state": "running", "by": self.node, "at": _now()}
         try:
@@ -150,17 +130,10 @@ class InitDb:
                                         daemon=True)
         self._thread.start()
 
-    def _note(self, doc: dict[str, object], files: list[Path]) -> None:
+    def _note(self, doc: dict[str, object]) -> None:
         st = doc.get("state")
-        ran = doc.get("files") if isinstance(doc.get("files"), list) else []
-        later = [p.name for p in files if p.name not in ran]  # type: ignore[operator]
-        if later and st in ("done", "skipped"):
-            log.warning("initdb scripts %s are not run: the cluster's initialization %s at %s "
-                        "(they run once, on a new cluster's first primary)", ", ".join(later),
-                        "was skipped (it held data already)" if st == "skipped" else "ran",
-                        doc.get("at", "?"))
-        if st in ("done", "skipped"):
-            self.state = str(st)
+        if st == "done":
+            self.state = "done"
         elif st == "running" and doc.get("by") == self.node:
             self.state = ("interrupted: this node was running the initdb scripts when it "
                           "stopped; they are not run again. Check what they did, then delete "

@@ -153,13 +153,6 @@ class LocalServer:
         """Off releases every commit waiting for an acknowledgement (acknowledged alone)."""
         self.execute(f"SET GLOBAL rpl_semi_sync_master_enabled = {'ON' if on else 'OFF'}")
 
-    def holds_user_tables(self) -> bool:
-        """Any table outside the system schemas (an initialized cluster's data)."""
-        rows = self.execute("SELECT COUNT(*) FROM information_schema.tables WHERE "
-                            "table_schema NOT IN ('mysql', 'information_schema', "
-                            "'performance_schema', 'sys')")
-        return bool(rows and int(rows[0][0]) > 0)
-
     def attached_replicas(self) -> set[str]:
         """The report_host (node name) of every replica whose IO thread is attached to us."""
         return {str(r[1]) for r in self.execute("SHOW SLAVE HOSTS")}

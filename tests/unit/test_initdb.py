@@ -92,28 +92,3 @@ def test_a_failure_stops_the_rest_and_nobody_runs_them_again(
                    write=key.write)
     again.primary_open()
     assert again.state.startswith("interrupted")
-
-
-def test_the_cluster_is_initialized_once_scripts_or_not(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-        ) -> None:
-    """As the official image: scripts run at a new cluster's initialization only. A new
-    cluster with none records that; scripts added later, or a cluster that held data when
-    this release first saw it, never run them."""
-    monkeypatch.setattr(initdb, "run_file", lambda *a: pytest.fail("ran"))
-    key = Key()
-    empty = InitDb(tmp_path / "initdb.d", node="db1", socket=Path("/s"), database="",
-                   read=key.read, write=key.write)
-    empty.primary_open()
-    assert key.doc is not None and key.doc["state"] == "done" and key.doc["files"] == []
-    files(tmp_path / "initdb.d", "01-late.sql")
-    later = InitDb(tmp_path / "initdb.d", node="db2", socket=Path("/s"), database="",
-                   read=key.read, write=key.write)
-    later.primary_open()
-    assert later.state == "done" and "01-late.sql are not run" in caplog.text
-    old = Key()
-    existing = InitDb(tmp_path / "initdb.d", node="db1", socket=Path("/s"), database="",
-                      read=old.read, write=old.write, holds_data=lambda: True)
-    existing.primary_open()
-    assert old.doc is not None and old.doc["state"] == "skipped"
-    assert existing.state == "skipped" and "held data already" in caplog.text
