@@ -380,6 +380,12 @@ def test_a_rolling_upgrade_replicas_first_then_a_switchover_then_the_old_primary
         for n in nodes:
             if n is not old:
                 upgrade(n)
+        # A restarted node's agent rejoins the gossip a moment after its mysqld serves:
+        # until Consul sees every node passing (serfHealth too) a handover target may not
+        # create its session (CI: "Check 'serfHealth' is in critical state").
+        wait_until(lambda: all(m["passing"] for m in old.status()["members"])
+                   and len(old.status()["members"]) == len(nodes), timeout=60,
+                   what="Consul to see every node passing after the restarts")
         code, out = cli(nodes[0] if nodes[0] is not old else nodes[1], "switchover",
                         "--leader", old.name, "--force")
         assert code == 0, out
