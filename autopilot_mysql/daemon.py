@@ -81,12 +81,8 @@ class Daemon:
         self.last_logged: tuple[str, float] = ("", 0.0)
         self.promise = failsafe.Promise()
         self.upgrade_checked = ""  # the server version mariadb-upgrade was considered for
-        self.initdb = InitDb(settings.initdb_dir, node=settings.node_name,
-                             socket=settings.socket, database=settings.database,
-                             read=self.consul.initdb_record, write=self.consul.write_initdb)
-        self.hooks = Hooks(settings.hooks_dir, cluster=settings.service_name,
-                           node=settings.node_name, timeout=settings.hook_timeout,
-                           health_interval=settings.hook_health_interval)
+        self.initdb = InitDb.for_settings(settings, self.consul)
+        self.hooks = Hooks.for_settings(settings)
         self.api = HealthServer(settings.health_port, lambda: self.status,
                                 stale_after=max(5.0, 3 * settings.loop_wait),
                                 max_lag=settings.replica_max_lag, control=self._control,

@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from .config import Settings
+
 log = logging.getLogger(__name__)
 
 EVENTS = ("on-start", "on-role-change", "on-stop", "health")
@@ -100,6 +102,12 @@ class Hooks:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._started = False
+
+    @classmethod
+    def for_settings(cls, s: Settings) -> Hooks:
+        """A node's hooks, as its settings (HOOKS_DIR, HOOK_*) name them."""
+        return cls(s.hooks_dir, cluster=s.service_name, node=s.node_name,
+                   timeout=s.hook_timeout, health_interval=s.hook_health_interval)
 
     def start(self) -> None:
         if not self.dir.is_dir():

@@ -28,6 +28,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from .config import Settings
+from .dcs import Consul
 from .exceptions import DCSError
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,12 @@ class InitDb:
         self.state = ""  # for /status: "", "running", "done", or why not
         self._thread: threading.Thread | None = None
         self._settled = False  # nothing more to do in this process's life
+
+    @classmethod
+    def for_settings(cls, s: Settings, consul: Consul) -> InitDb:
+        """A node's initdb runner: INITDB_DIR, its socket and database, the key in Consul."""
+        return cls(s.initdb_dir, node=s.node_name, socket=s.socket, database=s.database,
+                   read=consul.initdb_record, write=consul.write_initdb)
 
     def primary_open(self) -> None:
         """Called by the loop while this node is the writable primary: cheap after the
