@@ -17,7 +17,7 @@ lint: setup
 
 test: setup
 	$(MAKE) --no-print-directory lint
-	.venv/bin/pytest -p no:cacheprovider tests
+	.venv/bin/pytest -p no:cacheprovider --durations=30 tests
 
 unit: setup
 	.venv/bin/pytest -p no:cacheprovider tests/unit

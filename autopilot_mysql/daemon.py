@@ -45,7 +45,7 @@ from .process import ManagedProcess, RestartPolicy
 from .reprovision import Reprovisioner
 from .snapshots import Snapshots, forget_verify_scratch
 from .utils import Clock, SystemClock
-from .watchdog import LeaseWatchdog
+from .watchdog import LeaseWatchdog, LoopStep
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -61,6 +61,7 @@ class Daemon:
         self.s = settings
         self.s_env_given = env_given  # the cluster-wide variables this environment sets
         self.clock = clock or SystemClock()
+        self.step = LoopStep(self.clock)  # what the HA loop does now (the watchdog says it)
         self.bus = EventBus()
         self.stop_requested = threading.Event()
         self.started_at = self.clock.monotonic()
@@ -155,7 +156,7 @@ class Daemon:
         LeaseWatchdog(self.s.socket, lease_end=lambda: node.lease_from + node.lease,
                       opened=lambda: node.opened, mysqld=lambda: self.mysqld,
                       crash=self._crash_mysqld, clock=self.clock,
-                      stop=self.stop_requested).start()
+                      stop=self.stop_requested, step=self.step).start()
         self._loop()
         return self._shutdown("stop requested")
 
@@ -317,7 +318,9 @@ class Daemon:
         node = self.node
         assert node is not None
         while not self.stop_requested.is_set():
+            self.step.enter("waiting for the next cycle")
             events = self.bus.wait(node.cfg.loop_wait)
+            self.step.enter("handling events")
             for ev in events:
                 self._on_event(ev)
             if self.stop_requested.is_set():
@@ -327,20 +330,24 @@ class Daemon:
             if node.identity_pending and self.mysqld is not None \
                     and self.mysqld.state == ProcState.RUNNING:
                 self._renew_identity()
+            self.step.enter("heartbeat")
             if not events and node.beat():
                 # The lease the role checks answer on (the rest of the status stands).
                 self.status = replace(self.status,
                                       lock_valid_until=node.lease_from + node.lease)
                 continue
+            self.step.enter("observe")
             obs = node.observe(stopping=self.stop_requested.is_set(), woken=bool(events))
             decision = decide(obs)
             self._log_decision(decision)
+            self.step.enter(decision.action.value)
             try:
                 node.act(decision, obs)
             except (MySQLError, DCSError) as exc:
                 log.error("%s failed: %s", decision.action.value, exc)
                 self._publish(decision=decision, obs=obs, error=str(exc))
                 continue
+            self.step.enter(f"after {decision.action.value}")
             self._publish(decision=decision, obs=obs)
             if node.version and node.version != self.upgrade_checked:
                 self.upgrade_checked = node.version

@@ -43,12 +43,12 @@ G7 (no quorum) A running node that has been outside any Primary Component for
               NON_PRIMARY_GRACE seconds, while Consul (reachable) lists no member serving in
               one and no member says over HTTP that it does, stops mysqld cleanly and takes
               part in the census (G2): otherwise members that are down could never bootstrap
-              beside it, nor join it. With Consul
-              unreachable it keeps running (it cannot know that no Primary Component exists).
-              So does a joiner whose mysqld does not answer queries yet and whose log's last
-              view is not Primary (its donor died mid-transfer: it would wait for ever, and
-              the census with it); its data counts as what --wsrep-recover finds, or as none
-              when the state transfer had begun replacing it.
+              beside it, nor join it. With Consul unreachable it keeps running (it cannot
+              know that no Primary Component exists). A joiner (mysqld does not answer queries
+              yet; not a bootstrap) stops the same way once its log's last view is not Primary
+              or no member serves in one (its donor died mid-transfer: it would wait for ever,
+              and the census with it); its data counts as what --wsrep-recover finds, or as
+              none when the state transfer had begun replacing it.
 G8 (switch)   A switchover moves the writer role without a lease wait and without losing a
               write: the writer fences itself, records the handover with its last committed
               seqno (a transaction that checks it still holds the lock) and releases the lock;
@@ -244,18 +244,19 @@ def decide(o: GaleraObservation) -> Decision:
     if o.mysqld in (ProcState.STOPPED, ProcState.BACKOFF):
         return _down(o)
     if not o.mysql_alive and o.non_primary_for > 0:
-        # G7 for a joiner: mysqld's log says its last view is not a Primary Component (its
-        # donor, or the whole component, went away during its state transfer).
+        # G7 for a joiner: mysqld's log says its last view is not a Primary Component, or no
+        # other member serves in one (its donor, or the whole component, went away during its
+        # state transfer).
         if o.dcs_ok and not o.component_exists and not o.component_listed \
                 and o.non_primary_for >= NON_PRIMARY_GRACE:
-            return Decision(Action.LEAVE, f"mysqld is still joining, but its last view is not "
-                            f"a Primary Component (for {o.non_primary_for:.0f}s) and no member "
-                            "serves in one: its state transfer cannot finish. Stopping mysqld "
+            return Decision(Action.LEAVE, f"mysqld is still joining, but no Primary Component "
+                            f"is left for it to join (for {o.non_primary_for:.0f}s no member "
+                            "serves in one): its state transfer cannot finish. Stopping mysqld "
                             "to take part in the census (G7)")
-        return _wait(f"mysqld is joining, but its last view is not a Primary Component (for "
-                     f"{o.non_primary_for:.0f}s): waiting for one to form (Galera reconnects "
-                     f"on its own); after {NON_PRIMARY_GRACE:.0f}s with no member serving in "
-                     "one it is stopped and takes part in the census")
+        return _wait(f"mysqld is joining, but no Primary Component is in sight (for "
+                     f"{o.non_primary_for:.0f}s): waiting for one (Galera reconnects on its "
+                     f"own); after {NON_PRIMARY_GRACE:.0f}s with no member serving in one it "
+                     "is stopped and takes part in the census")
     if not o.mysql_alive:
         return _wait("mysqld is starting (a state transfer or InnoDB recovery may take a while; "
                      "nothing kills it meanwhile)")

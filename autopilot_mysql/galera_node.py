@@ -40,7 +40,7 @@ from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
 from .snapshots import Snapshots
 from .utils import SystemClock
-from .watchdog import LeaseWatchdog, Opened
+from .watchdog import LeaseWatchdog, LoopStep, Opened
 
 log = logging.getLogger(__name__)
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
@@ -55,6 +55,7 @@ class GaleraSupervisor:
     def __init__(self, settings: Settings) -> None:
         self.s = settings
         self.clock = SystemClock()
+        self.step = LoopStep(self.clock)  # what the HA loop does now (the watchdog says it)
         self.bus = EventBus()
         self.stop_requested = threading.Event()
         self.status = NodeStatus(node=settings.node_name, started_at=self.clock.monotonic())
@@ -159,7 +160,8 @@ class GaleraSupervisor:
                 Code.LEADER_CHANGED, stop).start()
         LeaseWatchdog(self.s.socket, lease_end=lambda: self.lease_from + self.cfg.lease,
                       opened=lambda: self.opened, mysqld=lambda: self.mysqld,
-                      crash=self._crash_mysqld, clock=self.clock, stop=stop).start()
+                      crash=self._crash_mysqld, clock=self.clock, stop=stop,
+                      step=self.step).start()
         self.evictor.start()
         if self.snapshots is not None:
             self.snapshots.start_scheduler(lambda: self.status, lambda: self.members, stop)
@@ -250,6 +252,7 @@ class GaleraSupervisor:
 
     def _loop(self) -> None:
         while not self.stop_requested.is_set():
+            self.step.enter("waiting for the next cycle")
             for ev in self.bus.wait(self.cfg.loop_wait):
                 if ev.code == Code.MEMBERS_CHANGED and isinstance(ev.payload, tuple):
                     self.members = ev.payload
@@ -259,9 +262,11 @@ class GaleraSupervisor:
                 break
             if self.agent is not None and self.agent.restart_due():
                 self.agent.start()
+            self.step.enter("observe")
             obs = self.observe()
             d = galera.decide(obs)
             self._log_decision(d)
+            self.step.enter(d.action.value)
             try:
                 self.act(d, obs)
             except (MySQLError, DCSError, DataDirError, ProcessError) as exc:
@@ -271,6 +276,7 @@ class GaleraSupervisor:
                     log.info("trying again in %.0fs", START_RETRY)
                     self.stop_requested.wait(START_RETRY)
                 continue
+            self.step.enter(f"after {d.action.value}")
             self._publish(d, obs)
             if obs.mysql_alive and not self.upgrade_checked:
                 try:
@@ -329,11 +335,6 @@ class GaleraSupervisor:
             except MySQLError:
                 pass
         self.wsrep = st
-        stuck_joining = st is None and proc == ProcState.RUNNING and self.view_primary is False
-        if (st is None or st.primary) and not stuck_joining:
-            self.non_primary_since = None
-        elif self.non_primary_since is None:
-            self.non_primary_since = now
         dcs_ok = True
         read_at = now
         try:
@@ -388,6 +389,19 @@ class GaleraSupervisor:
         component = any(self._in_primary(n) for n in self._addresses())
         listed = any(m.passing and m.node != me and m.role in (Role.PRIMARY, Role.REPLICA)
                      for m in self.members)
+        # G7 for a joiner (mysqld runs but does not answer yet; not a bootstrap): stuck once
+        # its log's last view is not Primary, or once no other member serves in a Primary
+        # Component. The second is needed too: a joiner waiting for its state transfer may log
+        # no view at all after its donor died (CI's nemesis seed 602005: the donor was crashed
+        # by its fence while preparing the IST; the joiner's log stopped there, for good).
+        joining = st is None and proc == ProcState.RUNNING \
+            and "--wsrep-new-cluster" not in self.start_args
+        stuck_joining = joining and (self.view_primary is False
+                                     or (dcs_ok and not component and not listed))
+        if (st is None or st.primary) and not stuck_joining:
+            self.non_primary_since = None
+        elif self.non_primary_since is None:
+            self.non_primary_since = now
         known = tuple(sorted(set(k.members) | ({me} if me in k.census else set())))
         return GaleraObservation(
             node=me, mysqld=proc, mysqld_restart_in=self.mysqld.restart_in(),

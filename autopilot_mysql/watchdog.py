@@ -40,12 +40,29 @@ class Opened:
     pid: int | None = None
 
 
+class LoopStep:
+    """What the HA loop is doing, and since when: said when the lease ran out (a heartbeat
+    stuck in a slow Consul call, a slow step, or a starved process all look alike otherwise)."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.name = "starting"
+        self.since = clock.monotonic()
+
+    def enter(self, name: str) -> None:
+        self.name, self.since = name, self.clock.monotonic()
+
+    def describe(self) -> str:
+        return f"the HA loop is at '{self.name}' for {self.clock.monotonic() - self.since:.1f}s"
+
+
 class LeaseWatchdog:
     def __init__(self, socket: Path, *, lease_end: Callable[[], float],
                  opened: Callable[[], Opened], mysqld: Callable[[], ManagedProcess | None],
                  crash: Callable[[str, int | None], None], clock: Clock,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, step: LoopStep | None = None) -> None:
         self.own = LocalServer(socket, connect_timeout=0.5, read_timeout=1.0)
+        self.step = step
         self.lease_end = lease_end
         self.opened = opened
         self.mysqld = mysqld
@@ -82,20 +99,22 @@ class LeaseWatchdog:
         pid = o.pid
         late = now - end
         self.verified = o.gen
+        loop = f"; {self.step.describe()}" if self.step else ""
         if late > STALE_AFTER:
             self.crash(f"our lease ran out {late:.1f}s before the watchdog could look (the "
-                       "process was frozen or starved)", pid)
+                       f"process was frozen or starved{loop})", pid)
             return
         try:
             if self.own.read_only_now():
                 return
             result, killed = self.own.fence()
         except MySQLError as exc:
-            log.error("watchdog: our lease ran out and mysqld does not answer (%s)", exc)
+            log.error("watchdog: our lease ran out and mysqld does not answer (%s)%s", exc,
+                      loop)
             self.crash("the lease ran out and mysqld did not answer the fence", pid)
             return
         if result == FenceResult.WAITING:
-            self.crash("the lease ran out while commits wait for acknowledgements", pid)
+            self.crash(f"the lease ran out and read_only could not be set in time{loop}", pid)
         else:
             log.warning("watchdog: our lease ran out %.1fs ago while writable: fenced "
-                        "(read_only ON, %d connection(s) dropped)", late, killed)
+                        "(read_only ON, %d connection(s) dropped)%s", late, killed, loop)

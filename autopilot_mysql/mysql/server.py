@@ -388,6 +388,9 @@ class LocalServer:
                 if not again.wait_sessions or again.yes_tx != st.yes_tx:
                     break
                 if time.monotonic() >= deadline:
+                    log.warning("fence: %d commit(s) wait for a semi-sync acknowledgement and "
+                                "none came for %.0f ms: read_only would wait behind them",
+                                again.wait_sessions, FENCE_ACK_WAIT * 1000)
                     return FenceResult.WAITING, 0  # acknowledgements stopped
         try:
             conn = pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True,
@@ -401,6 +404,9 @@ class LocalServer:
         except (pymysql.MySQLError, OSError) as exc:
             if isinstance(exc, pymysql.err.OperationalError) and exc.args and \
                     exc.args[0] in (2013, 2006):  # our read timed out: it waits behind commits
+                log.warning("fence: SET GLOBAL read_only = ON did not finish within %.1fs (it "
+                            "waits for commits in progress and table locks; a backup's lock, "
+                            "or a server starved of CPU or I/O)", timeout)
                 return FenceResult.WAITING, 0
             raise MySQLError(f"SET read_only on {self.socket}: {exc}") from exc
         finally:

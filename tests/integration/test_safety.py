@@ -265,17 +265,28 @@ def test_the_fence_drops_clients_but_spares_the_supervisor(
     """Defect 12: the fence killed the supervisor's own connections (root over the socket),
     so a fence made /health fail. It must drop application clients only."""
     nodes, _ = cluster
-    old = primary(nodes)
-    app = old.app()
-    root = old.root()
-    bed.partition([old.host])
-    wait_until(lambda: read_only(old), timeout=15, what=f"{old.name} to fence itself")
-    with root.cursor() as cur:  # still connected
-        cur.execute("SELECT 1")
-    with pytest.raises(pymysql.MySQLError), app.cursor() as cur:
-        cur.execute("SELECT 1")
-    bed.heal()
-    wait_until(lambda: roles(nodes).count("primary") == 1, timeout=60, what="one primary")
+    for attempt in range(1, 4):
+        old = primary(nodes)
+        app = old.app()
+        root = old.root()
+        size = old.log.stat().st_size
+        bed.partition([old.host])
+        wait_until(lambda o=old: read_only(o), timeout=15, what=f"{old.name} to fence itself")
+        # On a starved machine SET read_only can take longer than the fence may wait: then
+        # mysqld is crashed instead (by design), and every connection goes. Not this test's
+        # case: try again, a few times at most.
+        crashed = "crashing mysqld on purpose" in old.log.read_bytes()[size:].decode()
+        if not crashed:
+            with root.cursor() as cur:  # still connected
+                cur.execute("SELECT 1")
+            with pytest.raises(pymysql.MySQLError), app.cursor() as cur:
+                cur.execute("SELECT 1")
+        bed.heal()
+        wait_until(lambda: roles(nodes).count("primary") == 1, timeout=60, what="one primary")
+        if not crashed:
+            return
+        print(f"attempt {attempt}: the fence fell back to crashing mysqld; again")
+    pytest.fail("the fence fell back to crashing mysqld in each of 3 attempts")
 
 
 

@@ -288,7 +288,7 @@ def test_g7_a_joiner_whose_donor_died_leaves_for_the_census_too() -> None:
     stuck = replace(RUN, mysql_alive=False, read_only=None, primary=False, synced=False,
                     leader=None)
     waiting = decide(replace(stuck, non_primary_for=3.0))
-    assert waiting.action == Action.WAIT and "not a Primary Component" in waiting.reason
+    assert waiting.action == Action.WAIT and "no Primary Component is in sight" in waiting.reason
     assert decide(replace(stuck, non_primary_for=30.0)).action == Action.LEAVE
     for elsewhere in (dict(component_exists=True), dict(component_listed=True),
                       dict(dcs_ok=False)):  # a donor may still come, or Consul cannot say

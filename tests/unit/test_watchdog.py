@@ -11,7 +11,7 @@ from typing import Any
 from autopilot_mysql.exceptions import MySQLError
 from autopilot_mysql.model import ProcState
 from autopilot_mysql.mysql.server import FenceResult
-from autopilot_mysql.watchdog import STALE_AFTER, LeaseWatchdog, Opened
+from autopilot_mysql.watchdog import STALE_AFTER, LeaseWatchdog, LoopStep, Opened
 
 
 @dataclass
@@ -58,10 +58,11 @@ class Rig:
         self.opened = opened or Opened(1, 42)
         self.crashes: list[tuple[str, int | None]] = []
         self.server = Server()
+        self.step = LoopStep(self.clock)
         self.wd = LeaseWatchdog(Path("/nonexistent.sock"), lease_end=lambda: self.end,
                                 opened=lambda: self.opened, mysqld=lambda: self.proc,  # type: ignore[arg-type,return-value]
                                 crash=lambda why, pid: self.crashes.append((why, pid)),
-                                clock=self.clock, stop=threading.Event())
+                                clock=self.clock, stop=threading.Event(), step=self.step)
         self.wd.own = self.server  # type: ignore[assignment]
 
     def look(self) -> Any:
@@ -112,10 +113,14 @@ def test_a_watchdog_that_wakes_long_past_the_lease_crashes_without_asking() -> N
 
 def test_waiting_commits_or_no_answer_crash_mysqld() -> None:
     r = Rig(lease_end=99.9)
+    r.clock.now = 97.5
+    r.step.enter("heartbeat")  # the loop's heartbeat hangs in a slow Consul call
+    r.clock.now = 100.0
     r.server.fence_result = FenceResult.WAITING
     r.look()
     assert [why for why, _ in r.crashes] == [
-        "the lease ran out while commits wait for acknowledgements"]
+        "the lease ran out and read_only could not be set in time; the HA loop is at "
+        "'heartbeat' for 2.5s"]
     r = Rig(lease_end=99.9)
     r.server.fails = True
     r.look()
