@@ -33,8 +33,9 @@ PENDING = "autopilot-init.pending"
 DONE = "autopilot-init.done"
 STATE = "autopilot.json"
 # state file keys about the data, not the node (a rebuild drops them): its errant
-# transactions, the role its binary log was written in, the release it was last upgraded to
-PER_DATA = ("errant", "last_role", "mariadb_version")
+# transactions, the role its binary log was written in, the release it was last upgraded to,
+# and whether the cluster's initdb scripts are due on it (initdb.py: data born empty here only)
+PER_DATA = ("errant", "last_role", "mariadb_version", "initdb_due")
 IGNORED = {"lost+found", STATE}  # present on fresh volumes, or ours and kept across re-inits
 
 
@@ -139,12 +140,15 @@ def mark_pending(datadir: Path, what: str) -> None:
     _write_durably(datadir / PENDING, f"{what} started {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
 
 
-def mark_done(datadir: Path, what: str) -> None:
+def mark_done(datadir: Path, what: str, *, born_empty: bool = False) -> None:
     """End of a first boot or a restore: the directory holds new data, with a new data id.
     What the state file said about the old data goes with it: its errant transactions and
-    the role its binary log was written in (new data counts as a replica's: election.I8)."""
+    the role its binary log was written in (new data counts as a replica's: election.I8).
+    `born_empty` (a first boot): the cluster's initdb scripts are due on this data, written
+    before the marker so that a kill in between leaves an interrupted first boot."""
     state = {k: v for k, v in read_node_state(datadir).items() if k not in PER_DATA}
-    write_node_state(datadir, {**state, "data_id": uuid.uuid4().hex})
+    write_node_state(datadir, {**state, "data_id": uuid.uuid4().hex,
+                               **({"initdb_due": True} if born_empty else {})})
     _write_durably(datadir / DONE, f"{what} {time.strftime('%Y-%m-%dT%H:%M:%SZ')}\n")
     (datadir / PENDING).unlink(missing_ok=True)
     fsync_dir(datadir)
@@ -192,6 +196,6 @@ def initialize(datadir: Path, cnf: Path, socket: Path,
                 temp.wait()
     if temp.returncode != 0:
         raise MySQLError(f"the temporary first-boot server exited {temp.returncode} on stop")
-    mark_done(datadir, "initialized")
+    mark_done(datadir, "initialized", born_empty=True)
     log.info("first boot: users created and data directory marked initialized in %.1fs",
              time.monotonic() - t0)
