@@ -42,7 +42,7 @@ import consul
 from . import consul_http, keys
 from .election import SyncState
 from .events import Code, Event, EventBus
-from .exceptions import DCSError
+from .exceptions import CatalogForgot, DCSError
 from .keys import ClusterKeys
 from .model import Member, Role
 
@@ -92,13 +92,17 @@ class Consul:
         self.server_id_key = self.keys.server_id_counter
         self.snapshot_lock_key = self.keys.snapshot_lock
         self.snapshot_pointer_key = self.keys.snapshot_pointer
+        self.servers: list[str] = []  # where the local agent joins (CONSUL_AGENT); [] none
+        self.resynced_at = -RESYNC_EVERY
 
     @classmethod
     def for_settings(cls, s: Any, *, timeout: float = 3.0, service: str | None = None
                      ) -> Consul:
         """The Consul a node's settings (config.Settings) name, token and TLS included."""
-        return cls(service_name=service or s.service_name, timeout=timeout,
-                   **s.consul_client())
+        c = cls(service_name=service or s.service_name, timeout=timeout,
+                **s.consul_client())
+        c.servers = [s.consul_host] if s.consul_agent else []
+        return c
 
     def _params(self) -> list[tuple[str, str]]:
         """Query parameters of the raw calls (the endpoint helpers add them themselves)."""
@@ -177,10 +181,42 @@ class Consul:
                                 "TTL": f"{int(ttl)}s", "NodeChecks": ["serfHealth"]}
         if service_id:
             body["ServiceChecks"] = [{"ID": f"service:{service_id}"}]
-        sid = self._call("session create", lambda: self.client.http.put(
-            consul.callback.CB.json(is_id=True), "/v1/session/create",
-            params=self._params(), data=json.dumps(body)))
+        try:
+            sid = self._call("session create", lambda: self.client.http.put(
+                consul.callback.CB.json(is_id=True), "/v1/session/create",
+                params=self._params(), data=json.dumps(body)))
+        except DCSError as exc:
+            if any(s in str(exc) for s in FORGOTTEN):
+                raise CatalogForgot(
+                    f"Consul's catalog does not know this node or its health check yet "
+                    f"({str(exc).rsplit(': ', 1)[-1]}): its servers lost their data, or its "
+                    "agent has not synced; this node registers again and retries") from exc
+            raise
         return str(sid)
+
+    def resync(self, register: Callable[[], None], now: float) -> None:
+        """Consul's catalog forgot this node (CatalogForgot): have the local agent join the
+        servers again, so that the servers learn it at once instead of at the next gossip
+        exchange (half a minute and more), and register the service and its check again, so
+        that the agent pushes them at once instead of at its next anti-entropy round. At most
+        every RESYNC_EVERY seconds (`now`: monotonic)."""
+        if now - self.resynced_at < RESYNC_EVERY:
+            return
+        self.resynced_at = now
+        for server in self.servers:
+            try:
+                self._call("agent join", functools.partial(self.client.agent.join, server))
+            except DCSError as exc:
+                log.warning("could not ask the local Consul agent to join %s again: %s",
+                            server, exc)
+        try:
+            register()
+        except DCSError as exc:
+            log.warning("could not register this node in Consul again: %s", exc)
+        log.warning("Consul's catalog had forgotten this node (its servers lost their data?): "
+                    "%sregistered the service, its check and its member record again",
+                    f"its agent joined {', '.join(self.servers)} again, " if self.servers
+                    else "")
 
     def renew_session(self, session: str) -> bool:
         """True when renewed; False when Consul no longer knows the session."""
@@ -697,12 +733,41 @@ class Consul:
                                  lambda: self.client.kv.get(self.server_id_key))
             current = int(item["Value"]) if item and item.get("Value") else 0
             cas = int(item["ModifyIndex"]) if item else 0
+            # A counter behind what nodes hold (Consul rebuilt from empty: the counter went,
+            # the nodes kept theirs) would hand out a server_id in use, and a replica skips
+            # the events that carry its own: continue from the highest any member holds.
+            held = self.highest_server_id()
+            if held > current:
+                log.warning("the server-id counter %s says %d but a member holds server_id "
+                            "%d (Consul's data was lost?): continuing from %d",
+                            self.server_id_key, current, held, held)
+            new = max(current, held) + 1
             if self._call("server-id counter update",
                           functools.partial(self.client.kv.put, self.server_id_key,
-                                            str(current + 1), cas=cas)):
-                return current + 1
+                                            str(new), cas=cas)):
+                return new
         raise DCSError(f"could not allocate a server_id from {self.server_id_key} after "
                        f"{attempts} attempts (too many nodes starting at once?)")
+
+
+    def highest_server_id(self) -> int:
+        """The highest server_id a node says it holds: the member records and the service
+        meta of every registered node (0 when none)."""
+        _, items = self._call("member records read", lambda: self.client.kv.get(
+            self.keys.members, recurse=True))
+        ids = []
+        for item in items or []:
+            try:
+                ids.append(int(json.loads(item.get("Value") or b"{}").get("server_id", 0)))
+            except (ValueError, TypeError, AttributeError):
+                continue
+        _, registered = self.members()
+        for m in registered:
+            try:
+                ids.append(int(dict(m.meta).get("server_id", 0)))
+            except ValueError:
+                continue
+        return max(ids, default=0)
 
 
 class Watcher(threading.Thread):
@@ -737,6 +802,11 @@ class Watcher(threading.Thread):
             if value != last:
                 last = value
                 self.bus.publish(Event(self.code, "consul", value))
+
+
+# Consul's answers when a session names a node or a check its catalog does not hold
+FORGOTTEN = ("Missing node registration", "Missing check")
+RESYNC_EVERY = 3.0
 
 
 def best_effort(steps: list[tuple[str, Callable[[], None]]]) -> None:

@@ -26,6 +26,12 @@ class DCSError(AutopilotError):
     """Consul could not be reached or refused a call (within the retry deadline)."""
 
 
+class CatalogForgot(DCSError):
+    """Consul's catalog does not know this node or its health check although its agent does:
+    the servers were rebuilt from empty (their data lost), or the agent has not synced yet.
+    A session tied to those checks cannot be created until they are registered again."""
+
+
 class MySQLError(AutopilotError):
     """The local MariaDB server refused or failed an operation."""
 

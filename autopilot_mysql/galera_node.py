@@ -27,7 +27,7 @@ from .dcs import Consul, Watcher, best_effort
 from .disk import DiskWatch
 from .events import Code, Event, EventBus
 from .eviction import Evictor
-from .exceptions import DataDirError, DCSError, MySQLError, ProcessError
+from .exceptions import CatalogForgot, DataDirError, DCSError, MySQLError, ProcessError
 from .galera import DATA, DOWN, NO_DATA, STARTING, UP, CensusDoc, GaleraObservation
 from .hooks import Hooks
 from .initdb import InitDb
@@ -519,7 +519,7 @@ class GaleraSupervisor:
                 self.consul.publish_census(o.node, self._doc(self.local))
         elif a == Action.JOIN:
             if self.join_session is None:
-                self.join_session = self.consul.create_session(
+                self.join_session = self._create_session(
                     name=f"autopilot-mysql {o.node} (galera join)", ttl=15, service_id=None)
             if not self.consul.acquire_join(self.join_session, o.node):
                 log.info("another node took the join lock first: joining after it")
@@ -540,7 +540,7 @@ class GaleraSupervisor:
         elif a == Action.REGISTER:
             self._register(d.role)
         elif a == Action.CREATE_SESSION:
-            self.session = self.consul.create_session(
+            self.session = self._create_session(
                 name=f"autopilot-mysql {o.node} (galera writer)", ttl=self.cfg.session_ttl,
                 service_id=self.s.service_id)
             self.lease_from = self.clock.monotonic()
@@ -601,6 +601,11 @@ class GaleraSupervisor:
         if d.role != Role.UNKNOWN and self.registered_role is not None \
                 and d.role != self.registered_role and o.dcs_ok:
             self._register(d.role)
+        elif o.dcs_ok and self.member_record is not None and o.node not in self.keys.members:
+            log.warning("our member record %s%s is gone from Consul (its servers lost their "
+                        "data?): writing it again", self.consul.keys.members, o.node)
+            self.member_record = None
+            self._register(self.registered_role or d.role)
 
     # --- actions --------------------------------------------------------------------------------
 
@@ -753,6 +758,15 @@ class GaleraSupervisor:
             # Wake the loop: a member left or joined (a writer to depose, a lock to take); once
             # more when mysqld processed the view (its status says so from then on)
             self.bus.publish(Event(Code.VIEW_CHANGED, "mysqld", view))
+
+    def _create_session(self, *, name: str, ttl: float, service_id: str | None) -> str:
+        try:
+            return self.consul.create_session(name=name, ttl=ttl, service_id=service_id)
+        except CatalogForgot:
+            self.member_record = None  # its keys may be gone with the catalog
+            self.consul.resync(lambda: self._register(self.registered_role or Role.UNKNOWN),
+                               self.clock.monotonic())
+            raise
 
     def _register(self, role: Role) -> None:
         self.consul.register(

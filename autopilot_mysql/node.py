@@ -18,7 +18,7 @@ from .dcs import Consul
 from .disk import DiskWatch
 from .election import GRACE_MARGIN, SyncState
 from .events import Code, Event, EventBus
-from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
+from .exceptions import CatalogForgot, ConfigError, DataDirError, DCSError, MySQLError
 from .keys import ClusterKeys, Heartbeat, LeaderInfo, paused_by
 from .model import Action, Decision, Member, Observation, ProcState, Replication, Role
 from .mysql import datadir as dd
@@ -639,6 +639,12 @@ class LocalNode:
             self.keeper.tend(self.session, o.sync, self.members, self._addresses())
         if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
             self.register(d.role)
+        elif o.dcs_ok and self.member_record is not None \
+                and self.s.node_name not in self.cluster.members:
+            log.warning("our member record %s%s is gone from Consul (its servers lost their "
+                        "data?): writing it again", self.consul.keys.members, self.s.node_name)
+            self.member_record = None
+            self.register(self.registered_role or d.role)
 
     def _take_over(self, o: Observation) -> None:
         """election.I10: the switchover's target applies up to the handed-over position, takes
@@ -677,9 +683,15 @@ class LocalNode:
 
     def _create_session(self) -> str:
         """Our session, tied to this node's serfHealth and service check (dcs.Consul)."""
-        session = self.session = self.consul.create_session(
-            name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
-            service_id=self.s.service_id)
+        try:
+            session = self.session = self.consul.create_session(
+                name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
+                service_id=self.s.service_id)
+        except CatalogForgot:
+            self.member_record = None  # its keys may be gone with the catalog
+            self.consul.resync(lambda: self.register(self.registered_role or Role.UNKNOWN),
+                               self.clock.monotonic())
+            raise
         log.info("created Consul session %s (TTL %.0fs)", session, self.cfg.session_ttl)
         return session
 

@@ -8,12 +8,15 @@
 - a primary crashed under a many-thread write load comes back as a replica, without errant
   transactions and without an operator (MariaDB's semi-sync recovery, election.I8);
 - the fence spares the supervisor's own connections (root over the socket) and drops clients;
-- commits a replica acknowledged but had not applied survive its crash, with the primary's.
+- commits a replica acknowledged but had not applied survive its crash, with the primary's;
+- Consul rebuilt from empty under writes: one primary again, nothing lost, what the cluster
+  keeps in Consul written again, and no server_id handed out twice.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import time
 from collections.abc import Iterator
@@ -22,10 +25,11 @@ import pymysql
 import pytest
 import requests
 
+from autopilot_mysql.dcs import Consul
 from tests.integration.test_replication import ReadOnlyWatch, primary, roles
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import APP_DB, Node, boot_cluster, start_router, synced
-from tests.testbed.components import HAProxy
+from tests.testbed.components import HAProxy, start_consul
 from tests.testbed.util import wait_until
 from tests.testbed.workload import (
     Writer,
@@ -101,6 +105,46 @@ def test_failsafe_keeps_the_primary_writing_through_a_consul_outage(
     assert accepted > 0 and gap < 5, "failsafe did not keep the primary writing"
     assert primary(nodes) is p
     every_row_everywhere(nodes, set(writer.acked))
+
+
+def test_consul_rebuilt_from_empty_keeps_one_primary_and_every_write(
+        bed: TestBed, cluster: tuple[list[Node], HAProxy]) -> None:
+    """Consul's server loses its data (a volume not kept, a rebuild) while the cluster
+    writes: every session and key is gone at once. The primary fences (it can no longer
+    prove the lock); the nodes find the catalog forgot them (their agents know them, the
+    new servers do not), have their agents join again and register again instead of waiting
+    for Consul's own gossip and anti-entropy (30-80 s before), elect, and write their member
+    records again; the server-id counter continues above every server_id held."""
+    nodes, lb = cluster
+    before = primary(nodes)
+    writer = Writer(lb.host.ip)  # as clients write: through HAProxy
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes through HAProxy")
+    chost = bed.hosts["consul"]
+    with ReadOnlyWatch(nodes) as watch:
+        chost.kill_spawned(next(x for x in chost._spawned if x.poll() is None))
+        shutil.rmtree(chost.dir / "consul" / "data")
+        t0 = time.monotonic()
+        start_consul(chost)
+        back = time.monotonic()
+        wait_until(lambda: len([a for a in writer.acked.values() if a.at > back + 1]) > 20,
+                   timeout=90, what="writes through HAProxy after Consul came back empty")
+        wait_until(lambda: roles(nodes).count("replica") == 2, timeout=60,
+                   what="two replicas again")
+        now = primary(nodes)
+    writer.halt()
+    print(f"Consul rebuilt from empty: {before.name} was the primary, {now.name} is; longest "
+          f"write gap through HAProxy {writer.longest_gap(t0, time.monotonic()):.1f}s "
+          f"(Consul was down {back - t0:.1f}s); two writable in "
+          f"{len(watch.windows(t0))} stretch(es) of {len(watch.samples)} samples")
+    assert not watch.windows(t0), watch.windows(t0)
+    every_row_everywhere(nodes, set(writer.acked))
+    consul = Consul(chost.ip, 8500, "mysql")
+    wait_until(lambda: {k.rsplit("/", 1)[-1] for k in consul.client.kv.get(
+        consul.keys.members, keys=True)[1] or []} == {n.name for n in nodes}, timeout=30,
+        what="every member record written again")
+    held = [int(n.status()["server_id"]) for n in nodes]
+    assert consul.next_server_id() > max(held), "a server_id in use handed out again"
 
 
 def test_a_resumed_primary_never_acknowledges_and_fences_at_once(
