@@ -770,6 +770,41 @@ class Consul:
         return max(ids, default=0)
 
 
+class MemberRecord:
+    """This node's durable member record (members/<node>: its server_id, data id, address):
+    written when it changes, and again when the keys no longer show it after they did
+    (Consul rebuilt from empty)."""
+
+    def __init__(self, consul: Consul, node: str) -> None:
+        self.consul = consul
+        self.node = node
+        self.written: dict[str, str] | None = None
+        self.seen = False  # a read of the keys showed it since it was written
+
+    def write(self, doc: dict[str, str]) -> None:
+        if doc != self.written:
+            self.consul.register_member(self.node, doc)
+            self.written = doc
+            self.seen = False
+
+    def forget(self) -> None:
+        """Write it at the next chance, changed or not (the catalog forgot this node)."""
+        self.written = None
+
+    def gone(self, present: bool) -> bool:
+        """`present`: the last read of the keys holds it. True when it must be written again
+        (it was there, and is not)."""
+        if present:
+            self.seen = self.written is not None
+            return False
+        if not (self.seen and self.written is not None):
+            return False
+        log.warning("our member record %s%s is gone from Consul (its servers lost their "
+                    "data?): writing it again", self.consul.keys.members, self.node)
+        self.written, self.seen = None, False
+        return True
+
+
 class Watcher(threading.Thread):
     """A blocking-query loop that publishes an event whenever the watched value changes."""
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from . import __version__, clusterview, failsafe, galera, metrics, startup
 from .api import HealthServer, switchover_refusal
 from .config import Settings
-from .dcs import Consul, Watcher, best_effort
+from .dcs import Consul, MemberRecord, Watcher, best_effort
 from .disk import DiskWatch
 from .events import Code, Event, EventBus
 from .eviction import Evictor
@@ -89,7 +89,7 @@ class GaleraSupervisor:
         self.lease_from = 0.0  # monotonic send time of our last successful session renewal
         self.opened = Opened()  # each time we lifted read_only, and on which mysqld
         self.registered_role: Role | None = None
-        self.member_record: dict[str, str] | None = None
+        self.member = MemberRecord(self.consul, settings.node_name)
         self.last_writer: LeaderInfo | None = None  # the last other node seen holding the lock
         self.last_holder: str | None = None  # the last node seen holding it, this one included
         self.free_since: float | None = None  # when we first saw the writer lock free
@@ -601,10 +601,7 @@ class GaleraSupervisor:
         if d.role != Role.UNKNOWN and self.registered_role is not None \
                 and d.role != self.registered_role and o.dcs_ok:
             self._register(d.role)
-        elif o.dcs_ok and self.member_record is not None and o.node not in self.keys.members:
-            log.warning("our member record %s%s is gone from Consul (its servers lost their "
-                        "data?): writing it again", self.consul.keys.members, o.node)
-            self.member_record = None
+        elif o.dcs_ok and self.member.gone(o.node in self.keys.members):
             self._register(self.registered_role or d.role)
 
     # --- actions --------------------------------------------------------------------------------
@@ -763,7 +760,7 @@ class GaleraSupervisor:
         try:
             return self.consul.create_session(name=name, ttl=ttl, service_id=service_id)
         except CatalogForgot:
-            self.member_record = None  # its keys may be gone with the catalog
+            self.member.forget()  # its keys may be gone with the catalog
             self.consul.resync(lambda: self._register(self.registered_role or Role.UNKNOWN),
                                self.clock.monotonic())
             raise
@@ -776,9 +773,7 @@ class GaleraSupervisor:
                   "autopilot": __version__, "topology": "galera",
                   **{f"tag_{k}": v for k, v in self.s.tags.items()}})
         record = {"server_id": str(self.server_id), "address": self.address}
-        if record != self.member_record:
-            self.consul.register_member(self.s.node_name, record)
-            self.member_record = record
+        self.member.write(record)
         if self.registered_role != role:
             log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
         self.registered_role = role

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import __version__, election, failsafe, gtid
 from .ackset import AckSetKeeper
 from .config import ClusterSettings, Settings, cluster_settings
-from .dcs import Consul
+from .dcs import Consul, MemberRecord
 from .disk import DiskWatch
 from .election import GRACE_MARGIN, SyncState
 from .events import Code, Event, EventBus
@@ -87,7 +87,7 @@ class LocalNode:
         self.opened = Opened()  # each time we lift read_only, and on which mysqld (watchdog)
         self.dcs_ok_at = clock.monotonic()
         self.registered_role: Role | None = None
-        self.member_record: dict[str, str] | None = None
+        self.member = MemberRecord(self.consul, settings.node_name)
         self.members: tuple[Member, ...] = ()
         self.cluster = ClusterKeys()
         self.leader: LeaderInfo | None = None
@@ -639,11 +639,7 @@ class LocalNode:
             self.keeper.tend(self.session, o.sync, self.members, self._addresses())
         if o.dcs_ok and o.registered and d.role != self.registered_role and a != Action.REGISTER:
             self.register(d.role)
-        elif o.dcs_ok and self.member_record is not None \
-                and self.s.node_name not in self.cluster.members:
-            log.warning("our member record %s%s is gone from Consul (its servers lost their "
-                        "data?): writing it again", self.consul.keys.members, self.s.node_name)
-            self.member_record = None
+        elif o.dcs_ok and self.member.gone(self.s.node_name in self.cluster.members):
             self.register(self.registered_role or d.role)
 
     def _take_over(self, o: Observation) -> None:
@@ -688,7 +684,7 @@ class LocalNode:
                 name=f"{self.s.service_name}-{self.s.node_name}", ttl=self.cfg.session_ttl,
                 service_id=self.s.service_id)
         except CatalogForgot:
-            self.member_record = None  # its keys may be gone with the catalog
+            self.member.forget()  # its keys may be gone with the catalog
             self.consul.resync(lambda: self.register(self.registered_role or Role.UNKNOWN),
                                self.clock.monotonic())
             raise
@@ -784,9 +780,7 @@ class LocalNode:
                   **{f"tag_{k}": v for k, v in self.s.tags.items()}})
         record = {"server_id": str(self.server_id), "data": self.data_id,
                   "address": self.address}
-        if record != self.member_record:
-            self.consul.register_member(self.s.node_name, record)
-            self.member_record = record
+        self.member.write(record)
         if self.registered_role != role:
             log.info("registered in Consul as %s with tag %s", self.s.service_id, role.value)
         self.registered_role = role

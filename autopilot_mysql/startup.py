@@ -110,6 +110,10 @@ def prepare_dirs(settings: Settings) -> None:
         shutil.chown(d, "mysql", "mysql")
 
 
+EARLY_RETRY = 0.25  # seconds between the first tries for a server_id (the agent starting)
+EARLY_TRIES = 20
+
+
 def ensure_server_id(settings: Settings, consul: Consul, *, retry_every: float,
                      stop_requested: Callable[[], bool], sleep: Callable[[float], None]) -> int:
     state = dd.read_node_state(settings.datadir)
@@ -125,11 +129,16 @@ def ensure_server_id(settings: Settings, consul: Consul, *, retry_every: float,
         except DCSError as exc:
             if stop_requested():
                 raise
-            if attempt == 1 or attempt % 10 == 0:
+            # A local agent started a moment ago answers within a second or two: asked
+            # often and quietly at first, then said (every 10th time) and asked less often.
+            early = attempt <= EARLY_TRIES
+            if attempt == EARLY_TRIES + 1 or (not early and attempt % 10 == 0):
                 log.warning("cannot get a server_id yet: %s. This node needs Consul once, at "
                             "its first boot; retrying every %.0fs. Check CONSUL=%s and that "
                             "the Consul servers are up.", exc, retry_every, consul.address)
-            sleep(retry_every)
+            elif early:
+                log.debug("no server_id yet (Consul starting?): %s", exc)
+            sleep(EARLY_RETRY if early else retry_every)
     dd.write_node_state(settings.datadir, {**state, "server_id": sid,
                                            "node": settings.node_name})
     log.info("allocated server_id %d from Consul (kept in %s)", sid,
