@@ -36,7 +36,9 @@ VARIABLES: dict[str, tuple[str | None, str]] = {
     "MYSQL_REPL_USER": ("repl", "replication user"),
     "MYSQL_REPL_PASSWORD": (None, "replication password (_FILE variant)"),
     "TOPOLOGY": ("replication", "replication (GTID, semi-synchronous) or galera"),
-    "CONSUL": ("consul:8500", "Consul address, host[:port] or http(s)://host[:port]"),
+    "CONSUL": ("consul:8500", "Consul address, host[:port] or http(s)://host[:port]; with "
+               "CONSUL_AGENT, the servers the local agent joins (a comma-separated list, or "
+               "one DNS name with an address per server)"),
     "CONSUL_HTTP_SSL": ("false", "speak https to CONSUL (as a https:// URL does)"),
     "CONSUL_HTTP_TOKEN": ("", "the ACL token every Consul call carries"),
     "CONSUL_CACERT": ("", "the CA file that signed Consul's https certificate"),
@@ -238,6 +240,7 @@ class Settings:
     hooks_dir: Path = Path("/etc/autopilot-mysql/hooks.d")
     hook_timeout: float = 30.0
     hook_health_interval: float = 5.0
+    consul_join: tuple[str, ...] = ()  # CONSUL_AGENT: the servers it joins (CONSUL's hosts)
     consul_scheme: str = "http"  # https: CONSUL=https://... or CONSUL_HTTP_SSL=true
     consul_token: str = ""  # CONSUL_HTTP_TOKEN: the ACL token on every call
     consul_ca: str = ""  # CONSUL_CACERT: the CA that signed Consul's certificate
@@ -271,6 +274,11 @@ class Settings:
         return {"host": host, "port": port, "scheme": "http" if local else self.consul_scheme,
                 "token": self.consul_token, "dc": self.consul_datacenter or None,
                 "verify": (self.consul_ca or self.consul_verify) if not local else True}
+
+    @property
+    def consul_servers(self) -> list[str]:
+        """The Consul servers a local agent joins (CONSUL's hosts)."""
+        return list(self.consul_join or (self.consul_host,))
 
     @property
     def consul_endpoint(self) -> tuple[str, int]:
@@ -365,9 +373,28 @@ class _Reader:
         return False
 
 
-def _parse_consul(r: _Reader) -> tuple[str, int, str]:
-    """CONSUL as host[:port] or a URL: (host, port, scheme)."""
-    value = r.text("CONSUL").strip()
+def _parse_consul(r: _Reader) -> tuple[str, int, str, tuple[str, ...]]:
+    """CONSUL as host[:port] or a URL: (host, port, scheme, every host). With a local agent
+    it may name several servers, comma-separated: the agent joins them all (the first is
+    the one named in messages); the supervisor itself speaks to its agent only."""
+    hosts = [h.strip() for h in r.text("CONSUL").split(",")]
+    if len(hosts) > 1:
+        if r.text("CONSUL_AGENT").strip().lower() not in _TRUE:
+            r.problem("CONSUL", "names several servers, which only a local agent can use: "
+                      "set CONSUL_AGENT=true (it joins them all), or give one address (a "
+                      "DNS name that resolves to a live server)", "consul:8500")
+        for h in hosts[1:]:
+            if not _valid_host(h.rpartition(":")[0] if ":" in h else h):
+                r.problem("CONSUL", f"{h!r} is not a host name or IP address",
+                          "consul-1,consul-2,consul-3")
+    host, port, scheme = _parse_consul_one(r, hosts[0])
+    join = tuple(h.rpartition(":")[0] if ":" in h and "://" not in h else h
+                 for h in [host, *hosts[1:]])
+    return host, port, scheme, join
+
+
+def _parse_consul_one(r: _Reader, value: str) -> tuple[str, int, str]:
+    """One CONSUL address as host[:port] or a URL: (host, port, scheme)."""
     scheme = "https" if r.text("CONSUL_HTTP_SSL").strip().lower() in _TRUE else "http"
     if "://" in value:
         scheme, _, value = value.partition("://")
@@ -491,7 +518,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
                                for p in r.problems):
         r.problem("MYSQL_REPL_PASSWORD", "is required (the same on every node; or "
                   "MARIADB_REPLICATION_PASSWORD)", "repl-secret")
-    consul_host, consul_port, consul_scheme = _parse_consul(r)
+    consul_host, consul_port, consul_scheme, consul_join = _parse_consul(r)
     access = _parse_consul_access(r)
     consul_agent = r.boolean("CONSUL_AGENT")
     service = r.text("SERVICE_NAME")
@@ -581,7 +608,8 @@ def load_settings(env: Mapping[str, str]) -> Settings:
         .lower() not in ("", *_FALSE), warnings=unsupported_official(env),
         database=database, user=user, password=password,
         repl_user=repl_user, repl_password=repl_pw, consul_host=consul_host,
-        consul_port=consul_port, consul_agent=consul_agent, service_name=service,
+        consul_port=consul_port, consul_agent=consul_agent, consul_join=consul_join,
+        service_name=service,
         node_name=node, advertise_address=advertise, health_port=health_port,
         api_token=api_token,
         log_level=level, log_format=fmt, buffer_pool_size=pool, stop_timeout=stop_timeout,

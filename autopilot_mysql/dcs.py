@@ -101,7 +101,7 @@ class Consul:
         """The Consul a node's settings (config.Settings) name, token and TLS included."""
         c = cls(service_name=service or s.service_name, timeout=timeout,
                 **s.consul_client())
-        c.servers = [s.consul_host] if s.consul_agent else []
+        c.servers = s.consul_servers if s.consul_agent else []
         return c
 
     def _params(self) -> list[tuple[str, str]]:
@@ -213,8 +213,9 @@ class Consul:
             register()
         except DCSError as exc:
             log.warning("could not register this node in Consul again: %s", exc)
-        log.warning("Consul's catalog had forgotten this node (its servers lost their data?): "
-                    "%sregistered the service, its check and its member record again",
+        log.warning("Consul's catalog does not know this node (its servers lost their data, "
+                    "or its agent had not synced yet): %sregistered the service, its check "
+                    "and its member record again",
                     f"its agent joined {', '.join(self.servers)} again, " if self.servers
                     else "")
 
@@ -567,14 +568,15 @@ class Consul:
     # --- election positions -------------------------------------------------------------------
 
     def publish_position(self, session: str, node: str, gtid: str, data: str, *, term: int,
-                         can_apply: bool = True) -> None:
+                         can_apply: bool = True, primary: bool = False) -> None:
         """Our GTID position and data id for the election of `term` (election.I5), in a key
         tied to our session (it vanishes when we do, so only reachable nodes' positions
         count). Only this node publishes under its name: a key held by another session is an
         earlier run's of this node (its supervisor restarted before that session expired),
         and is replaced."""
         key = self.keys.positions + node
-        doc = json.dumps({"gtid": gtid, "data": data, "can_apply": can_apply, "term": term})
+        doc = json.dumps({"gtid": gtid, "data": data, "can_apply": can_apply, "term": term,
+                          **({"primary": True} if primary else {})})
         if self._call("position publish", lambda: self.client.kv.put(key, doc, acquire=session)):
             return
         log.info("the election position %s is still held by an earlier session of this node "

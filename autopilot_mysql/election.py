@@ -135,6 +135,7 @@ class Published:
     data: str = ""  # its data id
     can_apply: bool = True  # False: its SQL thread fails, it cannot open with what it holds
     term: int = 0  # the acknowledgement set's index it was published for (I5); -1: unknown
+    primary: bool = False  # its last role was the primary's (ties go to it: election.I5)
 
 
 def term(sync: SyncState | None) -> int:
@@ -276,7 +277,13 @@ def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState
     candidates = {n: pos for n, pos in readable.items() if positions[n].can_apply}
     if not candidates:
         return Outcome(Verdict.WAIT, "no readable position to compare")
-    best = gtid.best_candidate(candidates, preferred=handover.to if handover else None)
+    # Among nodes that hold as much as every other, a switchover's target, else the one
+    # whose last role was the primary's (its lock lost while it lived: a Consul outage or
+    # rebuild; clients and routers keep their primary), else the lowest name. All from
+    # published values: every node names the same one.
+    was = [n for n in candidates if positions[n].primary]
+    best = gtid.best_candidate(candidates, preferred=handover.to if handover else
+                               was[0] if len(was) == 1 else None)
     assert best is not None
     # (b) the winner covers every position that may hold acknowledged commits, the hwm and a
     # handover's recorded position; (c) it is the best of all published.

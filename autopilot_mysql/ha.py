@@ -250,7 +250,7 @@ def _election(o: Observation, writable: bool) -> Decision:
                         f"{o.gtid or '(empty)'} for the election", healthy=True)
     mine = election.Published(o.node, o.gtid, o.data_id,
                               can_apply=not o.apply_stalled and not o.disk_full,
-                              term=election.term(o.sync))
+                              term=election.term(o.sync), primary=o.published_primary)
     positions = {p.node: p for p in o.positions if p.node != o.node}
     positions[o.node] = mine
     out = election.decide_election(

@@ -8,7 +8,7 @@ a session but unreadable, it still means "someone holds the lock" (`leader_unrea
 nobody fights over it.
 
     leader            {node, address, gtid}        the lock (session)      election.I1
-    positions/<node>  {gtid, data, can_apply, term} election (session)    election.I5
+    positions/<node>  {gtid, data, can_apply, term, primary} election (session)  election.I5
     sync              {primary, primary_data, members, synced, hwm}        election.I2-I4
     heartbeat         {node, n, lease}             the primary's proof of the lock, each cycle
                                                    (service/<name>-heartbeat: not watched)
@@ -212,7 +212,9 @@ def parse(names: Names, items: Iterable[Mapping[str, Any]]) -> ClusterKeys:
             term = doc.get("term", -1) if isinstance(doc, dict) else -1
             positions[node] = Published(node, f["gtid"], f.get("data", ""),
                                         can_apply=can is not False,
-                                        term=term if isinstance(term, int) else -1)
+                                        term=term if isinstance(term, int) else -1,
+                                        primary=isinstance(doc, dict)
+                                        and doc.get("primary") is True)
         elif key == names.sync:
             sync = _sync(doc, index)
             if sync is None:

@@ -142,6 +142,7 @@ class Observation:
     #                           acknowledged commits, which START SLAVE would discard
     published: str | None = None
     published_term: int = 0  # the election term it was published for (election.I5)
+    published_primary: bool = False  # it was published as the last primary (election.I5)
     positions: tuple[Published, ...] = ()  # others' published positions
     sync: SyncState | None = None
     voters: tuple[str, ...] = ()  # passing members but us and the last leader

@@ -104,6 +104,7 @@ class LocalNode:
         self.relay_kept = False  # see Observation.relay_kept
         self.relay_checked_pid: int | None = None
         self.published_term = 0
+        self.published_primary = False
         # Transactions the primary never had, found when it refused our position: kept in the
         # data directory's state file, so that a restart does not forget them (nemesis seed
         # 326437764: a restarted errant node published a position, joined the winner's
@@ -268,6 +269,7 @@ class LocalNode:
                                                                         leader),
             drained=self.drained, relay_kept=self.relay_kept and alive and self._member(keys),
             published=self.published, published_term=self.published_term,
+            published_primary=self.published_primary,
             positions=tuple(sorted((p for n, p in keys.positions.items()
                                     if n != self.s.node_name), key=lambda p: p.node)),
             sync=keys.sync, voters=tuple(n for n in healthy if n != self.last_leader),
@@ -545,11 +547,13 @@ class LocalNode:
             self._recover_relay()
         elif a == Action.PUBLISH_POSITION:
             assert self.session is not None
+            was_primary = self._was_primary()
             self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
                                          term=election.term(o.sync),
                                          can_apply=not o.apply_stalled and not o.disk_full
-                                         and not o.nofailover)
+                                         and not o.nofailover, primary=was_primary)
             self.published, self.published_term = o.gtid, election.term(o.sync)
+            self.published_primary = was_primary
             self._wake()
         elif a == Action.ACQUIRE_LOCK:
             assert self.session is not None
@@ -630,6 +634,7 @@ class LocalNode:
             self.consul.publish_position(self.session, self.s.node_name, o.gtid, self.data_id,
                                          term=election.term(o.sync), can_apply=False)
             self.published, self.published_term = o.gtid, election.term(o.sync)
+            self.published_primary = False
             self.consul.release_leader(self.session)
             log.error("%s", d.reason)
         elif a == Action.REJECT_SWITCHOVER:
@@ -814,6 +819,14 @@ class LocalNode:
 
     def _wake(self) -> None:
         self.bus.publish(Event(Code.LEADER_CHANGED, "self"))  # run the next cycle at once
+
+    def _was_primary(self) -> bool:
+        """Our last role was the primary's (the state file says so): an election prefers us
+        among equals, so that a primary whose lock alone was lost keeps its role."""
+        try:
+            return dd.read_node_state(self.s.datadir).get("last_role") == "primary"
+        except DataDirError:
+            return False
 
     def _record_role(self, role: str) -> None:
         """What this node's binary log is about to receive: its own commits (primary) or a

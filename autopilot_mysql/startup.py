@@ -65,7 +65,7 @@ def start_consul_agent(settings: Settings, address: str, bus: EventBus,
     (adir / "data").mkdir(parents=True, exist_ok=True)
     cfg = adir / "agent.json"
     cfg.write_text(json.dumps(agent_config(
-        node_name=settings.node_name, bind=address, join=[settings.consul_host],
+        node_name=settings.node_name, bind=address, join=settings.consul_servers,
         data_dir=str(adir / "data"), datacenter=settings.consul_datacenter,
         encrypt=settings.consul_encrypt, token=settings.consul_token,
         ca_file=settings.consul_ca), indent=1))

@@ -214,18 +214,26 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
                  volumes: dict[str, int] | None = None,
                  per_node: dict[str, dict[str, str]] | None = None,
                  consul_extra: dict[str, Any] | None = None, consul_token: str = "",
-                 **overrides: str) -> list[Node]:
+                 consul_servers: int = 1, **overrides: str) -> list[Node]:
     """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
     docker-compose.yml's environment; returns once one is primary and the rest replicate.
     `volumes`: node name -> MiB of a data volume of its own (one that can fill up);
     `per_node`: node name -> variables of that node only (its tags, say); `consul_extra`,
     `consul_token`: more settings of the Consul server (ACLs, TLS) and the token the test
-    bed's own reads then need."""
-    from .components import start_consul
+    bed's own reads then need. `consul_servers`: 3 gives the production shape, servers
+    `consul`, `consul2`, `consul3`, every node's agent told to join all three (CONSUL)."""
+    from .components import start_consul, start_consul_cluster
 
     chost = bed.add_host("consul")
     chost.boot()
-    start_consul(chost, extra=consul_extra, token=consul_token)
+    if consul_servers == 1:
+        start_consul(chost, extra=consul_extra, token=consul_token)
+    else:
+        more = [bed.add_host(f"consul{i}") for i in range(2, consul_servers + 1)]
+        for h in more:
+            h.boot()
+        start_consul_cluster([chost, *more])
+        overrides = {"CONSUL": ",".join(h.name for h in [chost, *more]), **overrides}
     bed.consul_token = consul_token  # type: ignore[attr-defined]  # for sync_key
     hosts = [bed.add_host(f"db{i}") for i in range(1, count + 1)]
     for h in hosts:
@@ -259,11 +267,11 @@ def synced(bed: TestBed, service: str = "mysql") -> bool:
     return bool((sync_key(bed, service) or {}).get("synced"))
 
 
-def start_router(bed: TestBed) -> HAProxy:
-    """etc/haproxy.cfg on a host named `lb`, resolving servers through the `consul` host."""
+def start_router(bed: TestBed, name: str = "lb") -> HAProxy:
+    """etc/haproxy.cfg on a host named `name`, resolving servers through the `consul` host."""
     from .components import start_haproxy
 
-    lbh = bed.add_host("lb")
+    lbh = bed.add_host(name)
     lbh.boot()
     return start_haproxy(lbh, (REPO / "etc" / "haproxy.cfg").read_text(), [3306, 3307],
                          env={"CONSUL_DNS": f"{bed.hosts['consul'].ip}:8600",

@@ -135,6 +135,21 @@ def test_consul_access_as_consuls_own_cli_reads_it(tmp_path: Path) -> None:
     assert s.consul_client()["scheme"] == "https" and s.consul_client()["verify"] is False
 
 
+def test_consul_servers_a_local_agent_joins() -> None:
+    """Three Consul servers: the local agent joins every one CONSUL names; without an agent
+    a list is refused, naming the fix."""
+    s = load_settings({**GOOD, "CONSUL": "consul-1, consul-2:8500,10.0.0.3",
+                       "CONSUL_AGENT": "true"})
+    assert s.consul_join == ("consul-1", "consul-2", "10.0.0.3")
+    assert s.consul_host == "consul-1" and s.consul_client()["host"] == "127.0.0.1"
+    assert load_settings({**GOOD, "CONSUL": "consul", "CONSUL_AGENT": "1"}).consul_join == (
+        "consul",)
+    with pytest.raises(ConfigError, match="CONSUL_AGENT=true"):
+        load_settings({**GOOD, "CONSUL": "consul-1,consul-2"})
+    with pytest.raises(ConfigError, match="'bad host!' is not a host name"):
+        load_settings({**GOOD, "CONSUL": "consul-1,bad host!", "CONSUL_AGENT": "true"})
+
+
 def test_s3_as_aws_users_expect() -> None:
     from autopilot_mysql.backup.store import SnapshotStore
     keys = {"AWS_ACCESS_KEY_ID": "AKIAEXAMPLE", "AWS_SECRET_ACCESS_KEY": "example"}

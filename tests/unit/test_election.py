@@ -113,6 +113,22 @@ def test_I5c_only_the_best_takes_it_and_ties_go_to_the_lowest_name() -> None:
     assert elect("db3", pub("db2", "0-1-121"), pub("db3", "0-1-121")).verdict == Verdict.DEFER
 
 
+def test_I5c_among_equals_the_last_primary_keeps_its_role_never_when_behind() -> None:
+    """Consul rebuilt from empty (no set, no lock): the old primary, published as such, keeps
+    its role if it holds as much as the others; two claiming it, or one behind, change
+    nothing; every node reaches the same answer from the same published values."""
+    from dataclasses import replace
+    db1, db2, db3 = pub("db1", "0-2-300"), pub("db2", "0-2-300"), pub("db3", "0-2-300")
+    was = replace(db2, primary=True)
+    for me in ("db1", "db2", "db3"):
+        out = elect(me, db1, was, db3, sync=None)
+        assert out.winner == "db2" or (me == "db2" and out.verdict == Verdict.TAKE), (me, out)
+    assert elect("db1", db1, replace(was, gtid="0-2-299"), db3,
+                 sync=None).verdict == Verdict.TAKE
+    assert elect("db1", replace(db1, primary=True), was, db3,
+                 sync=None).verdict == Verdict.TAKE
+
+
 def test_I5_healthy_voters_beyond_the_required_are_awaited_only_so_long() -> None:
     ps = (pub("db2", "0-1-120"), pub("db3", "0-1-110"))
     assert elect("db2", *ps, voters=("db4",)).verdict == Verdict.WAIT

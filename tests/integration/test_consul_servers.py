@@ -1,0 +1,65 @@
+"""Consul as it runs in production (issue 12, behaviour 1): three servers, every database
+node's local agent told to join all three (CONSUL=consul,consul2,consul3). The Consul leader is
+lost for good at the moment the primary's host dies: the two servers left elect a leader, the
+database nodes elect a primary, nothing acknowledged is lost and never two nodes are writable;
+a node started afterwards, its list naming the lost server first, joins through the others."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+
+from tests.integration.test_replication import BOOT_BOUND, ReadOnlyWatch, primary, roles
+from tests.testbed.bed import TestBed
+from tests.testbed.cluster import boot_cluster, make_node
+from tests.testbed.util import wait_until
+from tests.testbed.workload import Writer, create_table, missing_on
+
+pytestmark = pytest.mark.integration
+
+
+def test_the_consul_leader_lost_for_good_while_the_primary_host_dies(bed: TestBed) -> None:
+    nodes = boot_cluster(bed, 3, consul_servers=3)
+    old = primary(nodes)
+    create_table(old)
+    writer = Writer(old.host.ip)
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes on the primary")
+    servers = [bed.hosts[n] for n in ("consul", "consul2", "consul3")]
+    leader_ip = requests.get(f"http://{servers[0].ip}:8500/v1/status/leader",
+                             timeout=2).json().rsplit(":", 1)[0]
+    lost = next(h for h in servers if h.ip == leader_ip)
+    rest = [n for n in nodes if n is not old]
+    with ReadOnlyWatch(nodes) as watch:
+        t0 = time.monotonic()
+        old.host.kill()
+        lost.kill()
+        new = primary(rest)
+        took = time.monotonic() - t0
+        writer.halt()
+        after = Writer(new.host.ip, first_id=10**7)
+        after.start()
+        wait_until(lambda: len(after.acked) > 20, timeout=30, what=f"writes on {new.name}")
+        wait_until(lambda: roles(rest).count("replica") == 1, timeout=30,
+                   what="the other node to follow the new primary")
+    after.halt()
+    acked = set(writer.acked) | set(after.acked)
+    assert not watch.windows(t0), watch.windows(t0)
+    for n in rest:
+        wait_until(lambda n=n: not missing_on(n, acked), timeout=60,
+                   what=f"every acknowledged row on {n.name}")
+    # `docker compose scale`: a new node whose list names the lost server first.
+    named = ",".join([lost.name, *(h.name for h in servers if h is not lost)])
+    db4 = make_node(bed.add_host("db4"), CONSUL=named)
+    db4.boot()
+    wait_until(lambda: db4.http("/replica") == 200, timeout=BOOT_BOUND,
+               what="the new node to replicate, its agent joined through the servers left")
+    wait_until(lambda: not missing_on(db4, acked), timeout=60, what="every row on db4")
+    old.host.restart()
+    wait_until(lambda: old.http("/replica") == 200, timeout=90,
+               what=f"{old.name} to rejoin as a replica")
+    print(f"Consul leader {lost.name} lost for good as {old.name}'s host died: {new.name} "
+          f"writable after {took:.1f}s; db4 joined with CONSUL={named}; "
+          f"{len(acked)} acknowledged rows on every node")
