@@ -31,7 +31,7 @@ fi
 
 # --- 1. Debian packages ---------------------------------------------------------------------
 packages=(mariadb-server mariadb-client galera-4 mariadb-backup haproxy socat iproute2 iptables
-          procps psmisc rsync lsof zstd python3-venv)
+          procps psmisc rsync lsof zstd python3-venv keepalived gettext-base)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -125,3 +125,43 @@ def test_writes_go_to_the_primary_and_reads_to_replicas(routed: tuple[list[Node]
     new_host = lb_query(lb, 3306, "SELECT host FROM r WHERE id = 2")[0][0]
     assert new_host != primary_host
     assert [r[0] for r in lb_query(lb, 3306, "SELECT id FROM r ORDER BY id")] == [1, 2]
+
+
+def test_two_routers_share_one_virtual_ip_and_losing_its_holder_costs_a_reconnect(
+        bed: TestBed) -> None:
+    """Issue 12, behaviour 2: two HAProxy hosts, keepalived beside each (the image's own
+    entrypoint and etc/keepalived.conf.template), VRRP on the bed's bridge. Clients write
+    to the virtual IP; the host holding it dies (its link first, as a machine that loses
+    power goes silent, then its processes): the other router takes the address over and
+    the same client writes again through the same address, losing nothing acknowledged."""
+    from tests.testbed.components import holds_address, start_keepalived
+    from tests.testbed.workload import Writer, create_table, missing_on
+
+    nodes = boot_cluster(bed, 3)
+    p = next(n for n in nodes if n.http("/primary") == 200)
+    create_table(p)
+    vip = str(bed.net.network_address + 250)
+    routers = [start_router(bed, "lb"), start_router(bed, "lb2")]
+    for r, priority in zip(routers, (150, 100), strict=True):
+        start_keepalived(r.host, vip=vip, prefix=bed.net.prefixlen, priority=priority)
+    holder = wait_until(lambda: next((r.host for r in routers if holds_address(r.host, vip)),
+                                     None), timeout=30, what=f"a router holding {vip}")
+    writer = Writer(vip)
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=60, what=f"writes through {vip}")
+    other = next(r.host for r in routers if r.host is not holder)
+    t0 = time.monotonic()
+    bed.isolate(holder)
+    holder.kill()
+    wait_until(lambda: holds_address(other, vip), timeout=30,
+               what=f"{other.name} to take {vip} over")
+    took_over = time.monotonic() - t0
+    wait_until(lambda: any(a.at > t0 for a in writer.acked.values()), timeout=60,
+               what=f"writes through {vip} again")
+    writes_again = min(a.at for a in writer.acked.values() if a.at > t0) - t0
+    writer.halt()
+    wait_until(lambda: not missing_on(p, set(writer.acked)), timeout=30,
+               what="every acknowledged row on the primary")
+    print(f"VIP {vip}: {holder.name} lost; {other.name} held it after {took_over:.1f}s, "
+          f"writes through it again after {writes_again:.1f}s "
+          f"({len(writer.acked)} acknowledged, {writer.errors} errors)")

@@ -27,7 +27,7 @@ import requests
 from botocore.config import Config
 
 from .host import Host
-from .util import TestBedError, run, tool, wait_until
+from .util import REPO, TestBedError, run, tool, wait_until
 
 MYSQL_UID_NAME = "mysql"
 
@@ -258,6 +258,34 @@ def start_haproxy(host: Host, config_text: str, ports: Sequence[int],
 
     wait_until(listening, timeout=20, what=f"haproxy on {host.name} to listen on {list(ports)}")
     return HAProxy(host=host, proc=proc, config=cfg, ports=list(ports))
+
+
+def start_keepalived(host: Host, *, vip: str, prefix: int, priority: int
+                     ) -> subprocess.Popen[bytes]:
+    """keepalived beside the host's HAProxy, started by the image's own entrypoint
+    (docker/keepalived/entrypoint.sh) with etc/keepalived.conf.template: it holds `vip` while
+    it is MASTER. Its files go in the host's directory (the hosts share a file system)."""
+    proc = host.spawn(
+        ["sh", str(REPO / "docker" / "keepalived" / "entrypoint.sh")], log="keepalived.log",
+        env={**os.environ, "ROUTER_VIP": vip, "ROUTER_VIP_PREFIX": str(prefix),
+             "VRRP_PRIORITY": str(priority), "VRRP_NAME": host.name,
+             "KEEPALIVED_TEMPLATE": str(REPO / "etc" / "keepalived.conf.template"),
+             "KEEPALIVED_RUNDIR": str(host.dir / "keepalived")})
+
+    def vrrp_running() -> bool:
+        if proc.poll() is not None:
+            raise TestBedError(f"keepalived on {host.name} exited {proc.returncode}: see "
+                               f"{host.dir / 'keepalived.log'}")
+        return (host.dir / "keepalived" / "vrrp.pid").exists()
+
+    wait_until(vrrp_running, timeout=20, what=f"keepalived's VRRP process on {host.name}")
+    return proc
+
+
+def holds_address(host: Host, address: str) -> bool:
+    """Whether `address` is configured on the host's eth0 (the VRRP MASTER's virtual IP)."""
+    out = host.exec(["ip", "-o", "-4", "addr", "show", "dev", "eth0"], check=False).stdout
+    return f" {address}/" in out
 
 
 def tcp_proxy_config(listen_port: int, backends: Sequence[tuple[str, str, int]]) -> str:

@@ -122,3 +122,37 @@ def test_haproxy_service_uses_the_tested_config(compose: dict[str, Any]) -> None
     env = hap["environment"]
     assert env["CONSUL_DNS"] == "consul:8600" and env["SERVICE_NAME"] == "mysql"
     assert {p["target"] for p in hap["ports"]} == {3306, 3307, 8404}
+
+
+def test_the_router_pair_profile_builds_on_the_tested_files() -> None:
+    """`--profile ha-router` (issue 12): a second HAProxy with the same config, keepalived
+    beside each in its network namespace with the capabilities VRRP needs, one image built
+    from docker/keepalived (parsed by BuildKit's parser too); without the profile, the two
+    extra services are not part of the project."""
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    proc = subprocess.run(
+        [tool("dockercheck"), str(REPO / "docker" / "keepalived" / "Dockerfile"),
+         str(REPO / "docker-compose.yml")], capture_output=True, text=True, timeout=60,
+        env={**clean, **SECRETS, "COMPOSE_PROFILES": "ha-router", "ROUTER_VIP": "172.30.57.250"})
+    assert proc.returncode == 0, proc.stderr
+    assert "docker/keepalived/Dockerfile: 1 stage(s), ok" in proc.stderr
+    svc = json.loads(proc.stdout)["services"]
+    assert svc["haproxy-b"]["volumes"] == svc["haproxy"]["volumes"]
+    assert svc["haproxy-b"]["environment"] == svc["haproxy"]["environment"]
+    pair = [svc["keepalived-a"], svc["keepalived-b"]]
+    assert [k["network_mode"] for k in pair] == ["service:haproxy", "service:haproxy-b"]
+    assert all({"NET_ADMIN", "NET_RAW"} <= set(k["cap_add"]) for k in pair)
+    assert {k["environment"]["ROUTER_VIP"] for k in pair} == {"172.30.57.250"}
+    assert len({k["environment"]["VRRP_PRIORITY"] for k in pair}) == 2
+    assert pair[0]["build"]["dockerfile"] == "docker/keepalived/Dockerfile"
+    plain = dockercheck(SECRETS)
+    assert not {"haproxy-b", "keepalived-a"} & set(json.loads(plain.stdout)["services"])
+
+
+def test_the_keepalived_entrypoint_refuses_to_start_without_its_address(tmp_path: Path) -> None:
+    proc = subprocess.run(["sh", str(REPO / "docker" / "keepalived" / "entrypoint.sh")],
+                          env={"PATH": os.environ["PATH"], "VRRP_PRIORITY": "100",
+                               "KEEPALIVED_RUNDIR": str(tmp_path)},
+                          capture_output=True, text=True, timeout=10)
+    assert proc.returncode != 0 and "set ROUTER_VIP" in proc.stderr, proc.stderr
+    assert not (tmp_path / "keepalived.conf").exists()

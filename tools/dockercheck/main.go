@@ -1,11 +1,12 @@
 // Command dockercheck validates the product's container files without a Docker engine:
 //
-//	dockercheck Dockerfile docker-compose.yml
+//	dockercheck Dockerfile... docker-compose.yml
 //
 // The Dockerfile is parsed by BuildKit's own parser and instruction decoder (what `docker
 // build` runs first); the compose file is loaded by compose-go, the reference implementation
 // of the Compose specification (what `docker compose config` runs), with schema validation,
-// interpolation and normalization. The normalized compose model is printed as JSON.
+// interpolation and normalization, with the profiles COMPOSE_PROFILES names enabled. The
+// normalized compose model is printed as JSON.
 package main
 
 import (
@@ -50,7 +51,7 @@ func checkCompose(path string) error {
 		return err
 	}
 	opts, err := cli.NewProjectOptions([]string{abs}, cli.WithWorkingDirectory(filepath.Dir(abs)),
-		cli.WithOsEnv, cli.WithDotEnv, cli.WithName("autopilot-mysql"))
+		cli.WithOsEnv, cli.WithDotEnv, cli.WithDefaultProfiles(), cli.WithName("autopilot-mysql"))
 	if err != nil {
 		return err
 	}
@@ -68,15 +69,18 @@ func checkCompose(path string) error {
 }
 
 func main() {
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: dockercheck DOCKERFILE COMPOSE_FILE")
+	if len(os.Args) < 3 {
+		fmt.Fprintln(os.Stderr, "usage: dockercheck DOCKERFILE... COMPOSE_FILE")
 		os.Exit(2)
 	}
-	if err := checkDockerfile(os.Args[1]); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	last := len(os.Args) - 1
+	for _, dockerfile := range os.Args[1:last] {
+		if err := checkDockerfile(dockerfile); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
 	}
-	if err := checkCompose(os.Args[2]); err != nil {
+	if err := checkCompose(os.Args[last]); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
