@@ -85,9 +85,11 @@ def every_row_everywhere(nodes: list[Node], acked: set[int]) -> None:
                         f"(missing {sorted(missing_on(n, acked))[:5]})")
 
 
-def test_bootstrap_writes_through_3306_and_reads_back_through_3307_on_every_node(
-        bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
-    nodes, lb = galera
+def bootstrap_writes_through_3306_and_reads_back_through_3307_on_every_node(
+        bed: TestBed, nodes: list[Node], lb: HAProxy) -> None:
+    """A new cluster: one Galera cluster recorded in Consul, one writer, readers that refuse
+    writes, HAProxy routing writes to the writer and reads to every reader, the SST account
+    limited (checked first by the switchover test, on its new cluster: one boot fewer)."""
     w = writer(nodes)
     states = {n.name: wsrep(n) for n in nodes}
     uuids = {s["wsrep_cluster_state_uuid"] for s in states.values()}
@@ -205,12 +207,14 @@ def test_writer_host_killed_one_new_writer_and_the_old_one_rejoins_by_ist(
     assert "IST received" in log, "the old writer should rejoin by IST, not a full SST"
 
 
-def test_switchover_moves_the_writer_both_ways_without_losing_a_write(
+def test_bootstrap_routes_and_a_switchover_moves_the_writer_both_ways_losing_no_write(
         bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
-    """galera.G8: fence, hand over at the last committed seqno, the target opens at once."""
+    """The new cluster as bootstrapped (above); then galera.G8: fence, hand over at the last
+    committed seqno, the target opens at once."""
     from tests.integration.test_replication import ReadOnlyWatch, switchover
 
     nodes, lb = galera
+    bootstrap_writes_through_3306_and_reads_back_through_3307_on_every_node(bed, nodes, lb)
     old = writer(nodes)
     create_table(old)
     target = next(n for n in nodes if n is not old)
