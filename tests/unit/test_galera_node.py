@@ -20,6 +20,7 @@ from autopilot_mysql.galera_node import GaleraSupervisor
 from autopilot_mysql.keys import ClusterKeys
 from autopilot_mysql.model import Action, Decision, ProcState
 from autopilot_mysql.mysql.server import FenceResult
+from tests.unit.fakes import FakeClock
 
 
 @dataclass
@@ -115,17 +116,6 @@ class FakePeers:
 
     def status(self, node: str, max_age: float) -> dict[str, Any] | None:
         return self.docs.get(node)
-
-
-@dataclass
-class FakeClock:
-    now: float = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass

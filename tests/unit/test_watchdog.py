@@ -12,17 +12,7 @@ from autopilot_mysql.exceptions import MySQLError
 from autopilot_mysql.model import ProcState
 from autopilot_mysql.mysql.server import FenceResult
 from autopilot_mysql.watchdog import STALE_AFTER, LeaseWatchdog, LoopStep, Opened
-
-
-@dataclass
-class Clock:
-    now: float = 100.0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from tests.unit.fakes import FakeClock as Clock
 
 
 @dataclass
