@@ -244,6 +244,11 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
         n.boot()
     wait_until(lambda: healthy_cluster(nodes), timeout=timeout,
                what=f"one primary and {count - 1} replicating replicas")
+    # What the CLI and a handover read: Consul's view, a moment behind the nodes' own (CI: a
+    # switchover refused because a just-started node's check did not pass yet).
+    service = overrides.get("SERVICE_NAME", "mysql")
+    wait_until(lambda: passing_in_consul(bed, service) == count, timeout=timeout,
+               what=f"Consul to see the {count} nodes' checks passing")
     if count > 1 and overrides.get("TOPOLOGY") != "galera":
         # the guarantees are stated for a synced acknowledgement set
         wait_until(lambda: synced(bed), timeout=timeout,
@@ -260,6 +265,15 @@ def sync_key(bed: TestBed, service: str = "mysql") -> dict[str, Any] | None:
         return None
     value: dict[str, Any] = json.loads(base64.b64decode(r.json()[0]["Value"]))
     return value
+
+
+def passing_in_consul(bed: TestBed, service: str = "mysql") -> int:
+    """How many of the service's instances Consul counts as passing (every check)."""
+    token = getattr(bed, "consul_token", "")
+    r = requests.get(f"http://{bed.hosts['consul'].ip}:8500/v1/health/service/{service}",
+                     params={"passing": "1"}, timeout=2,
+                     headers={"X-Consul-Token": token} if token else {})
+    return len(r.json()) if r.ok else 0
 
 
 def synced(bed: TestBed, service: str = "mysql") -> bool:
