@@ -203,21 +203,20 @@ class Consul:
         if now - self.resynced_at < RESYNC_EVERY:
             return
         self.resynced_at = now
+        done: list[str] = []
         for server in self.servers:
             try:
                 self._call("agent join", functools.partial(self.client.agent.join, server))
+                done.append(f"its agent joined {server} again")
             except DCSError as exc:
-                log.warning("could not ask the local Consul agent to join %s again: %s",
-                            server, exc)
+                done.append(f"its agent could not join {server} ({exc})")
         try:
             register()
+            done.append("the service, its check and its member record registered again")
         except DCSError as exc:
-            log.warning("could not register this node in Consul again: %s", exc)
+            done.append(f"registering again failed ({exc}); retried in {RESYNC_EVERY:.0f}s")
         log.warning("Consul's catalog does not know this node (its servers lost their data, "
-                    "or its agent had not synced yet): %sregistered the service, its check "
-                    "and its member record again",
-                    f"its agent joined {', '.join(self.servers)} again, " if self.servers
-                    else "")
+                    "or its agent had not synced yet): %s", "; ".join(done))
 
     def renew_session(self, session: str) -> bool:
         """True when renewed; False when Consul no longer knows the session."""
@@ -730,15 +729,15 @@ class Consul:
 
     def next_server_id(self, attempts: int = 50) -> int:
         """Allocate a cluster-unique server_id from a compare-and-set counter."""
+        # A counter behind what nodes hold (Consul rebuilt from empty: the counter went, the
+        # nodes kept theirs) would hand out a server_id in use, and a replica skips the events
+        # that carry its own: continue from the highest any member holds (read once).
+        held = self.highest_server_id()
         for _ in range(attempts):
             _, item = self._call("server-id counter read",
                                  lambda: self.client.kv.get(self.server_id_key))
             current = int(item["Value"]) if item and item.get("Value") else 0
             cas = int(item["ModifyIndex"]) if item else 0
-            # A counter behind what nodes hold (Consul rebuilt from empty: the counter went,
-            # the nodes kept theirs) would hand out a server_id in use, and a replica skips
-            # the events that carry its own: continue from the highest any member holds.
-            held = self.highest_server_id()
             if held > current:
                 log.warning("the server-id counter %s says %d but a member holds server_id "
                             "%d (Consul's data was lost?): continuing from %d",
