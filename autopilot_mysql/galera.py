@@ -82,6 +82,12 @@ G11 (evict)   A member whose Galera port refuses connections (nothing listens th
               once the member left the view (its mysqld, restarted, joins under a new
               identity). A node that learns it was evicted (alive after all) stops mysqld
               cleanly and joins again.
+G12 (lost record) No record, but a member's data belongs to a Galera cluster: Consul lost
+              its data (or the key was deleted), not a new cluster. Nobody bootstraps: a
+              down node joins once a member serves in a Primary Component, and a Synced member
+              of one records the cluster again (its UUID; its last committed seqno as the
+              least a later bootstrap may start from, G4). With every member down, only an
+              operator's forced bootstrap starts it (the census cannot know who is missing).
 """
 
 from __future__ import annotations
@@ -262,6 +268,11 @@ def decide(o: GaleraObservation) -> Decision:
                      "nothing kills it meanwhile)")
     if not o.registered:
         return Decision(Action.REGISTER, "registering the service and its health check")
+    if o.primary and o.synced and o.dcs_ok and o.record is None:
+        return Decision(Action.PUBLISH_POSITION, "in a Primary Component, and Consul holds no "
+                        "record of the cluster (its data lost, or the key deleted): recording "
+                        "it again from this node, our position the least any later bootstrap "
+                        "may start from (G12)")
     if o.primary and o.dcs_ok and (o.published is None or o.published.state != UP):
         return Decision(Action.PUBLISH_POSITION, "in a Primary Component: telling the census "
                         "this node is up")
@@ -411,12 +422,24 @@ def _down(o: GaleraObservation) -> Decision:
     if o.forced == o.node:
         return Decision(Action.BOOTSTRAP, "an operator forced a bootstrap from this node")
     if o.record is None:
-        if o.local.data == DATA or any(d.data == DATA for d in o.census.values()):
+        held = sorted({d.uuid for d in [o.local, *o.census.values()]
+                       if d.data == DATA and d.uuid})
+        if held:
+            # G12: data of a cluster, and no record of it: Consul lost its data, or the key
+            # was deleted. Never a second cluster beside members that may still run it.
             choice = choose_bootstrap(None, o.known, o.census)
-            if choice.node != o.node:
-                return _wait(f"no cluster recorded yet; {choice.reason}")
-        return Decision(Action.BOOTSTRAP, "no Galera cluster recorded in Consul: claiming its "
-                        "first bootstrap")
+            who = "this node" if o.local.data == DATA else "a member"
+            return _wait(
+                f"Consul holds no record of a Galera cluster, but {who} holds data of "
+                f"{', '.join(held)} (Consul lost its data, or service/<name>/galera/cluster "
+                "was deleted): not bootstrapping a second cluster beside members that may "
+                "still run it. Joining as soon as a member serves in a Primary Component (it "
+                "records the cluster again). If every member is down: `autopilot-mysql galera "
+                "bootstrap` shows the census (it says: "
+                f"{choice.node or 'nobody'}, {choice.reason}); "
+                "`--node NAME --force` bootstraps NAME (G12)")
+        return Decision(Action.BOOTSTRAP, "no Galera cluster recorded in Consul and no member "
+                        "holds data of one: claiming its first bootstrap")
     if not o.record.uuid:
         # A first bootstrap that did not get as far as recording the cluster's UUID.
         if o.record.by == o.node:

@@ -719,6 +719,16 @@ class GaleraSupervisor:
         """In a Primary Component for the first time since mysqld started: record the new
         cluster's UUID (first bootstrap), and mark a data directory a state transfer filled."""
         rec = o.record
+        if rec is None and self.wsrep is not None and self.wsrep.uuid and self.wsrep.synced:
+            # G12: Consul lost the record while the cluster runs.
+            doc = {"uuid": self.wsrep.uuid, "seqno": self.wsrep.last_committed, "epoch": 1,
+                   "by": o.node, "forced": False}
+            if self.consul.claim_bootstrap(doc, 0, {}):
+                self.consul.record_history("galera-record-restored", doc)
+                log.warning("Consul held no record of the Galera cluster (its data lost, or "
+                            "the key deleted): recorded it again from this running member: "
+                            "%s, a later bootstrap starts from seqno %d or more",
+                            self.wsrep.uuid, self.wsrep.last_committed)
         if rec is not None and not rec.uuid and rec.by == o.node and self.wsrep is not None:
             doc = {"uuid": self.wsrep.uuid, "seqno": rec.seqno, "epoch": rec.epoch,
                    "by": rec.by, "forced": rec.forced}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import shutil
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +34,7 @@ from tests.testbed.cluster import (
     s3_env,
     start_router,
 )
-from tests.testbed.components import HAProxy, S3Server
+from tests.testbed.components import HAProxy, S3Server, start_consul
 from tests.testbed.util import wait_until
 from tests.testbed.workload import Writer, create_table, missing_on, writes_through_consul_outage
 
@@ -244,9 +245,10 @@ def test_bootstrap_routes_and_a_switchover_moves_the_writer_both_ways_losing_no_
         f"{a:.2f}s; {b:.2f}s" for a, b in gaps))
 
 
-def test_failsafe_keeps_the_writer_writing_through_a_consul_outage(
+def test_failsafe_through_a_consul_outage_and_no_second_cluster_after_consul_lost_its_data(
         bed: TestBed, galera: tuple[list[Node], HAProxy]) -> None:
-    """galera.G9: the Consul server down for 20 s; every member confirms over HTTP."""
+    """galera.G9: the Consul server down for 20 s; every member confirms over HTTP. Then
+    galera.G12 (one boot for both): Consul rebuilt from empty while a member is down."""
     nodes, _ = galera
     w = writer(nodes)
     create_table(w)
@@ -260,6 +262,50 @@ def test_failsafe_keeps_the_writer_writing_through_a_consul_outage(
     assert "failsafe" in w.log.read_text() and accepted > 0, "the writer fenced"
     assert writer(nodes) is w
     every_row_everywhere(nodes, set(client.acked))
+    consul_lost_its_data_while_a_member_was_down(bed, nodes, set(client.acked))
+
+
+def consul_lost_its_data_while_a_member_was_down(bed: TestBed, nodes: list[Node],
+                                                 acked: set[int]) -> None:
+    """G12: a reader stopped cleanly; the other two frozen (so that nothing records the
+    cluster again yet), Consul wiped and started; the reader boots and finds its data of a
+    cluster and no record of it. It must not bootstrap a second cluster (before G12 its census
+    of one chose it). Once the others run again, one records the cluster again, with the
+    same UUID, and the reader joins it."""
+    uuid = kv(bed, "galera/cluster")["uuid"]
+    gone = next(n for n in nodes if n.http("/replica") == 200)
+    others = [n for n in nodes if n is not gone]
+    gone.host.stop()
+    for n in others:
+        n.host.pause()
+    chost = bed.hosts["consul"]
+    chost.kill_spawned(next(x for x in chost._spawned if x.poll() is None))
+    shutil.rmtree(chost.dir / "consul" / "data")
+    start_consul(chost)
+    try:
+        gone.boot()
+        wait_until(lambda: re.search(r"\(G12\)|bootstrapping the Galera cluster",
+                                     gone.log.read_text()), timeout=60,
+                   what=f"{gone.name} to find data of a cluster and no record of it")
+        time.sleep(3)  # a few more cycles: it must go on waiting
+    finally:
+        for n in others:
+            n.host.resume()
+    log = gone.log.read_text()
+    assert "bootstrapping the Galera cluster" not in log, f"{gone.name} bootstrapped"
+    wait_until(lambda: healthy_cluster(nodes), timeout=BOOT_BOUND,
+               what="one writer and two Synced readers again")
+    assert {wsrep(n)["wsrep_cluster_state_uuid"] for n in nodes} == {uuid}
+    record = wait_until(lambda: kv(bed, "galera/cluster"), timeout=30,
+                        what="the cluster recorded again")
+    assert record["uuid"] == uuid, record
+    assert "bootstrapping the Galera cluster" not in gone.log.read_text()
+    every_row_everywhere(nodes, acked)
+    w = writer(nodes)
+    create_table(w, "after_rebuild")
+    print(f"Consul rebuilt from empty while {gone.name} was down: it waited (G12), "
+          f"{record['by']} recorded {uuid} again at seqno {record['seqno']}, "
+          f"{gone.name} joined; writer {w.name}")
 
 
 def test_a_full_volume_takes_a_reader_out_and_moves_the_writer_role_away(bed: TestBed) -> None:

@@ -141,6 +141,36 @@ def test_an_operator_forces_a_bootstrap_from_a_named_node() -> None:
     assert act(census=census, forced="db1") == Action.WAIT
 
 
+# --- G12: Consul lost the record while members hold the cluster's data ----------------------
+
+def test_g12_data_of_a_cluster_and_no_record_never_bootstraps_a_second_cluster() -> None:
+    """Consul rebuilt from empty: this node, down, holds the cluster's data, and its own member
+    record (written again at registration) is all Consul knows. Before G12 the census of one
+    chose it and it bootstrapped beside the members still running the cluster."""
+    d = decide(replace(BASE, record=None, known=("db2",), census={"db2": CENSUS["db2"]}))
+    assert d.action == Action.WAIT
+    assert "no record" in d.reason and "--force" in d.reason and U in d.reason
+    # whatever the census: with every member down and published, still an operator's choice
+    assert act(record=None) == Action.WAIT
+    # a new node with no data beside a member that holds some waits as well
+    empty = CensusDoc("db2", DOWN)
+    assert act(record=None, local=empty, published=empty, known=("db1", "db2"),
+               census={"db1": down("db1", 50), "db2": empty}) == Action.WAIT
+
+
+def test_g12_an_operator_may_still_force_a_bootstrap_and_a_member_comes_back_by_joining() -> None:
+    assert act(record=None, forced="db2") == Action.BOOTSTRAP
+    assert act(record=None, component_exists=True) == Action.JOIN
+
+
+def test_g12_a_synced_member_records_the_cluster_again() -> None:
+    d = decide(replace(RUN, record=None))
+    assert d.action == Action.PUBLISH_POSITION and "G12" in d.reason
+    assert decide(replace(RUN, record=None, synced=False, state_comment="Donor/Desynced")
+                  ).action != Action.PUBLISH_POSITION
+    assert decide(replace(RUN, record=None, dcs_ok=False)).action != Action.PUBLISH_POSITION
+
+
 # --- G6: the writer --------------------------------------------------------------------------
 
 RUN = replace(BASE, mysqld=ProcState.RUNNING, mysql_alive=True, read_only=True, primary=True,
