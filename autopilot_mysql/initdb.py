@@ -43,6 +43,7 @@ from .config import Settings
 from .dcs import Consul
 from .exceptions import DataDirError, DCSError
 from .mysql import datadir as dd
+from .mysql import osuser
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,8 @@ def run_file(path: Path, socket: Path, database: str, timeout: float = 3600) -> 
     # MYSQL_RUNDIR: the supervisor writes it there) and in MYSQL_UNIX_PORT.
     env = {**os.environ, "MYSQL_UNIX_PORT": str(socket), "MYSQL_HOME": str(socket.parent),
            "MARIADB_HOME": str(socket.parent)}
-    client = ["mariadb", "--protocol=socket", f"--socket={socket}", "-uroot",
+    client = ["mariadb", "--protocol=socket", f"--socket={socket}",
+              f"-u{osuser.admin_user()}",
               *([database] if database else [])]
     if path.name.endswith(".sh"):
         proc = subprocess.run(["bash", str(path)], env=env, capture_output=True, text=True,

@@ -23,6 +23,7 @@ from .dcs import Consul
 from .exceptions import DCSError, MySQLError, SnapshotCorrupt, SnapshotError
 from .model import Member, NodeStatus, Role, copy_sources
 from .mysql import datadir as dd
+from .mysql import osuser
 from .mysql.server import LocalServer
 from .utils import format_size
 
@@ -373,7 +374,7 @@ def verify_snapshot(store: SnapshotStore, m: Manifest, progress: Progress | None
     SnapshotCorrupt."""
     if scratch_parent is not None:
         scratch_parent.mkdir(exist_ok=True)
-        shutil.chown(scratch_parent, "mysql", "mysql")
+        osuser.give(scratch_parent)
     scratch = Path(tempfile.mkdtemp(prefix="apm-verify-", dir=scratch_parent))
     result: list[str] = []
     try:

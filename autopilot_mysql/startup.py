@@ -28,7 +28,7 @@ from .dcs import Consul, agent_config
 from .events import EventBus
 from .exceptions import ConfigError, DataDirError, DCSError
 from .mysql import datadir as dd
-from .mysql import usercnf, wsrep
+from .mysql import osuser, usercnf, wsrep
 from .mysql.cnf import GaleraCnf, buffer_pool_size, cgroup_memory_limit, render_cnf
 from .mysql.server import LocalServer, create_users_sql, run_statements
 from .process import ManagedProcess, RestartPolicy
@@ -105,9 +105,10 @@ def stable_node_name(settings: Settings, given: bool, record: bool = True) -> Se
 
 
 def prepare_dirs(settings: Settings) -> None:
+    osuser.check()
     for d in (settings.datadir, settings.rundir):
         d.mkdir(parents=True, exist_ok=True)
-        shutil.chown(d, "mysql", "mysql")
+        osuser.give(d)
 
 
 EARLY_RETRY = 0.25  # seconds between the first tries for a server_id (the agent starting)
@@ -247,12 +248,13 @@ def upgrade_if_needed(settings: Settings, version: str) -> threading.Thread | No
                     "node serves meanwhile)", now, recorded)
         t0 = time.monotonic()
         proc = subprocess.run(["mariadb-upgrade", "--protocol=socket",
-                               f"--socket={settings.socket}", "-uroot", "--silent"],
+                               f"--socket={settings.socket}", f"-u{osuser.admin_user()}",
+                               "--silent"],
                               capture_output=True, text=True, timeout=3600)
         if proc.returncode != 0:
             log.error("mariadb-upgrade failed (exit %d): %s. The node keeps serving; run it "
-                      "by hand inside the container (mariadb-upgrade -uroot)", proc.returncode,
-                      (proc.stderr or proc.stdout).strip()[-500:])
+                      "by hand inside the container (mariadb-upgrade -u%s)", proc.returncode,
+                      (proc.stderr or proc.stdout).strip()[-500:], osuser.admin_user())
             return
         fresh = dd.read_node_state(settings.datadir)
         dd.write_node_state(settings.datadir, {**fresh, "mariadb_version": now})
@@ -270,7 +272,8 @@ def load_time_zones(socket: Path) -> None:
     t0 = time.monotonic()
     tz = subprocess.Popen(["mariadb-tzinfo-to-sql", "/usr/share/zoneinfo"],
                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    load = subprocess.run(["mariadb", "--protocol=socket", f"--socket={socket}", "-uroot",
+    load = subprocess.run(["mariadb", "--protocol=socket", f"--socket={socket}",
+                           f"-u{osuser.admin_user()}",
                            "--init-command=SET SESSION sql_log_bin=0", "mysql"],
                           stdin=tz.stdout, capture_output=True, text=True, timeout=300)
     if tz.stdout is not None:
@@ -303,7 +306,10 @@ def init_datadir_if_needed(settings: Settings, cnf: Path) -> dd.DataDirState:
             root_password=root_password, database=settings.database,
             user=settings.user, password=settings.password, repl_user=settings.repl_user,
             repl_password=settings.repl_password, root_host=settings.root_host)
-        if settings.topology == "galera":
+        if settings.topology == "galera" and osuser.is_root():
+            # As the mysql user, mysql@localhost is the supervisor's own account (every
+            # privilege): the SST runs as that same user, so a narrower account would
+            # protect nothing.
             stmts += wsrep.sst_user_sql()
 
         def first_boot() -> None:

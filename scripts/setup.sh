@@ -84,6 +84,14 @@ if [ ! -x "$bin/dockercheck-$dc_hash" ]; then
      -o "$bin/dockercheck-$dc_hash" .)
 fi
 ln -sfn "dockercheck-$dc_hash" "$bin/dockercheck"
+# kubecheck: decodes deploy/kubernetes strictly into the Kubernetes API types (no cluster here)
+kc_hash=$(cat "$repo/tools/kubecheck/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
+if [ ! -x "$bin/kubecheck-$kc_hash" ]; then
+  log "building kubecheck"
+  (cd "$repo/tools/kubecheck" && go build -mod=readonly -trimpath \
+     -o "$bin/kubecheck-$kc_hash" .)
+fi
+ln -sfn "kubecheck-$kc_hash" "$bin/kubecheck"
 
 # --- 3. Python virtual environment ---------------------------------------------------------------
 venv="$repo/.venv"

@@ -29,6 +29,7 @@ from typing import IO
 import requests
 
 from ..exceptions import SnapshotError
+from ..mysql import osuser
 from .store import Progress
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def serve(cnf: Path, socket_path: Path, write: Callable[[bytes], None],
                 mb = subprocess.Popen(
                     [*NICE, "mariabackup", f"--defaults-file={cnf}", "--backup",
                      "--stream=xbstream", f"--target-dir={Path(tmp) / 'target'}",
-                     "--user=root", f"--socket={socket_path}"],
+                     f"--user={osuser.admin_user()}", f"--socket={socket_path}"],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
                     start_new_session=True)
                 assert mb.stdout is not None

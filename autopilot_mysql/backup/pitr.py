@@ -30,6 +30,7 @@ from typing import Any
 
 from ..exceptions import MySQLError, SnapshotError
 from ..gtid import Gtid, one, parse, render
+from ..mysql import osuser
 from ..mysql.server import LocalServer
 from . import binlog, snapshot
 from .snapshot import chown_tree, extract, throwaway_server
@@ -260,7 +261,8 @@ def _apply(sock: Path, blob: bytes) -> None:
         dump = subprocess.Popen(["mariadb-binlog", f.name], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         assert dump.stdout is not None
-        client = subprocess.run(["mariadb", f"--socket={sock}", "--user=root",
+        client = subprocess.run(["mariadb", f"--socket={sock}",
+                                 f"--user={osuser.admin_user()}",
                                  "--binary-mode", "--batch"], stdin=dump.stdout,
                                 capture_output=True, text=True)
         dump.stdout.close()

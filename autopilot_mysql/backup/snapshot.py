@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import IO
 
 from ..exceptions import MySQLError, SnapshotCorrupt, SnapshotError
+from ..mysql import osuser
 from ..mysql.server import LocalServer
 from .store import Manifest, Progress, SnapshotStore
 
@@ -114,7 +114,7 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                     [*NICE, "mariabackup", f"--defaults-file={cnf}", "--backup",
                      "--stream=xbstream", f"--target-dir={work / 'target'}",
                      f"--extra-lsndir={work / 'lsn'}",
-                     "--user=root", f"--socket={socket_path}",
+                     f"--user={osuser.admin_user()}", f"--socket={socket_path}",
                      *(["--galera-info"] if galera else [])],
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=errf,
                     start_new_session=True)
@@ -290,11 +290,9 @@ def read_galera_position(target: Path) -> tuple[str, int] | None:
     return None
 
 
-def chown_tree(path: Path, user: str = "mysql") -> None:
-    for root, dirs, files in os.walk(path):
-        for name in (*dirs, *files):
-            shutil.chown(os.path.join(root, name), user, user)
-    shutil.chown(path, user, user)
+def chown_tree(path: Path) -> None:
+    """Give a restored or copied tree to mysqld's user (a no-op when we are that user)."""
+    osuser.give_tree(path)
 
 
 def throwaway_server(datadir: Path, check: Callable[[Path], None], timeout: float = 120,
@@ -304,7 +302,7 @@ def throwaway_server(datadir: Path, check: Callable[[Path], None], timeout: floa
     `verify`, by restores, and to snapshot a point-in-time restore for a new cluster."""
     with tempfile.TemporaryDirectory(prefix="apm-verify-") as tmp:
         run = Path(tmp)
-        shutil.chown(run, "mysql", "mysql")
+        osuser.give(run)
         sock = run / "s.sock"
         out = run / "mysqld.log"
         with open(out, "wb") as f:

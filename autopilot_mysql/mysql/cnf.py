@@ -9,6 +9,7 @@ from string import Template
 
 from ..exceptions import ConfigError
 from ..utils import format_size
+from . import osuser
 
 MIN_POOL = 32 << 20
 DEFAULT_POOL = 128 << 20  # MariaDB's own default, when nothing limits memory
@@ -97,7 +98,8 @@ def render_cnf(*, datadir: Path, rundir: Path, server_id: int, report_host: str,
         datadir=datadir, socket=rundir / "mysqld.sock", pidfile=rundir / "mysqld.pid",
         server_id=server_id, report_host=report_host,
         buffer_pool_size=format_size(pool_size) if pool_size % (1 << 20) == 0 else pool_size,
-        buffer_pool_reason=pool_reason)
+        buffer_pool_reason=pool_reason,
+        user_option=f"user{' ' * 27}= {osuser.MYSQL}" if osuser.is_root() else "")
     if galera is not None:
         # Later lines of the same section win: the fragment overrides what replication needs
         # (gtid_strict_mode, gtid_domain_id).

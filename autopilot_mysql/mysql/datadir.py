@@ -26,6 +26,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from ..exceptions import DataDirError, MySQLError
+from . import osuser
 
 log = logging.getLogger(__name__)
 
@@ -159,10 +160,14 @@ def initialize(datadir: Path, cnf: Path, socket: Path,
     """First boot: install the system schema, start a socket-only temporary server, run
     `create_users` against it, stop it cleanly, and mark the directory initialized."""
     mark_pending(datadir, "first boot")
-    shutil.chown(datadir, "mysql", "mysql")
+    osuser.give(datadir)
     t0 = time.monotonic()
     proc = subprocess.run(
-        ["mariadb-install-db", f"--defaults-file={cnf}", "--user=mysql",
+        # As the mysql user already, --user would have it chown the directory (refused);
+        # the second socket account (mysql@localhost) is named instead.
+        ["mariadb-install-db", f"--defaults-file={cnf}",
+         f"--user={osuser.MYSQL}" if osuser.is_root() else
+         f"--auth-root-socket-user={osuser.MYSQL}",
          "--auth-root-authentication-method=socket", "--skip-test-db", "--wsrep-on=OFF"],
         capture_output=True, text=True, timeout=timeout)
     if proc.returncode != 0:

@@ -19,6 +19,7 @@ import pymysql
 from .. import gtid
 from ..exceptions import MySQLError
 from ..model import Replication
+from . import osuser
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ class LocalServer:
     def _connection(self) -> pymysql.connections.Connection[Any]:
         if self._conn is None or not self._conn.open:
             self._conn = pymysql.connect(
-                unix_socket=str(self.socket), user="root", autocommit=True,
+                unix_socket=str(self.socket), user=osuser.admin_user(), autocommit=True,
                 connect_timeout=self.connect_timeout, read_timeout=self.read_timeout,
                 write_timeout=self.read_timeout, program_name="autopilot-mysql")
         return self._conn
@@ -295,7 +296,8 @@ class LocalServer:
             dump = subprocess.Popen(["mariadb-binlog", *start, *files], stdout=subprocess.PIPE,
                                     stderr=subprocess.PIPE)
             assert dump.stdout is not None
-            apply = subprocess.run(["mariadb", f"--socket={self.socket}", "--user=root",
+            apply = subprocess.run(["mariadb", f"--socket={self.socket}",
+                                    f"--user={osuser.admin_user()}",
                                     "--batch", "--silent"], stdin=dump.stdout,
                                    capture_output=True, timeout=timeout)
             dump.stdout.close()
@@ -393,7 +395,8 @@ class LocalServer:
                                 again.wait_sessions, FENCE_ACK_WAIT * 1000)
                     return FenceResult.WAITING, 0  # acknowledgements stopped
         try:
-            conn = pymysql.connect(unix_socket=str(self.socket), user="root", autocommit=True,
+            conn = pymysql.connect(unix_socket=str(self.socket), user=osuser.admin_user(),
+                                   autocommit=True,
                                    connect_timeout=self.connect_timeout, read_timeout=timeout,
                                    write_timeout=timeout, program_name="autopilot-mysql-fence")
         except (pymysql.MySQLError, OSError) as exc:
@@ -439,7 +442,7 @@ class LocalServer:
             "SELECT id FROM information_schema.processlist WHERE id <> CONNECTION_ID() "
             "AND command NOT IN ('Daemon', 'Binlog Dump', 'Binlog Dump GTID', 'Slave_IO', "
             "'Slave_SQL', 'Slave_worker') AND user NOT IN ('system user', 'event_scheduler') "
-            "AND NOT (user = 'root' AND host = 'localhost')")
+            "AND NOT (user = %s AND host = 'localhost')", (osuser.admin_user(),))
         killed = 0
         for (cid,) in rows:
             try:

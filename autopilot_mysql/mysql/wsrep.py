@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import re
-import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..exceptions import MySQLError
+from . import osuser
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def write_grastate(datadir: Path, pos: Position, safe_to_bootstrap: bool) -> Non
     tmp.write_text(f"# GALERA saved state (written by autopilot-mysql)\nversion: 2.1\n"
                    f"uuid:    {pos.uuid}\nseqno:   {pos.seqno}\n"
                    f"safe_to_bootstrap: {1 if safe_to_bootstrap else 0}\n")
-    shutil.chown(tmp, "mysql", "mysql")
+    osuser.give(tmp)
     with open(tmp) as f:
         os.fsync(f.fileno())
     tmp.replace(path)

@@ -9,7 +9,9 @@ import base64
 import functools
 import json
 import os
+import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,26 +67,49 @@ def compose_secrets(service: str = "mysql") -> dict[str, str]:
     return out
 
 
-def materialize_secrets(env: dict[str, str | None], host: Host) -> None:
-    """What Docker mounts at /run/secrets, in the host's own directory: the *_FILE variables
-    pointing there are pointed at these files."""
-    files = compose_secrets()
+@dataclass(frozen=True)
+class Deployment:
+    """Where a database container's environment comes from: docker-compose.yml (COMPOSE), or
+    deploy/kubernetes and deploy/swarm (tests/testbed/deploy.py)."""
+    name: str
+    environment: Callable[[Host], dict[str, str]]  # the container's, on this host
+    secret_files: Callable[[], dict[str, str]]  # secret file in the container -> its value
+    host_name: Callable[[int], str]  # the i-th node's host name (from 1): db1, mysql-0, ...
+    user: str | None = None  # the container's user when not root (securityContext)
+
+
+COMPOSE = Deployment("docker-compose.yml", lambda host: compose_environment(), compose_secrets,
+                     lambda i: f"db{i}")
+
+
+def materialize_secrets(env: dict[str, str | None], host: Host,
+                        deployment: Deployment = COMPOSE) -> None:
+    """What Docker or the kubelet mounts as secret files, in the host's own directory: the
+    *_FILE variables pointing there are pointed at these files (readable by the container's
+    user, as a Secret volume's files are by its fsGroup)."""
+    files = deployment.secret_files()
     sdir = host.dir / "secrets"
     for k, v in list(env.items()):
         if k.endswith("_FILE") and v in files:
             sdir.mkdir(parents=True, exist_ok=True)
             p = sdir / Path(v).name
             p.write_text(files[v])
-            p.chmod(0o600)
+            if deployment.user:
+                shutil.chown(p, group=deployment.user)
+                p.chmod(0o440)
+            else:
+                p.chmod(0o600)
             env[k] = str(p)
 
 
-def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dict[str, str]:
-    """docker-compose.yml's environment, plus what differs on a shared file system (data and
-    run directories under the host's own directory) and the tools' PATH. The Consul server
-    host is named `consul` on the test bed, as the compose service is."""
+def node_env(host: Host, consul: str = "consul", deployment: Deployment = COMPOSE,
+             **overrides: str | None) -> dict[str, str]:
+    """The deployment's environment (docker-compose.yml's by default), plus what differs on a
+    shared file system (data and run directories under the host's own directory) and the
+    tools' PATH. The Consul server host is named `consul` on the test bed, as the compose
+    service is."""
     env: dict[str, str | None] = {
-        **compose_environment(),
+        **deployment.environment(host),
         "PATH": f"{VENV_BIN}:{CACHE / 'bin'}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:"
                 "/sbin:/bin",
         "HOME": str(host.dir),
@@ -100,14 +125,32 @@ def node_env(host: Host, consul: str = "consul", **overrides: str | None) -> dic
         for k in COMPOSE_S3:
             env.pop(k, None)
     env.update(overrides)
-    materialize_secrets(env, host)
+    materialize_secrets(env, host, deployment)
     return {k: v for k, v in env.items() if v is not None}
+
+
+# PID 1 as a non-root user. This machine's Python and tools live under /root (mode 700),
+# which the image has in world-readable places (/opt/autopilot, /usr/local/bin): inside the
+# host's own mount namespace only, /root is replaced by a world-traversable tmpfs holding
+# the two trees the node needs, then PID 1 becomes the user (exec: it stays PID 1).
+AS_USER = r"""stage=$1 user=$2; shift 2
+if [ -d /root ] && [ -d "$HOME" ] && ! setpriv --reuid="$user" --regid="$user" \
+    --clear-groups test -x /root; then
+  mkdir -p "$stage" && mount --bind /root "$stage" \
+    && mount -t tmpfs -o mode=0755 apm-root /root || exit 1
+  for d in .pyenv .cache; do
+    if [ -e "$stage/$d" ]; then mkdir /root/$d && mount --bind "$stage/$d" /root/$d; fi
+  done
+fi
+exec setpriv --reuid="$user" --regid="$user" --clear-groups -- "$@"
+"""
 
 
 @dataclass
 class Node:
     host: Host
     env: dict[str, str]
+    user: str | None = None  # runs as this user, not root (Kubernetes' runAsUser)
 
     @property
     def name(self) -> str:
@@ -129,8 +172,28 @@ class Node:
         return f"http://{self.host.ip}:{self.env.get('HEALTH_PORT', HEALTH_PORT)}{path}"
 
     def boot(self, *mysqld_args: str) -> None:
-        """`autopilot-mysql run [mysqld options]`, the image's entrypoint and command."""
-        self.host.boot([str(VENV_BIN / "autopilot-mysql"), "run", *mysqld_args], env=self.env)
+        """`autopilot-mysql run [mysqld options]`, the image's entrypoint and command; as
+        `user` when set, with its volumes prepared as a kubelet does (fsGroup)."""
+        argv = [str(VENV_BIN / "autopilot-mysql"), "run", *mysqld_args]
+        if self.user:
+            self._as_kubelet_prepares()
+            argv = ["sh", "-c", AS_USER, "sh", str(self.host.dir / "root-stage"), self.user,
+                    *argv]
+        self.host.boot(argv, env=self.env)
+
+    def _as_kubelet_prepares(self) -> None:
+        """A volume with fsGroup: the directory is the root's and the group's (setgid), so the
+        container's non-root user writes there without owning it; the image's /run/mysqld is
+        the mysql user's."""
+        assert self.user
+        for var, mode in (("MYSQL_DATADIR", 0o2770), ("MYSQL_RUNDIR", 0o755)):
+            d = Path(self.env[var])
+            d.mkdir(parents=True, exist_ok=True)
+            if var == "MYSQL_DATADIR":
+                shutil.chown(d, "root", self.user)
+            else:
+                shutil.chown(d, self.user, self.user)
+            d.chmod(mode)
 
     def http(self, path: str) -> int:
         try:
@@ -187,8 +250,10 @@ class Node:
         self.wait_http("/health", 200, timeout)
 
 
-def make_node(host: Host, consul: str = "consul", **overrides: str | None) -> Node:
-    return Node(host=host, env=node_env(host, consul, **overrides))
+def make_node(host: Host, consul: str = "consul", deployment: Deployment = COMPOSE,
+              **overrides: str | None) -> Node:
+    return Node(host=host, env=node_env(host, consul, deployment, **overrides),
+                user=deployment.user)
 
 
 
@@ -214,9 +279,11 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
                  volumes: dict[str, int] | None = None,
                  per_node: dict[str, dict[str, str]] | None = None,
                  consul_extra: dict[str, Any] | None = None, consul_token: str = "",
-                 consul_servers: int = 1, **overrides: str) -> list[Node]:
+                 consul_servers: int = 1, deployment: Deployment = COMPOSE,
+                 **overrides: str) -> list[Node]:
     """A Consul server host named `consul` and `count` autopilot-mysql nodes db1..dbN with
-    docker-compose.yml's environment; returns once one is primary and the rest replicate.
+    docker-compose.yml's environment (or another deployment's, its nodes named as it names
+    them); returns once one is primary and the rest replicate.
     `volumes`: node name -> MiB of a data volume of its own (one that can fill up);
     `per_node`: node name -> variables of that node only (its tags, say); `consul_extra`,
     `consul_token`: more settings of the Consul server (ACLs, TLS) and the token the test
@@ -235,11 +302,12 @@ def boot_cluster(bed: TestBed, count: int = 3, timeout: float = 90,
         start_consul_cluster([chost, *more])
         overrides = {"CONSUL": ",".join(h.name for h in [chost, *more]), **overrides}
     bed.consul_token = consul_token  # type: ignore[attr-defined]  # for sync_key
-    hosts = [bed.add_host(f"db{i}") for i in range(1, count + 1)]
+    hosts = [bed.add_host(deployment.host_name(i)) for i in range(1, count + 1)]
     for h in hosts:
         if volumes and h.name in volumes:
             h.small_volume(volumes[h.name])
-    nodes = [make_node(h, **{**overrides, **(per_node or {}).get(h.name, {})}) for h in hosts]
+    nodes = [make_node(h, deployment=deployment,
+                       **{**overrides, **(per_node or {}).get(h.name, {})}) for h in hosts]
     for n in nodes:
         n.boot()
     wait_until(lambda: healthy_cluster(nodes), timeout=timeout,

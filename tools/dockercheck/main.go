@@ -1,8 +1,9 @@
 // Command dockercheck validates the product's container files without a Docker engine:
 //
-//	dockercheck Dockerfile... docker-compose.yml
+//	dockercheck [Dockerfile...] docker-compose.yml
 //
-// The Dockerfile is parsed by BuildKit's own parser and instruction decoder (what `docker
+// (or a stack file of `docker stack deploy`, which loads it with compose-go as well). Each
+// Dockerfile is parsed by BuildKit's own parser and instruction decoder (what `docker
 // build` runs first); the compose file is loaded by compose-go, the reference implementation
 // of the Compose specification (what `docker compose config` runs), with schema validation,
 // interpolation and normalization, with the profiles COMPOSE_PROFILES names enabled. The
@@ -69,8 +70,8 @@ func checkCompose(path string) error {
 }
 
 func main() {
-	if len(os.Args) < 3 {
-		fmt.Fprintln(os.Stderr, "usage: dockercheck DOCKERFILE... COMPOSE_FILE")
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: dockercheck [DOCKERFILE...] COMPOSE_FILE")
 		os.Exit(2)
 	}
 	last := len(os.Args) - 1
