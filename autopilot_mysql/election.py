@@ -225,6 +225,21 @@ FORCE_HINT = ("autopilot-mysql failover --candidate NODE --force (it is recorded
               "and commits only the missing nodes hold are lost)")
 
 
+def awaited_voters(healthy: Sequence[str], last_leader: str | None,
+                   sync: SyncState | None) -> tuple[str, ...]:
+    """Whose positions an election waits for, a little, beyond what the invariants need: the
+    healthy members but the last leader (a failover must not wait for the node that just
+    failed, which Consul may still list as passing). Except when Consul holds no
+    acknowledgement set although we saw a leader: Consul lost its data (rebuilt from
+    empty), the last leader most likely lives and only lost its lock, and it should keep its
+    role (clients and routers keep their primary): it is awaited too, whether or not the
+    rebuilt catalog lists it yet."""
+    voters = tuple(n for n in healthy if n != last_leader)
+    if sync is None and last_leader is not None:
+        voters += (last_leader,)
+    return voters
+
+
 def decide_election(me: str, positions: Mapping[str, Published], sync: SyncState | None, *,
                     voters: Sequence[str] = (), voters_waited: float = 0.0,
                     voter_timeout: float = 4.0, handover: Handover | None = None,

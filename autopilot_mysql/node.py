@@ -272,7 +272,7 @@ class LocalNode:
             published_primary=self.published_primary,
             positions=tuple(sorted((p for n, p in keys.positions.items()
                                     if n != self.s.node_name), key=lambda p: p.node)),
-            sync=keys.sync, voters=tuple(n for n in healthy if n != self.last_leader),
+            sync=keys.sync, voters=election.awaited_voters(healthy, self.last_leader, keys.sync),
             healthy_members=healthy,
             election_age=(now - self.election_started) if self.election_started else 0.0,
             voter_timeout=self.voter_timeout,

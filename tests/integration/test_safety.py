@@ -114,7 +114,8 @@ def test_consul_rebuilt_from_empty_keeps_one_primary_and_every_write(
     prove the lock); the nodes find the catalog forgot them (their agents know them, the
     new servers do not), have their agents join again and register again instead of waiting
     for Consul's own gossip and anti-entropy (30-80 s before), elect, and write their member
-    records again; the server-id counter continues above every server_id held."""
+    records again; the server-id counter continues above every server_id held. The primary
+    keeps its role (issue 12: "the same one")."""
     nodes, lb = cluster
     before = primary(nodes)
     writer = Writer(lb.host.ip)  # as clients write: through HAProxy
@@ -138,6 +139,9 @@ def test_consul_rebuilt_from_empty_keeps_one_primary_and_every_write(
           f"(Consul was down {back - t0:.1f}s); two writable in "
           f"{len(watch.windows(t0))} stretch(es) of {len(watch.samples)} samples")
     assert not watch.windows(t0), watch.windows(t0)
+    # The replicas waited for the last primary's position (Consul held no acknowledgement
+    # set: election.awaited_voters), and among equals it keeps its role.
+    assert now is before, f"the primary moved from {before.name} to {now.name}"
     every_row_everywhere(nodes, set(writer.acked))
     consul = Consul(chost.ip, 8500, "mysql")
     wait_until(lambda: {k.rsplit("/", 1)[-1] for k in consul.client.kv.get(

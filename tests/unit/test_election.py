@@ -3,6 +3,8 @@ Pure values: positions, acknowledgement sets and what the primary sees of its re
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from autopilot_mysql import election
 from autopilot_mysql.election import (
     Handover,
@@ -133,6 +135,22 @@ def test_I5_healthy_voters_beyond_the_required_are_awaited_only_so_long() -> Non
     ps = (pub("db2", "0-1-120"), pub("db3", "0-1-110"))
     assert elect("db2", *ps, voters=("db4",)).verdict == Verdict.WAIT
     assert elect("db2", *ps, voters=("db4",), voters_waited=5.0).verdict == Verdict.TAKE
+
+
+def test_I5c_a_failover_never_waits_for_the_last_leader_a_consul_rebuild_does() -> None:
+    """The last leader is no voter in a failover (it just failed, Consul may still list it
+    passing); with no acknowledgement set in Consul although a leader was seen (Consul lost
+    its data), the last leader is awaited, listed or not, so that it keeps its role."""
+    assert election.awaited_voters(("db1", "db3"), "db1", SYNCED) == ("db3",)
+    assert election.awaited_voters(("db3",), "db1", None) == ("db3", "db1")
+    assert election.awaited_voters(("db3",), None, None) == ("db3",)  # a new cluster
+    # db2, before the old primary db1 published again: it waits, then db1 wins among equals
+    db2, db3 = pub("db2", "0-1-300"), pub("db3", "0-1-300")
+    voters = election.awaited_voters(("db3",), "db1", None)
+    assert elect("db2", db2, db3, sync=None, voters=voters).verdict == Verdict.WAIT
+    db1 = replace(pub("db1", "0-1-300"), primary=True)
+    out = elect("db2", db1, db2, db3, sync=None, voters=voters)
+    assert out.verdict == Verdict.DEFER and out.winner == "db1", out
 
 
 def test_I5_a_new_cluster_elects_the_best_of_those_present() -> None:
