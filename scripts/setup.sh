@@ -75,23 +75,21 @@ if [ ! -x "$bin/minio-$MINIO_VERSION" ]; then
   rm -rf "$gobin"
 fi
 ln -sfn "minio-$MINIO_VERSION" "$bin/minio"
-# dockercheck: parses docker/Dockerfile and docker-compose.yml with the reference parsers
-# (BuildKit, compose-go), as there is no Docker engine here. Rebuilt when its sources change.
-dc_hash=$(cat "$repo/tools/dockercheck/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
-if [ ! -x "$bin/dockercheck-$dc_hash" ]; then
-  log "building dockercheck"
-  (cd "$repo/tools/dockercheck" && go build -mod=readonly -trimpath \
-     -o "$bin/dockercheck-$dc_hash" .)
-fi
-ln -sfn "dockercheck-$dc_hash" "$bin/dockercheck"
-# kubecheck: decodes deploy/kubernetes strictly into the Kubernetes API types (no cluster here)
-kc_hash=$(cat "$repo/tools/kubecheck/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
-if [ ! -x "$bin/kubecheck-$kc_hash" ]; then
-  log "building kubecheck"
-  (cd "$repo/tools/kubecheck" && go build -mod=readonly -trimpath \
-     -o "$bin/kubecheck-$kc_hash" .)
-fi
-ln -sfn "kubecheck-$kc_hash" "$bin/kubecheck"
+# The project's own checkers, rebuilt when their sources change: dockercheck parses
+# docker/Dockerfile, docker-compose.yml and deploy/swarm with the reference parsers (BuildKit,
+# compose-go), as there is no Docker engine here; kubecheck decodes deploy/kubernetes strictly
+# into the Kubernetes API types, as there is no cluster.
+build_checker() {
+  local name=$1 hash
+  hash=$(cat "$repo/tools/$name/"{go.mod,go.sum,main.go} | sha256sum | cut -c1-12)
+  if [ ! -x "$bin/$name-$hash" ]; then
+    log "building $name"
+    (cd "$repo/tools/$name" && go build -mod=readonly -trimpath -o "$bin/$name-$hash" .)
+  fi
+  ln -sfn "$name-$hash" "$bin/$name"
+}
+build_checker dockercheck
+build_checker kubecheck
 
 # --- 3. Python virtual environment ---------------------------------------------------------------
 venv="$repo/.venv"

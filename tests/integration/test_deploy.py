@@ -45,6 +45,16 @@ def runs_as_mysql(n: Node) -> None:
     assert not errors, errors[:3]
 
 
+def writes_reach_every_node(nodes: list[Node]) -> None:
+    p = primary(nodes)
+    create_table(p)
+    writer = Writer(p.host.ip)
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=30, what=f"writes on {p.name}")
+    writer.halt()
+    every_row_everywhere(nodes, set(writer.acked))
+
+
 def test_kubernetes_statefulset_pods_replicate_and_fail_over_as_non_root(bed: TestBed) -> None:
     nodes = boot_cluster(bed, 3, deployment=KUBERNETES, timeout=120)
     assert [n.name for n in nodes] == ["mysql-0", "mysql-1", "mysql-2"]
@@ -83,23 +93,11 @@ def test_kubernetes_galera_pods_as_non_root(bed: TestBed) -> None:
     states = {n.name: wsrep(n) for n in nodes}
     assert len({s["wsrep_cluster_state_uuid"] for s in states.values()}) == 1, states
     assert all(s["wsrep_cluster_size"] == "3" for s in states.values()), states
-    w = primary(nodes)
-    create_table(w)
-    writer = Writer(w.host.ip)
-    writer.start()
-    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes on the Galera writer")
-    writer.halt()
-    every_row_everywhere(nodes, set(writer.acked))
+    writes_reach_every_node(nodes)
 
 
 def test_swarm_tasks_named_by_their_slot(bed: TestBed) -> None:
     nodes = boot_cluster(bed, 3, deployment=SWARM, timeout=120)
     assert [n.name for n in nodes] == ["mysql-1", "mysql-2", "mysql-3"]
     assert {n.status()["node"] for n in nodes} == {"mysql-1", "mysql-2", "mysql-3"}
-    p = primary(nodes)
-    create_table(p)
-    writer = Writer(p.host.ip)
-    writer.start()
-    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes")
-    writer.halt()
-    every_row_everywhere(nodes, set(writer.acked))
+    writes_reach_every_node(nodes)
