@@ -26,9 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-import requests
-
-from . import gtid
+from . import gtid, httpc
 from .dcs import Consul
 from .model import Member
 
@@ -39,9 +37,9 @@ Fetch = Callable[[str], dict[str, Any] | None]  # a /status URL -> its document 
 
 def fetch_status(url: str) -> dict[str, Any] | None:
     try:
-        r = requests.get(url, timeout=STATUS_TIMEOUT)
+        r = httpc.request("GET", url, timeout=STATUS_TIMEOUT)
         doc = r.json() if r.ok else None
-    except (requests.RequestException, ValueError):
+    except (OSError, ValueError):
         return None
     return doc if isinstance(doc, dict) else None
 

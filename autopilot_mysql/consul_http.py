@@ -14,13 +14,57 @@ TimeoutError, ssl.SSLError), which dcs.Consul turns into DCSError in its one pla
 from __future__ import annotations
 
 import http.client
+import importlib.util
+import re
 import select
 import ssl
+import sys
 import threading
 from typing import Any
 
-from consul import base
-from consul.std import parse_duration  # the same reading of a Go duration
+
+def _load_py_consul() -> None:
+    """py-consul's package __init__ imports its requests-based client (consul.std), and with
+    it requests and urllib3: 8 MiB held in every container for its whole life
+    (bench/supervisor.py), for a transport this module replaces. The package is set up here
+    without running that __init__: the same package object, with the names the rest of
+    py-consul takes from it (Check, the exceptions); consul.std is never imported. If the
+    package is not laid out as expected (another py-consul release), the plain import."""
+    if "consul" in sys.modules:
+        return
+    spec = importlib.util.find_spec("consul")
+    if spec is None or spec.submodule_search_locations is None:
+        return  # not installed: the import below says so
+    pkg = importlib.util.module_from_spec(spec)  # not executed
+    sys.modules["consul"] = pkg
+    try:
+        from consul import exceptions
+        from consul.check import Check
+        pkg.Check = Check  # type: ignore[attr-defined]
+        for name in ("ACLDisabled", "ACLPermissionDenied", "ConsulException", "NotFound",
+                     "Timeout"):
+            setattr(pkg, name, getattr(exceptions, name))
+        import consul.base  # noqa: F401
+        import consul.callback  # noqa: F401
+    except (ImportError, AttributeError):
+        for name in [m for m in sys.modules if m == "consul" or m.startswith("consul.")]:
+            del sys.modules[name]
+
+
+_load_py_consul()
+import consul  # noqa: E402  (dcs takes it from here, loaded as above)
+from consul import base  # noqa: E402
+
+__all__ = ["HTTPClient", "Consul", "consul", "parse_duration"]
+
+# A Go duration ("5s", "100ms", "1m30s"), read as py-consul's consul.std reads it.
+_DURATION = re.compile(r"([\d.]+)(ns|us|µs|ms|s|m|h)")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(duration: str) -> float:
+    return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(duration))
+
 
 # Consul holds a blocking query without `wait` for 5 minutes (plus up to 1/16 of jitter).
 DEFAULT_WAIT = 5 * 60

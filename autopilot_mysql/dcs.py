@@ -37,9 +37,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import consul
-
 from . import consul_http, keys
+from .consul_http import consul  # py-consul, loaded without its requests transport
 from .election import SyncState
 from .events import Code, Event, EventBus
 from .exceptions import CatalogForgot, DCSError

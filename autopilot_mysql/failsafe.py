@@ -28,8 +28,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import requests
-
+from . import httpc
 from .election import GRACE_MARGIN
 
 log = logging.getLogger(__name__)
@@ -104,11 +103,11 @@ def confirm_round(secret: str, *, me: str, lease: float, members: Mapping[str, s
 
     def ask(node: str, address: str) -> None:
         try:
-            r = requests.post(f"http://{address}:{port}/failsafe", data=body, headers=headers,
-                              timeout=timeout)
-            ok = r.status_code == 200
+            r = httpc.request("POST", f"http://{address}:{port}/failsafe", body=body,
+                              headers=headers, timeout=timeout)
+            ok = r.status == 200
             why = "" if ok else r.text.strip()[:120]
-        except requests.RequestException as exc:
+        except (OSError, ValueError) as exc:
             ok, why = False, type(exc).__name__
         if not ok:
             with lock:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import requests
+from . import httpc
 
 log = logging.getLogger(__name__)
 
@@ -60,20 +60,19 @@ class Peers:
         self.want({})
 
     def _poll(self, node: str, address: str, stop: threading.Event) -> None:
-        session = requests.Session()
-        url = f"http://{address}:{self.port}/status"
+        conn = httpc.Connection(address, self.port, self.timeout)
         while not stop.is_set():
             started = self.clock()
             try:
-                r = session.get(url, timeout=self.timeout)
+                r = conn.request("GET", "/status")
                 if r.ok:
                     doc = r.json()
                     if isinstance(doc, dict):
                         with self._lock:
                             if not stop.is_set():
                                 self._last[node] = (doc, started)  # as old as the request
-            except (requests.RequestException, ValueError) as exc:
+            except (OSError, ValueError) as exc:
                 log.debug("status of %s (%s): %s", node, address, exc)
             self._poke.wait(self.interval)
             self._poke.clear()
-        session.close()
+        conn.close()

@@ -26,8 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-import requests
-
 from ..exceptions import SnapshotError
 from ..mysql import osuser
 from .store import Progress
@@ -105,6 +103,8 @@ def fetch(url: str, secret: str, asker: str, sink: IO[bytes],
           progress: Progress | None = None, timeout: float = 30) -> None:
     """Receiver side: write a donor's compressed backup stream into `sink`. Raises
     SnapshotError when it was refused or did not end whole."""
+    import requests  # only while a copy is received: 8 MiB the supervisor does not keep
+
     got = 0
     try:
         with requests.get(f"{url}/clone", headers={HEADER: signature(secret, asker)},

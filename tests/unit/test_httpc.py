@@ -1,0 +1,98 @@
+"""httpc, the stdlib HTTP calls between nodes, against a real server on loopback; and the
+supervisor's imports, which must leave requests out (8 MiB for its whole life)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from autopilot_mysql import httpc
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, as the nodes' API
+    seen: list[tuple[str, str, bytes, str]] = []
+
+    def do_GET(self) -> None:  # noqa: N802
+        body = json.dumps({"path": self.path}).encode()
+        self.seen.append(("GET", self.path, b"", str(self.client_address[1])))
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:  # noqa: N802
+        got = self.rfile.read(int(self.headers["Content-Length"]))
+        self.seen.append(("POST", self.path, got, self.headers.get("X-Sig", "")))
+        body = b"refused: not the primary\n"
+        self.send_response(409)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server() -> Iterator[int]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    Handler.seen = []
+    yield srv.server_address[1]
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_get_post_and_a_kept_alive_connection(server: int) -> None:
+    r = httpc.request("GET", f"http://127.0.0.1:{server}/status?x=1", timeout=2)
+    assert r.ok and r.json() == {"path": "/status?x=1"}
+    r = httpc.request("POST", f"http://127.0.0.1:{server}/failsafe", body=b"{}",
+                      headers={"X-Sig": "abc"}, timeout=2)
+    assert (r.status, r.ok, r.text) == (409, False, "refused: not the primary\n")
+    assert Handler.seen[-1] == ("POST", "/failsafe", b"{}", "abc")
+    conn = httpc.Connection("127.0.0.1", server, 2)
+    assert conn.request("GET", "/a").ok and conn.request("GET", "/b").ok
+    ports = {p for m, path, _, p in Handler.seen if path in ("/a", "/b")}
+    assert len(ports) == 1, "the poller's connection was not kept alive"
+    conn.close()
+
+
+def test_failures_are_oserrors() -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(OSError):
+        httpc.request("GET", f"http://127.0.0.1:{port}/status", timeout=1)
+    # something that answers, but not HTTP
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+
+    def garbage() -> None:
+        c, _ = srv.accept()
+        c.recv(1024)
+        c.sendall(b"SSH-2.0-OpenSSH\r\n")
+        c.close()
+    threading.Thread(target=garbage, daemon=True).start()
+    with pytest.raises(OSError):
+        httpc.request("GET", f"http://127.0.0.1:{srv.getsockname()[1]}/", timeout=2)
+    srv.close()
+    with pytest.raises(ValueError):
+        httpc.request("GET", "https://127.0.0.1/", timeout=1)
+
+
+def test_the_supervisor_imports_neither_requests_nor_urllib3() -> None:
+    code = ("import sys; import autopilot_mysql.daemon, autopilot_mysql.galera_node; "
+            "print(sorted(m for m in ('requests', 'urllib3', 'consul.std', 'boto3') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout
+    assert out.strip() == "[]", out
