@@ -163,7 +163,12 @@ def galera_bootstrap(s: Settings, node: str | None, *, force: bool, reason: str)
     consul, keys = got
     rec = keys.galera
     if rec is None:
-        print("cluster record: none (no bootstrap yet)")
+        held = sorted({c.uuid for c in keys.census.values() if c.data == galera.DATA and c.uuid})
+        print("cluster record: none (no bootstrap yet)" if not held else
+              f"cluster record: none, but members hold data of {', '.join(held)}: Consul lost "
+              "its data (or the key was deleted). No node bootstraps by itself (G12): a "
+              "running member records the cluster again; with every member down, force the "
+              "most advanced one below")
     else:
         print(f"cluster record: {rec.uuid or '(not recorded yet)'}, last bootstrapped by "
               f"{rec.by} from seqno {rec.seqno}, epoch {rec.epoch}"
