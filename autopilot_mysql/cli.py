@@ -21,20 +21,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
+import types
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .config import Settings
 from .exceptions import AutopilotError, ConfigError
+
+if TYPE_CHECKING:
+    from .httpc import Response
 
 log = logging.getLogger("autopilot_mysql")
 
@@ -62,15 +62,51 @@ def _settings(own_name: bool = True) -> Settings | int:
         return settings
 
 
+class _OnFirstUse(types.ModuleType):
+    """A stand-in for a module that the supervisor imports everywhere and uses rarely: the
+    real module is imported at the first read of any of its names, from whichever thread,
+    and the stand-in takes its contents (so every holder of the stand-in sees them). Python
+    3.11's importlib.util.LazyLoader cannot serve here: the `import` statement itself reads
+    `__spec__` of a module already in sys.modules, which loads it."""
+
+    _loading = __import__("threading").Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        import importlib
+
+        with _OnFirstUse._loading:
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+                try:
+                    real = importlib.import_module(self.__name__)
+                except BaseException:
+                    sys.modules[self.__name__] = self
+                    raise
+                self.__dict__.update(real.__dict__)
+        return getattr(sys.modules[self.__name__], name)
+
+
+def _on_first_use(name: str) -> None:
+    if name not in sys.modules:
+        from importlib.machinery import ModuleSpec
+
+        stand_in = _OnFirstUse(name)
+        stand_in.__spec__ = ModuleSpec(name, None)
+        sys.modules[name] = stand_in
+
+
 def _lean() -> None:
-    """The supervisor lives as long as the container: keep out what it never uses. requests
-    (which py-consul imports) guesses the character set of a response that names none with
-    charset_normalizer, 3-4 MiB of compiled modules; nothing the supervisor reads needs a
-    guess (Consul's answers are JSON, which requests decodes without it; our nodes' name
-    UTF-8), and requests without it falls back to UTF-8, after one warning silenced here."""
+    """The supervisor lives as long as the container: keep out what it never uses.
+    - requests (which the live-copy receiver imports while it runs) guesses the character
+      set of a response that names none with charset_normalizer, 3-4 MiB of compiled
+      modules; nothing the supervisor reads needs a guess (JSON, and our nodes' UTF-8), and
+      requests without it falls back to UTF-8, after one warning silenced here.
+    - ssl (1.1 MiB: _ssl and libssl) is imported by http.client, PyMySQL and dcs, and used
+      only over https (CONSUL with https, S3 with boto3): loaded at its first use."""
     for name in ("charset_normalizer", "chardet"):
         sys.modules.setdefault(name, None)  # type: ignore[arg-type]
     warnings.filterwarnings("ignore", message="Unable to find acceptable character detection")
+    _on_first_use("ssl")
 
 
 def _supervise(mysqld_args: list[str]) -> int:
@@ -115,25 +151,33 @@ def _check_config() -> int:
     return 0
 
 
+def _node_call(method: str, url: str, timeout: float,
+               headers: dict[str, str] | None = None) -> Response:
+    """One call to a node's HTTP endpoint (httpc, as the nodes ask each other). Raises
+    OSError when nothing answers, ValueError for a URL that is not http://HOST:PORT."""
+    from . import httpc
+
+    return httpc.request(method, url, timeout=timeout, headers=headers)
+
+
 def _health(url: str) -> int:
     """Docker's HEALTHCHECK: 0 healthy, 1 unhealthy (with the reason on one line)."""
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=4) as r:
-            print(r.read().decode(errors="replace").strip())
-            return 0
-    except urllib.error.HTTPError as exc:
-        print(exc.read().decode(errors="replace").strip())
-        return 1
-    except (urllib.error.URLError, OSError) as exc:
+        r = _node_call("GET", f"{url.rstrip('/')}/health", timeout=4)
+    except (OSError, ValueError) as exc:
         print(f"the supervisor's endpoint {url} does not answer ({exc})")
         return 1
+    print(r.text.strip())
+    return 0 if r.ok else 1
 
 
 def _status(url: str, fmt: str = "table") -> int:
     try:
-        with urllib.request.urlopen(f"{url.rstrip('/')}/status", timeout=3) as r:
-            doc = json.load(r)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        r = _node_call("GET", f"{url.rstrip('/')}/status", timeout=3)
+        if not r.ok:
+            raise ValueError(f"HTTP {r.status}: {r.text.strip()[:200]}")
+        doc = r.json()
+    except (OSError, ValueError) as exc:
         sys.stderr.write(f"autopilot-mysql: cannot read {url}/status ({exc}). Is the "
                          "supervisor running, and is HEALTH_PORT right?\n")
         return 1
@@ -171,14 +215,17 @@ def _cluster_read(what: str, url: str | None) -> Any:
     if url:
         target = f"{url.rstrip('/')}/{what}"
         try:
-            with urllib.request.urlopen(target, timeout=10) as r:
-                return json.load(r)
-        except urllib.error.HTTPError as exc:
-            raise DCSError(f"{target} answered {exc.code}: {exc.read().decode().strip()}") \
-                from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+            r = _node_call("GET", target, timeout=10)
+        except (OSError, ValueError) as exc:
             raise DCSError(f"cannot read {target} ({exc}). Is the supervisor running there, "
                            "and is HEALTH_PORT right?") from exc
+        if not r.ok:
+            raise DCSError(f"{target} answered {r.status}: {r.text.strip()}")
+        try:
+            return r.json()
+        except ValueError as exc:
+            raise DCSError(f"{target} answered what is not JSON ({exc}). Is that address "
+                           "a node's HEALTH_PORT?") from exc
     settings = _settings()
     if isinstance(settings, int):
         raise AutopilotError("the environment above is not a node's (run this inside a "
@@ -231,30 +278,31 @@ def _switchover(url: str, to: str | None, token: str, wait: float) -> int:
                          "pass --token-file), the same as on the nodes\n")
         return 2
 
+    from urllib.parse import quote
+
     def leader() -> str | None:
-        with urllib.request.urlopen(f"{base}/status", timeout=3) as r:
-            value = json.load(r).get("leader")
+        r = _node_call("GET", f"{base}/status", timeout=3)
+        value = r.json().get("leader") if r.ok else None
         return str(value) if value else None
 
     try:
         before = leader()
-        query = f"?to={urllib.parse.quote(to)}" if to else ""
-        req = urllib.request.Request(f"{base}/switchover{query}", method="POST",
-                                     headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(req, timeout=5) as r:
-            print(r.read().decode().strip())
-    except urllib.error.HTTPError as exc:
-        sys.stderr.write(f"autopilot-mysql: switchover refused ({exc.code}): "
-                         f"{exc.read().decode().strip()}\n")
-        return 1
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+        query = f"?to={quote(to)}" if to else ""
+        r = _node_call("POST", f"{base}/switchover{query}", timeout=5,
+                       headers={"Authorization": f"Bearer {token}"})
+    except (OSError, ValueError) as exc:
         sys.stderr.write(f"autopilot-mysql: cannot reach {base} ({exc})\n")
         return 1
+    if not r.ok:
+        sys.stderr.write(f"autopilot-mysql: switchover refused ({r.status}): "
+                         f"{r.text.strip()}\n")
+        return 1
+    print(r.text.strip())
     t0 = time.monotonic()
     while time.monotonic() - t0 < wait:
         try:
             now = leader()
-        except (urllib.error.URLError, OSError, ValueError):
+        except (OSError, ValueError):
             now = None
         if now and now != before and (not to or now == to):
             print(f"switchover done: {before} -> {now} in {time.monotonic() - t0:.1f}s")
@@ -293,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
         exec_lean(_mysqld_args(args_in[1:]))  # the shim alone replaces this process
     if args_in[:1] == ["supervise"]:
         return _supervise(_mysqld_args(args_in[1:]))
+    import argparse  # here: the supervisor, which lives as long as the container, never parses
+
     p = argparse.ArgumentParser(prog="autopilot-mysql", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"autopilot-mysql {__version__}")

@@ -112,12 +112,13 @@ class Consul:
             return fn()
         except consul.ACLPermissionDenied as exc:
             raise self._denied(what, exc) from exc
-        except ssl.SSLError as exc:
-            raise DCSError(
-                f"Consul at {self.address}: {what} failed: TLS error ({exc}). Set "
-                "CONSUL_CACERT to the CA that signed Consul's certificate (or "
-                "CONSUL_HTTP_SSL_VERIFY=false, only to try)") from exc
         except (consul.ConsulException, OSError, ValueError) as exc:
+            # ssl is read only over https: plain http never loads it (cli._lean)
+            if self.address.startswith("https:") and isinstance(exc, ssl.SSLError):
+                raise DCSError(
+                    f"Consul at {self.address}: {what} failed: TLS error ({exc}). Set "
+                    "CONSUL_CACERT to the CA that signed Consul's certificate (or "
+                    "CONSUL_HTTP_SSL_VERIFY=false, only to try)") from exc
             raise DCSError(f"Consul at {self.address}: {what} failed: {exc}") from exc
 
     # --- liveness -------------------------------------------------------------------------------

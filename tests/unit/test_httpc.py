@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -96,3 +96,51 @@ def test_the_supervisor_imports_neither_requests_nor_urllib3() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True).stdout
     assert out.strip() == "[]", out
+
+
+def test_the_supervisor_loads_ssl_only_at_its_first_use() -> None:
+    """cli._lean (the `supervise` path): ssl, argparse and urllib.request stay out of the
+    supervisor's import set; ssl is still there for whoever reads it, from any thread."""
+    code = """
+import sys, threading
+from autopilot_mysql import cli
+cli._lean()
+import autopilot_mysql.daemon, autopilot_mysql.galera_node, http.client, pymysql.connections
+print(sorted(m for m in ('_ssl', 'argparse', 'urllib.request') if m in sys.modules))
+import ssl
+holders = [ssl, pymysql.connections.ssl]
+got = []
+def first_use(): got.append(holders[len(got) % 2].SSLError)
+threads = [threading.Thread(target=first_use) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+import _ssl
+print(len(set(got)), got[0] is _ssl.SSLError, hasattr(http.client, 'HTTPSConnection'),
+      ssl.create_default_context().verify_mode == ssl.CERT_REQUIRED,
+      sys.modules['ssl'].PROTOCOL_TLS_CLIENT == ssl.PROTOCOL_TLS_CLIENT)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True).stdout.splitlines()
+    assert out == ["[]", "1 True True True True"], out
+
+
+def test_a_tls_failure_of_consul_names_the_ca_setting_and_plain_http_never_loads_ssl() -> None:
+    import ssl
+
+    from autopilot_mysql.dcs import Consul
+    from autopilot_mysql.exceptions import DCSError
+
+    def fails(exc: Exception) -> Callable[[], None]:
+        def call() -> None:
+            raise exc
+        return call
+
+    tls = Consul("127.0.0.1", 8501, "mysql", scheme="https", verify=False)
+    with pytest.raises(DCSError, match="TLS error .*CONSUL_CACERT"):
+        tls._call("kv get", fails(ssl.SSLCertVerificationError("self-signed certificate")))
+    with pytest.raises(DCSError, match="kv get failed: .*refused") as refused:
+        tls._call("kv get", fails(ConnectionRefusedError("refused")))
+    assert "CONSUL_CACERT" not in str(refused.value)
+    plain = Consul("127.0.0.1", 8500, "mysql")
+    with pytest.raises(DCSError, match="kv get failed: .*refused"):
+        plain._call("kv get", fails(ConnectionRefusedError("refused")))
