@@ -25,10 +25,11 @@ from .process import ManagedProcess
 from .utils import Clock
 
 log = logging.getLogger(__name__)
-# Seconds between looks while nothing is due: the lease's end (the loop only moves it later;
-# it moves it earlier only when it fences itself) and a lift of read_only are seen within it.
-# When a lift is pending, the thread sleeps until the lease's end exactly.
-IDLE_PERIOD = 0.25
+# Seconds between looks while no lease runs (a replica, or a writer whose lease ran out and
+# was verified): shorter than any lease (2 * LOOP_WAIT + 1 >= 1.2 s), so a lift of read_only
+# under a new lease is verified at that lease's end. While a lease runs, the thread sleeps
+# until its end exactly: about one wake-up per lease on a healthy writer, not four a second.
+IDLE_PERIOD = 0.5
 STALE_AFTER = 0.3  # this thread missed the lease's end by this much: it was frozen
 
 
@@ -70,20 +71,29 @@ class LeaseWatchdog:
         self.clock = clock
         self.stop = stop
         self.verified = -1  # the generation last seen read-only (or gone) after the lease
+        self.due = 0.0  # when the thread meant to wake for this look
 
     def start(self) -> None:
         threading.Thread(target=self.run, name="fence-watchdog", daemon=True).start()
 
     def run(self) -> None:
-        while not self.stop.wait(self.next_look()):
+        while True:
+            wait = self.next_look()
+            self.due = self.clock.monotonic() + wait
+            if self.stop.wait(wait):
+                return
             self.check()
 
     def next_look(self) -> float:
-        """Seconds until the next look: the lease's end when read_only was lifted since the
-        last verification, else IDLE_PERIOD (a few wake-ups a second, not twenty)."""
-        if self.opened().gen == self.verified:
-            return IDLE_PERIOD
-        return min(IDLE_PERIOD, max(0.0, self.lease_end() - self.clock.monotonic()))
+        """Seconds until the next look. While a lease runs: its end, read now. The loop moves
+        the end later with each heartbeat (this thread then looks, and sleeps again), or
+        earlier only when it gives the lock up and fences itself; so the end read here is
+        never after the lease's true end (the last heartbeat the others saw). With no lease:
+        at once when a lift is still to be verified, else IDLE_PERIOD."""
+        left = self.lease_end() - self.clock.monotonic()
+        if left > 0:
+            return left
+        return IDLE_PERIOD if self.opened().gen == self.verified else 0.0
 
     def check(self) -> None:
         """One look (the thread's body; called directly by tests)."""
@@ -97,7 +107,10 @@ class LeaseWatchdog:
             self.verified = o.gen  # not the mysqld we opened: it starts read-only (my.cnf)
             return
         pid = o.pid
-        late = now - end
+        # Late against the lease's end, or against the wake-up planned when the end was later:
+        # a lease the loop ended early (its session gone: lease_from reset) is no sign that
+        # this thread was frozen (it was read as "2740s late", and mysqld crashed for nothing).
+        late = now - max(end, self.due)
         self.verified = o.gen
         loop = f"; {self.step.describe()}" if self.step else ""
         if late > STALE_AFTER:

@@ -11,7 +11,7 @@ from typing import Any
 from autopilot_mysql.exceptions import MySQLError
 from autopilot_mysql.model import ProcState
 from autopilot_mysql.mysql.server import FenceResult
-from autopilot_mysql.watchdog import STALE_AFTER, LeaseWatchdog, LoopStep, Opened
+from autopilot_mysql.watchdog import IDLE_PERIOD, STALE_AFTER, LeaseWatchdog, LoopStep, Opened
 from tests.unit.fakes import FakeClock as Clock
 
 
@@ -118,14 +118,43 @@ def test_waiting_commits_or_no_answer_crash_mysqld() -> None:
 
 
 def test_it_sleeps_until_the_lease_ends_and_looks_at_once() -> None:
-    """A few wake-ups a second while idle (idle cost), and a look at the lease's end exactly,
-    never a period later (the grace other nodes wait covers the fence, not a sleep)."""
+    """One wake-up per lease on a healthy writer (idle cost), and a look at the lease's end
+    exactly, never a period later (the grace other nodes wait covers the fence, not a sleep)."""
     r = Rig(lease_end=100.1)
-    assert r.wd.next_look() == 0.1 or abs(r.wd.next_look() - 0.1) < 1e-9
+    assert abs(r.wd.next_look() - 0.1) < 1e-9
     r.clock.now = 100.1
     assert r.wd.next_look() == 0.0
     assert r.look() == ["read", "fence"]
-    assert r.wd.next_look() == 0.25  # verified: nothing due until the next lift
+    assert r.wd.next_look() == IDLE_PERIOD  # verified, no lease: nothing due until a lift
     r.opened = Opened(2, 42)  # the loop lifted read_only again, with a renewed lease
+    r.server.read_only = False
     r.end = 105.0
-    assert r.wd.next_look() == 0.25
+    assert abs(r.wd.next_look() - 4.9) < 1e-9  # until that lease's end, however far
+    r.clock.now = 105.0
+    assert r.wd.next_look() == 0.0
+    assert r.look() == ["read", "fence", "read", "fence"]
+
+
+def test_a_replica_looks_less_often_than_any_lease_lasts() -> None:
+    r = Rig(lease_end=2.0, opened=Opened(0, None))  # never lifted; lease_from 0: end = lease
+    r.proc = Proc(pid=42)
+    assert r.wd.next_look() == 0.0
+    assert r.look() == [] and r.wd.next_look() == IDLE_PERIOD < 1.2  # the shortest lease
+
+
+def test_a_lease_the_loop_ended_early_is_verified_not_taken_for_a_frozen_thread() -> None:
+    """The session went while the thread slept towards the lease's end: lease_from is reset
+    to 0, so the end reads as long past. Lateness counts from the planned wake-up: read_only
+    is checked (the loop fenced) and mysqld is not crashed (it was, as "2740s late")."""
+    r = Rig(lease_end=101.5)
+    r.wd.due = r.clock.now + r.wd.next_look()  # as run() plans it
+    r.end = 2.0  # the loop: session gone, lease_from = 0, and it fenced itself
+    r.server.read_only = True
+    r.clock.now = 101.51  # woken at the planned time
+    assert r.look() == ["read"] and not r.crashes
+    # the same thread, woken 1 s after its planned time, was frozen
+    r = Rig(lease_end=101.5)
+    r.wd.due = 101.5
+    r.end = 2.0
+    r.clock.now = 102.5
+    assert r.look() == [] and len(r.crashes) == 1 and "frozen" in r.crashes[0][0]
