@@ -11,6 +11,9 @@ front (etc/haproxy.cfg) and a client writing through it every 5 ms, then measure
   replicas and HAProxy): the client's gap through HAProxy;
 - Consul outage: the Consul server down for 30 s: writes the client had acknowledged meanwhile
   (FAILSAFE on, the default), and the longest gap;
+- node silent: the primary's host goes silent (its link down, as a dead switch port or a hung
+  VM: no reset, nothing refused), to the first write on a new primary, and the client's gap;
+  the silent host is then killed and booted again on its data, and rejoins;
 - node loss: SIGKILL of the primary's whole host, to the first write on a new primary (tried on
   every node directly), and the client's gap through HAProxy.
 Ratios are to the safety issue's targets and to Patroni's tuned figures measured on this
@@ -51,8 +54,9 @@ TARGETS = {"node loss": 5.0, "node loss (client)": 5.0, "mysqld crash": 2.0,
 PATRONI = {"node loss": 10.1, "mysqld crash": 3.1, "switchover pause": 1.4}
 # orchestrator 3.2.6 tuned (InstancePollSeconds=1, semi-sync), measured on this machine, and
 # the performance issue's targets (at least as fast as it, and safe)
-ORCHESTRATOR = {"node loss": 2.31, "mysqld crash": 2.51, "switchover pause": 0.075}
-FAST = {"node loss": 2.0, "mysqld crash": 1.5, "switchover pause": 0.07,
+ORCHESTRATOR = {"node loss": 2.31, "node silent": 8.86, "mysqld crash": 2.51,
+                "switchover pause": 0.075}
+FAST = {"node loss": 2.0, "node silent": 4.0, "mysqld crash": 1.5, "switchover pause": 0.07,
         "switchover (client)": 0.3, "bootstrap (3 nodes)": 8.0}
 
 
@@ -145,6 +149,19 @@ def one_round(outage: float) -> dict[str, float]:
             sum(1 for a in writer.acked.values() if t0 <= a.at <= t1))
         out["Consul outage gap (client)"] = writer.longest_gap(t0, t1)
         start_consul(chost)
+        settle(bed, nodes, writer)
+
+        p = next(n for n in nodes if n.http("/primary") == 200)
+        rest = [n for n in nodes if n is not p]
+        t0 = time.monotonic()
+        bed.isolate(p.host)
+        out["node silent"] = first_write(rest, t0)
+        new = wait_until(lambda: next((n for n in rest if n.http("/primary") == 200), None),
+                         timeout=60, what="a new primary")
+        out["node silent (client)"] = client_gap(writer, t0, new.name)
+        p.host.kill()
+        bed.heal()
+        p.host.restart(graceful=False)  # booted again on its data: it rejoins as a replica
         settle(bed, nodes, writer)
 
         p = next(n for n in nodes if n.http("/primary") == 200)
