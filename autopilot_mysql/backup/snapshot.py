@@ -122,6 +122,8 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, start_new_session=True)
             assert mb.stdout is not None and zs.stdin is not None and zs.stdout is not None
+            for pipe in (mb.stdout, zs.stdin, zs.stdout):
+                _widen(pipe)
             pump = threading.Thread(target=raw.pump, args=(mb.stdout, zs.stdin),
                                     name="snapshot-pump", daemon=True)
             pump.start()
@@ -160,6 +162,18 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                     finished_at=time.time(), raw_bytes=raw.n, stored_bytes=stored.size,
                     sha256=stored.sha256, s3_checksum=stored.s3_checksum,
                     galera_uuid=galera_uuid)
+
+
+def _widen(pipe: IO[bytes], size: int = 1 << 20) -> None:
+    """A 1 MiB pipe instead of 64 KiB: zstd keeps compressing while the uploader hashes a
+    part or waits for one in flight, and mariabackup keeps reading meanwhile. Best effort
+    (the kernel caps it at /proc/sys/fs/pipe-max-size for an unprivileged user)."""
+    import fcntl
+
+    try:
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, size)
+    except OSError:
+        pass
 
 
 def _cluster_uuid(socket_path: Path) -> str:

@@ -8,11 +8,19 @@ Layout, one "directory" per snapshot (ids sort by time):
 A snapshot without a manifest is not a snapshot (an upload that died halfway, or one being
 written): `manifests()` never lists it, and retention removes its leftovers.
 
-Contract of `upload`: it either returns a StoredObject whose size and SHA-256 composite the
-server itself confirmed (every part is sent with its SHA-256 and refused by the server on a
+Contract of `upload`: it either returns a StoredObject whose size and composite checksum the
+server itself confirmed (every part is sent with its CRC32 and refused by the server on a
 mismatch; the completed object's composite checksum and size are read back and compared), or it
-raises SnapshotError after aborting the multipart upload, so nothing is left open. Memory is
+raises SnapshotError after aborting the multipart upload, so nothing is left open. The
+manifest keeps the whole object's SHA-256, which every restore checks end to end. Memory is
 bounded by the part size times the parts in flight, whatever the size of the stream.
+
+Integrity in transit is the checksums', not the signature's: every write carries a checksum the
+server verifies (CRC32 parts and manifests, SHA-256 binary-log segments), and that header is
+signed, so the payload itself is not hashed a second time for SigV4 over plain http (botocore
+signs bodies there; over https it never does once a checksum is sent, as AWS reasons it).
+Each SHA-256 pass over a snapshot is a third of a core-second per GiB stored, on a machine
+where zstd wants every core; the server then verifies a CRC32, not a SHA-256, for each part.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import base64
 import hashlib
 import json
 import logging
+import zlib
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, fields
@@ -54,7 +63,9 @@ class Manifest:
     raw_bytes: int  # the xbstream before compression
     stored_bytes: int  # the object in the bucket
     sha256: str  # hex SHA-256 of the stored bytes
-    s3_checksum: str  # the server's composite SHA-256 of the parts ("<b64>-<parts>")
+    # the server's composite checksum of the parts, "<b64>-<parts>": of their CRC32s since
+    # 2026-12-07, of their SHA-256s before (informational: restores check `sha256`)
+    s3_checksum: str
     compression: str = "zstd"
     format: int = 1
     galera_uuid: str = ""  # TOPOLOGY=galera: the cluster the data belongs to ("": replication)
@@ -116,9 +127,18 @@ class StoredObject:
     s3_checksum: str
 
 
-def _composite(digests: list[bytes]) -> str:
-    return (base64.b64encode(hashlib.sha256(b"".join(digests)).digest()).decode()
-            + f"-{len(digests)}")
+def _crc32(data: bytes) -> bytes:
+    return zlib.crc32(data).to_bytes(4, "big")
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def _composite(crcs: list[bytes]) -> str:
+    """S3's checksum of a multipart object uploaded with CRC32 parts (COMPOSITE): the CRC32
+    of the parts' CRC32s, then the number of parts."""
+    return f"{_b64(_crc32(b''.join(crcs)))}-{len(crcs)}"
 
 
 class SnapshotStore:
@@ -138,7 +158,9 @@ class SnapshotStore:
             aws_access_key_id=cfg.access_key or None,
             aws_secret_access_key=cfg.secret_key or None, verify=cfg.verify_tls,
             config=Config(s3={"addressing_style": cast(Literal["auto", "virtual", "path"],
-                                                       cfg.addressing_style)},
+                                                       cfg.addressing_style),
+                              # every body goes with a checksum (module docstring)
+                              "payload_signing_enabled": False},
                           connect_timeout=min(5, cfg.timeout),
                           read_timeout=cfg.timeout,
                           retries={"max_attempts": 3, "mode": "standard"}))
@@ -265,7 +287,7 @@ class SnapshotStore:
         key = self.key(snapshot_id, DATA)
         try:
             upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key, ChecksumAlgorithm="SHA256")["UploadId"]
+                Bucket=self.bucket, Key=key, ChecksumAlgorithm="CRC32")["UploadId"]
         except (BotoCoreError, ClientError) as exc:
             raise self._fail("cannot start the snapshot upload", exc) from exc
         try:
@@ -282,25 +304,25 @@ class SnapshotStore:
                       progress: Progress | None, should_stop: Callable[[], bool]) -> StoredObject:
         whole = hashlib.sha256()
         size = 0
-        digests: list[bytes] = []
+        crcs: list[bytes] = []
         done: list[dict[str, Any]] = []
         pending: set[Future[dict[str, Any]]] = set()
         with ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="s3-part") as pool:
             while True:
-                part_size = MIN_PART * (1 + len(digests) // 1000)
+                part_size = MIN_PART * (1 + len(crcs) // 1000)
                 data = _read_full(stream, part_size)
-                if not data and digests:
+                if not data and crcs:
                     break
                 if should_stop():
                     raise SnapshotError("snapshot upload cancelled")
                 whole.update(data)
                 size += len(data)
-                digests.append(hashlib.sha256(data).digest())
+                crcs.append(_crc32(data))
                 if len(pending) >= PARTS_IN_FLIGHT:  # bounded memory; a failed part raises
                     finished, pending = wait(pending, return_when=FIRST_COMPLETED)
                     done += [f.result() for f in finished]
-                pending.add(pool.submit(self._put_part, key, upload_id, len(digests), data,
-                                        digests[-1]))
+                pending.add(pool.submit(self._put_part, key, upload_id, len(crcs), data,
+                                        crcs[-1]))
                 if progress:
                     progress(size)
                 if len(data) < part_size:
@@ -309,25 +331,24 @@ class SnapshotStore:
         done.sort(key=lambda part: int(part["PartNumber"]))
         self.client.complete_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id,
                                               MultipartUpload={"Parts": done})  # type: ignore[typeddict-item]
-        expected = _composite(digests)
+        expected = _composite(crcs)
         head = self.client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
-        stored = head.get("ChecksumSHA256") or ""
+        stored = head.get("ChecksumCRC32") or ""
         if head["ContentLength"] != size or (stored and stored != expected):
             raise SnapshotError(f"the stored object {key} does not match what was sent "
                                 f"({head['ContentLength']} bytes, checksum {stored}; sent "
                                 f"{size} bytes, {expected}): not using it")
         if not stored:
-            log.warning("the S3 server returned no SHA-256 checksum for %s: verified by size "
+            log.warning("the S3 server returned no CRC32 checksum for %s: verified by size "
                         "only (per-part checksums were still checked on upload)", key)
         return StoredObject(size=size, sha256=whole.hexdigest(), s3_checksum=stored or expected)
 
     def _put_part(self, key: str, upload_id: str, number: int, data: bytes,
-                  digest: bytes) -> dict[str, Any]:
+                  crc: bytes) -> dict[str, Any]:
         r = self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                    PartNumber=number, Body=data,
-                                    ChecksumSHA256=base64.b64encode(digest).decode())
+                                    PartNumber=number, Body=data, ChecksumCRC32=_b64(crc))
         return {"PartNumber": number, "ETag": r["ETag"],
-                "ChecksumSHA256": r.get("ChecksumSHA256") or base64.b64encode(digest).decode()}
+                "ChecksumCRC32": r.get("ChecksumCRC32") or _b64(crc)}
 
     def abort(self, key: str, upload_id: str) -> bool:
         try:
@@ -357,8 +378,10 @@ class SnapshotStore:
 
     def put_manifest(self, m: Manifest) -> None:
         try:
+            body = m.to_json().encode()
             self.client.put_object(Bucket=self.bucket, Key=self.key(m.id, MANIFEST),
-                                   Body=m.to_json().encode(), ContentType="application/json")
+                                   Body=body, ContentType="application/json",
+                                   ChecksumCRC32=_b64(_crc32(body)))
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(f"cannot write the manifest of snapshot {m.id}", exc) from exc
 
