@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import sys
+import threading
 import types
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -69,7 +70,7 @@ class _OnFirstUse(types.ModuleType):
     3.11's importlib.util.LazyLoader cannot serve here: the `import` statement itself reads
     `__spec__` of a module already in sys.modules, which loads it."""
 
-    _loading = __import__("threading").Lock()
+    _loading = threading.RLock()
 
     def __getattr__(self, name: str) -> Any:
         import importlib
