@@ -20,7 +20,7 @@ server verifies (CRC32 parts and manifests, SHA-256 binary-log segments), and th
 signed, so the payload itself is not hashed a second time for SigV4 over plain http (botocore
 signs bodies there; over https it already skips that for an upload that carries a checksum,
 as AWS reasons it).
-Each SHA-256 pass over a snapshot is a third of a core-second per GiB stored, on a machine
+Each SHA-256 pass over a snapshot is half a core-second per GiB stored, on a machine
 where zstd wants every core; the server then verifies a CRC32, not a SHA-256, for each part.
 """
 
