@@ -882,9 +882,10 @@ def agent_config(*, node_name: str, bind: str, join: list[str], data_dir: str,
         # Faster failure detection on a LAN than Consul's WAN-safe defaults (1s / 500ms / 4).
         # memberlist declares a suspect dead after suspicion_mult * probe_interval (1.2 s)
         # once another member confirms it, and a silent node (no reset, nothing refused) is
-        # first suspected one probe round after it went silent: about 2.5 s in all (3.0 s
-        # with 500 ms probes; bench/failover.py "node silent"). Each probe round costs the
-        # agent little CPU (1 s probes measured 0.05 % of a core below 500 ms ones).
+        # first suspected a probe round or two after it went silent: 1.8-2.6 s in all,
+        # measured (3.0 s with 500 ms probes; bench/failover.py "node silent"). Each probe
+        # round costs the agent little CPU (1 s probes measured 0.05 % of a core below
+        # 500 ms ones; 400 ms ones no more than 500 ms ones, within the noise).
         "gossip_lan": {"probe_interval": "400ms", "probe_timeout": "200ms",
                        "suspicion_mult": 3},
     }
