@@ -124,7 +124,7 @@ print(len(set(got)), got[0] is _ssl.SSLError, hasattr(http.client, 'HTTPSConnect
     assert out == ["[]", "1 True True True True"], out
 
 
-def test_a_tls_failure_of_consul_names_the_ca_setting_and_plain_http_never_loads_ssl() -> None:
+def test_a_tls_failure_of_consul_names_the_ca_setting_and_no_other_failure_does() -> None:
     import ssl
 
     from autopilot_mysql.dcs import Consul
