@@ -70,8 +70,8 @@ class AckSetKeeper:
     def start_term(self, session: str, data: str, old: SyncState | None,
                    followers: Mapping[str, str]) -> SyncState | None:
         """Write our term's first set before we open. None: the write failed."""
-        new = self.term_set(data, old, followers)
-        if not self.consul.write_sync(session, new):
+        new = self.consul.write_sync(session, self.term_set(data, old, followers))
+        if new is None:
             return None
         self.began(new)
         return new
@@ -95,7 +95,14 @@ class AckSetKeeper:
         the service; `addresses`: node -> address of every node we may need to reach."""
         if current is None or current.primary != self.node:
             return  # our term's set is not written yet (start_term failed): nothing to keep
-        self.sync = current
+        if self.sync is None or self.sync.primary != self.node or current.index >= self.sync.index:
+            self.sync = current
+        # else: our own last write is newer than this cycle's read (a settled primary reads
+        # the keys only every few seconds, and a watch held up by a silent Consul server
+        # wakes nobody): planned on the older set, a member we just wrote in would join
+        # again, every write would fail its index check, and a set without members would
+        # turn acknowledgements off while one is connected (the CI run of 2026-12-07).
+        current = self.sync
         now = self.clock.monotonic()
         st = self.mysql.primary_state()
         attached = self.mysql.attached_replicas()
@@ -234,13 +241,13 @@ class AckSetKeeper:
 
     def _write(self, session: str, new: SyncState) -> bool:
         try:
-            ok = self.consul.write_sync(session, new)
+            written = self.consul.write_sync(session, new)
         except DCSError as exc:
             log.warning("acknowledgement set not written (%s): retrying next cycle", exc)
             return False
-        if not ok:
+        if written is None:
             log.warning("acknowledgement set not written: our session no longer holds the lock, "
                         "or the set changed meanwhile; retrying after the next read")
             return False
-        self.sync = new
+        self.sync = written
         return True

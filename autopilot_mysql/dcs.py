@@ -35,6 +35,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from . import consul_http, keys
@@ -239,15 +240,31 @@ class Consul:
     def _txn(self, what: str, ops: list[dict[str, Any]]) -> bool:
         """Run a Consul transaction: True when applied, False when one of its checks failed
         (the lock is not ours, a key changed since it was read); DCSError otherwise."""
+        return self._txn_index(what, ops, "") is not None
+
+    def _txn_index(self, what: str, ops: list[dict[str, Any]], key: str) -> int | None:
+        """`_txn`, answering the modify index `key` has after the transaction (0 when it is
+        not among the results, or `key` is ""); None: a check failed, nothing was applied.
+        A writer that keeps this index needs no read after its own write to write again:
+        a read served before the write reached it (a watch held up by a Consul server that
+        went silent, a cached view) never makes its next check-index fail."""
         code, body = self._call(what, lambda: self.client.http.put(
             lambda r: (r.code, r.body), "/v1/txn", params=self._params(),
             data=json.dumps(ops)))
         if code == 200:
-            return True
+            if not key:
+                return 0
+            try:
+                results = json.loads(body).get("Results") or []
+                return max((int(r["KV"].get("ModifyIndex") or 0) for r in results
+                            if isinstance(r, dict) and isinstance(r.get("KV"), dict)
+                            and r["KV"].get("Key") == key), default=0)
+            except (ValueError, TypeError, AttributeError):
+                return 0  # applied; the index unknown: the next write reads first
         self._raise_if_denied(what, code, body)
         if code == 409:
             log.debug("Consul transaction %s rolled back: %s", what, str(body)[:300])
-            return False
+            return None
         raise DCSError(f"Consul at {self.address}: {what} failed: HTTP {code} {str(body)[:200]}")
 
     def _raise_if_denied(self, what: str, code: int, body: Any) -> None:
@@ -285,13 +302,15 @@ class Consul:
             keys.txn_check_session(self.keys.leader, session),
             keys.txn_set(self.keys.heartbeat, {"node": node, "n": n, "lease": lease})])
 
-    def write_sync(self, session: str, sync: SyncState) -> bool:
+    def write_sync(self, session: str, sync: SyncState) -> SyncState | None:
         """Replace the acknowledgement set, if our session holds the lock and nobody changed
-        the set since we read it at `sync.index`."""
-        return self._txn("acknowledgement set write", [
+        the set since we read it at `sync.index`: the set as written, at its new index
+        (None: a check failed)."""
+        index = self._txn_index("acknowledgement set write", [
             keys.txn_check_session(self.keys.leader, session),
             keys.txn_check_index(self.keys.sync, sync.index),
-            keys.txn_set(self.keys.sync, sync.doc())])
+            keys.txn_set(self.keys.sync, sync.doc())], self.keys.sync)
+        return None if index is None else replace(sync, index=index or sync.index)
 
     # --- everything one cycle needs, in one read ---------------------------------------------
 
@@ -355,18 +374,20 @@ class Consul:
                            "the lock")
 
     def take_over(self, session: str, node: str, address: str, gtid: str, sync: SyncState,
-                  handover_index: int) -> bool:
+                  handover_index: int) -> SyncState | None:
         """election.I10: take the leader key handed over to us and write our term's first
         acknowledgement set `sync`, in one transaction that checks the handover record and
         the set are unchanged since they were read (at `sync.index`), and deletes the record
-        (before we open: a later election must not skip the grace on it)."""
-        return self._txn("leader key take-over", [
+        (before we open: a later election must not skip the grace on it). Answers the set as
+        written, at its new index (None: a check failed)."""
+        index = self._txn_index("leader key take-over", [
             keys.txn_check_index(self.keys.sync, sync.index),
             keys.txn_check_index(self.keys.handover, handover_index),
             keys.txn_lock(self.keys.leader, {"node": node, "address": address, "gtid": gtid},
                           session),
             keys.txn_set(self.keys.sync, sync.doc()),
-            keys.txn_delete(self.keys.handover)])
+            keys.txn_delete(self.keys.handover)], self.keys.sync)
+        return None if index is None else replace(sync, index=index or sync.index)
 
     def switchover_for(self, req: dict[str, str] | None, node: str, session: str | None
                        ) -> str | None:

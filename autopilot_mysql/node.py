@@ -669,8 +669,9 @@ class LocalNode:
                                                           o.positions)
         new = self.keeper.term_set(self.data_id, o.sync, followers)
         sent = self.clock.monotonic()
-        if not self.consul.take_over(session, self.s.node_name, self.address, held, new,
-                                     h.index):
+        taken = self.consul.take_over(session, self.s.node_name, self.address, held, new,
+                                      h.index)
+        if taken is None:
             log.info("switchover: the handed-over lock was not taken (the handover or the "
                      "acknowledgement set changed meanwhile): taking part in an election")
             self._wake()
@@ -678,7 +679,7 @@ class LocalNode:
         self.lease_from = sent  # the transaction proved the lock as of when it was sent
         log.info("took the leader lock %s handed over at %s", h.from_node, h.gtid)
         self._promote(replace(o, gtid=held, lock_valid_until=sent + self.lease, handover=None,
-                              session=session), (new, left_out),
+                              session=session), (taken, left_out),
                       reason=f"switchover: {h.from_node} handed over at {h.gtid or '(empty)'}",
                       previous=h.from_node)
 
@@ -719,6 +720,16 @@ class LocalNode:
         else:
             followers, left_out = election.term_followers(self.s.node_name, o.gtid,
                                                           o.positions)
+            if o.sync is not None and o.sync.primary == self.s.node_name \
+                    and o.sync.primary_data == self.data_id:
+                # Our own set and data again (we fenced when our lease lapsed, and nobody
+                # opened since: a new primary writes its set before it opens). The members of
+                # our last term still attached to us stay members and acknowledge at once,
+                # rather than leave us acknowledging alone until each joins again: a window
+                # in which a lost host needs an operator (the CI run of 2026-12-07).
+                attached = self.mysql.attached_replicas()
+                followers = {n: d for n, d in o.sync.members
+                             if n in attached and n not in left_out} | followers
         for node, why in sorted(left_out.items()):
             log.warning("%s is left out of our acknowledgement set: %s (it will be refused as "
                         "errant, and re-provisioned)", node, why)

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from autopilot_mysql.dcs import Consul
-from autopilot_mysql.election import Published
+from autopilot_mysql.election import Published, SyncState
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import APP_DB, Node, make_node
 from tests.testbed.components import ConsulAgent, start_consul
@@ -374,6 +374,27 @@ def test_an_election_position_left_by_an_earlier_run_of_the_node_is_replaced(
     assert state.positions == {"db3": Published("db3", "0-6-5853", "d3", term=42)}
     _, item = consul.client().kv.get("service/mysql/positions/db3")
     assert item is not None and item["Session"] == new
+
+
+def test_an_acknowledgement_set_write_answers_the_index_consul_gave_it(
+        consul: ConsulAgent) -> None:
+    """The primary's keeper writes the set again from the index its own write answered,
+    without reading first (ackset.AckSetKeeper): that index is Consul's, and a write naming
+    an older one is refused."""
+    host, port = consul.address.rsplit(":", 1)
+    dcs = Consul(host, int(port), "mysql")
+    session = dcs.create_session(name="mysql-db1", ttl=30, service_id=None)
+    assert dcs.acquire_leader(session, "db1", "10.0.0.1", "", 0)
+    first = dcs.write_sync(session, SyncState("db1", "d1"))
+    assert first is not None and first.index > 0
+    assert dcs.cluster_state(consistent=True).sync == first
+    second = dcs.write_sync(session, first.with_members({"db2": "d2"}))
+    assert second is not None and second.index > first.index
+    assert dcs.cluster_state(consistent=True).sync == second
+    assert dcs.write_sync(session, first.with_members({"db3": "d3"})) is None, \
+        "a write naming an index Consul moved past was applied"
+    other = dcs.create_session(name="mysql-db2", ttl=30, service_id=None)
+    assert dcs.write_sync(other, second) is None, "a session without the lock wrote the set"
 
 
 def test_official_image_conventions_conf_d_and_command_line_options(
