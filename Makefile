@@ -4,6 +4,10 @@
 #   make test    lint, type-check, unit and integration tests (what .ci/run calls)
 # Run as root: the test bed creates network namespaces.
 PY := .venv/bin/python
+# Tests run two at a time (pytest-xdist), each integration test on a bed of its own: most of a
+# test's time is spent waiting (leases, state transfers, time-outs), so two fit on 2 cores.
+# PYTEST_WORKERS=0 runs them one by one, in one process.
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup test lint unit integration chaos demo demo-scale demo-down demo-status bench \
 	bench-storage
@@ -17,13 +21,13 @@ lint: setup
 
 test: setup
 	$(MAKE) --no-print-directory lint
-	.venv/bin/pytest -p no:cacheprovider --durations=30 tests
+	.venv/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=30 tests
 
 unit: setup
 	.venv/bin/pytest -p no:cacheprovider tests/unit
 
 integration: setup
-	.venv/bin/pytest -p no:cacheprovider tests/integration
+	.venv/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) tests/integration
 
 # The randomized nemesis with many faults (CI runs a short one on each topology): CHAOS_SEED=N
 # replays a run, CHAOS_TOPOLOGY=replication|galera runs one topology.

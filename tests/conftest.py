@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed, other_live_beds
+from tests.testbed.bed import PREFIX, ROOT_DIR, TestBed, bed_lock, other_live_beds
 from tests.testbed.components import S3Server, start_minio
 from tests.testbed.util import run
 
@@ -76,17 +76,29 @@ def dump_stacks(bed: TestBed, keep: Path) -> None:
                 (keep / f"{host.name}-stacks-{pid}.txt").write_text(out.stdout + out.stderr)
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _no_leftovers_after_suite() -> Iterator[None]:
-    """After the whole suite: no namespace, bridge or process of the test bed may remain."""
-    yield
-    others = other_live_beds()  # a demo, or another run that is still going, is not ours
-    demo_ns = {ns for st in others for ns in st["netns"]}
-    demo_pids = {p for ns in demo_ns
-                 for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()}
-    ours = [line.split()[0] for line in run(["ip", "netns", "list"], check=False)
-            .stdout.splitlines() if line.startswith(PREFIX) and line.split()[0] not in demo_ns]
-    ps = run(["ps", "-eo", "pid=,args="], check=False).stdout.splitlines()
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """After the whole suite: no namespace, bridge or process of the test bed may remain.
+    With pytest -n, only the controller looks, once every worker is done (a worker that
+    finished first would see the beds of those still running)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    with bed_lock():
+        others = other_live_beds()  # a demo, or another run that is still going, is not ours
+        demo_ns = {ns for st in others for ns in st["netns"]}
+        demo_pids = {p for ns in demo_ns
+                     for p in run(["ip", "netns", "pids", ns], check=False).stdout.split()}
+        ours = [line.split()[0] for line in run(["ip", "netns", "list"], check=False)
+                .stdout.splitlines()
+                if line.startswith(PREFIX) and line.split()[0] not in demo_ns]
+        ps = run(["ps", "-eo", "pid=,args="], check=False).stdout.splitlines()
     procs = [p for p in ps if (f"{ROOT_DIR}/{PREFIX}-" in p or "autopilot-mysql run" in p)
              and p.split()[0] not in demo_pids]
-    assert not ours and not procs, f"left behind: namespaces {ours}, processes {procs}"
+    if ours or procs:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = f"left behind by the test bed: namespaces {ours}, processes {procs}"
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(message, red=True, bold=True)
+        else:
+            print(message, file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

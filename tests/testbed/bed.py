@@ -19,6 +19,8 @@ removed by id on close(), at interpreter exit, or by the next run's sweep if thi
 from __future__ import annotations
 
 import atexit
+import contextlib
+import fcntl
 import ipaddress
 import json
 import os
@@ -26,6 +28,7 @@ import secrets
 import shutil
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,25 +49,31 @@ class TestBed:
         """persistent=True (the demo): outlives this process; `teardown_persistent` ends it."""
         if os.geteuid() != 0:
             raise TestBedError("the test bed needs root (network namespaces, bridges, iptables)")
-        if sweep:
-            sweep_leftovers()
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        self.id = secrets.token_hex(2)
-        self.bridge = f"{PREFIX}{self.id}br"
-        self.root = ROOT_DIR / f"{PREFIX}-{self.id}"
-        self.state_file = STATE_DIR / f"{self.id}.json"
         self.hosts: dict[str, Host] = {}
         self._rules: list[tuple[Host, list[str]]] = []
         self._closed = False
         self.persistent = persistent
-        self.net = self._pick_subnet()
-        hosts_iter = self.net.hosts()
-        self.gateway = str(next(hosts_iter))
         self._next_ip = 10
-        self.save()  # recorded before anything is created, so a crash leaves a trail
-        self.root.mkdir(mode=0o755)
-        run(["ip", "link", "add", self.bridge, "type", "bridge"])
-        run(["ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev", self.bridge])
+        # Several beds at once (pytest -n, a demo beside a test run): the sweep, the choice
+        # of an id and a subnet, and the state file that claims them happen under one lock,
+        # so that no bed sweeps another's namespaces or takes its subnet.
+        with bed_lock():
+            if sweep:
+                sweep_leftovers()
+            self.id = secrets.token_hex(2)
+            while (STATE_DIR / f"{self.id}.json").exists():
+                self.id = secrets.token_hex(2)
+            self.bridge = f"{PREFIX}{self.id}br"
+            self.root = ROOT_DIR / f"{PREFIX}-{self.id}"
+            self.state_file = STATE_DIR / f"{self.id}.json"
+            self.net = self._pick_subnet()
+            hosts_iter = self.net.hosts()
+            self.gateway = str(next(hosts_iter))
+            self.save()  # recorded before anything is created, so a crash leaves a trail
+            self.root.mkdir(mode=0o755)
+            run(["ip", "link", "add", self.bridge, "type", "bridge"])
+            run(["ip", "addr", "add", f"{self.gateway}/{self.net.prefixlen}", "dev",
+                 self.bridge])
         run(["ip", "link", "set", self.bridge, "up"])
         if not persistent:
             atexit.register(self.close)
@@ -248,8 +257,21 @@ class TestBed:
         raise TestBedError("no free /24 in 10.213.0.0/16 for the test bed")
 
 
+@contextlib.contextmanager
+def bed_lock() -> Iterator[None]:
+    """Held while a bed claims an id and a subnet, and while anything looks for leftovers."""
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    with open(STATE_DIR / ".lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def sweep_leftovers() -> list[str]:
-    """Remove what crashed earlier runs left (their owner process is gone). Returns their ids."""
+    """Remove what crashed earlier runs left (their owner process is gone). Returns their ids.
+    Call it under bed_lock: a bed created meanwhile must not look like a leftover."""
     removed = []
     live_ids = set()
     for st in _states():
