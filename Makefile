@@ -21,13 +21,13 @@ lint: setup
 
 test: setup
 	$(MAKE) --no-print-directory lint
-	.venv/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --durations=30 tests
+	.venv/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal --durations=30 tests
 
 unit: setup
 	.venv/bin/pytest -p no:cacheprovider tests/unit
 
 integration: setup
-	.venv/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) tests/integration
+	.venv/bin/pytest -p no:cacheprovider -n $(PYTEST_WORKERS) --dist worksteal tests/integration
 
 # The randomized nemesis with many faults (CI runs a short one on each topology): CHAOS_SEED=N
 # replays a run, CHAOS_TOPOLOGY=replication|galera runs one topology.
