@@ -67,7 +67,7 @@ def test_the_consul_leader_lost_for_good_while_the_primary_host_dies(bed: TestBe
                    what=f"{silent.name} back as a voter (Consul tolerating one loss again)")
         q1 = time.monotonic()
     gap = writer.longest_gap(q0, q1)
-    others_writable = {w for t, ws in quiet.samples if t >= q0 for w in ws} - {old.name}
+    others_writable = {w for t, ws in quiet.seen if t >= q0 for w in ws} - {old.name}
     assert not others_writable, f"{others_writable} writable while only Consul's leader was lost"
     assert primary(nodes) is old, "the primary changed although only Consul's leader was lost"
     # A stated bound: the primary keeps writing through a Raft election (the test bed's

@@ -11,7 +11,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,12 +196,23 @@ def test_partitioned_primary_fences_and_an_errant_node_is_rebuilt_from_a_copy(
 
 class ReadOnlyWatch:
     """Polls every node's read_only over its socket (as root) every few ms, recording when
-    each was writable; fails if two nodes are ever writable in the same sample."""
+    each was writable; fails if two nodes are ever writable in the same sample.
+
+    The nodes are read one after another, so one pass is no instant: a pass slowed down (a
+    busy machine: CI ran two tests at once) can read the old primary before it fences and
+    the new one after it opens, two writable nodes that never were. So each sample reads
+    the nodes in order, then in reverse order, and counts a node writable only when both
+    of its reads say so. It then was writable throughout between its two reads (read_only
+    does not flap), and these spans nest (A B C C B A): every two nodes counted in a sample
+    were writable at the same time, during the inner one's span. Two nodes writable
+    together for less than a sample can go unseen; the acknowledged-rows checks remain.
+    `seen` keeps, per sample, every node that either read found writable."""
 
     def __init__(self, nodes: list[Node]) -> None:
         import threading
         self.nodes = nodes
         self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self.seen: list[tuple[float, tuple[str, ...]]] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
@@ -209,26 +220,40 @@ class ReadOnlyWatch:
         conns: dict[str, pymysql.Connection | None] = {n.name: None for n in self.nodes}
         sockets = {n.name: str(n.socket) for n in self.nodes}
         retry_at = {n.name: 0.0 for n in self.nodes}
+
+        def writable(name: str) -> bool:
+            if time.monotonic() < retry_at[name]:
+                return False  # frozen or gone a moment ago: do not stall the others on it
+            try:
+                c = conns[name]
+                if c is None:  # short timeouts: a paused node must not stall the others
+                    c = conns[name] = pymysql.connect(
+                        unix_socket=sockets[name], user="root", connect_timeout=0.1,
+                        read_timeout=0.1, autocommit=True)
+                with c.cursor() as cur:
+                    cur.execute("SELECT @@read_only")
+                    return bool(cur.fetchone()[0] == 0)
+            except (pymysql.MySQLError, OSError):
+                conns[name] = None
+                retry_at[name] = time.monotonic() + 0.05
+                return False
+
+        names = list(conns)
         while not self.stop.is_set():
-            writable = []
-            for name in conns:
-                if time.monotonic() < retry_at[name]:
-                    continue  # frozen or gone a moment ago: do not stall the others on it
-                try:
-                    c = conns[name]
-                    if c is None:  # short timeouts: a paused node must not stall the others
-                        c = conns[name] = pymysql.connect(
-                            unix_socket=sockets[name], user="root", connect_timeout=0.1,
-                            read_timeout=0.1, autocommit=True)
-                    with c.cursor() as cur:
-                        cur.execute("SELECT @@read_only")
-                        if cur.fetchone()[0] == 0:
-                            writable.append(name)
-                except (pymysql.MySQLError, OSError):
-                    conns[name] = None
-                    retry_at[name] = time.monotonic() + 0.05
-            self.samples.append((time.monotonic(), tuple(writable)))
+            proven, seen = self.sample(names, writable)
+            t = time.monotonic()
+            self.samples.append((t, proven))
+            self.seen.append((t, seen))
             time.sleep(0.005)
+
+    @staticmethod
+    def sample(names: list[str], writable: Callable[[str], bool]
+               ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """One sample: (the nodes both reads found writable, those either read did)."""
+        there = [n for n in names if writable(n)]
+        back = [n for n in reversed(names) if writable(n)]
+        return (tuple(n for n in names if n in there and n in back),
+                tuple(n for n in names if n in there or n in back))
 
     def two_writable(self, excused: list[tuple[str, float, float]]) -> tuple[int, int]:
         """(samples with two writable nodes, samples where that is only because a node was
