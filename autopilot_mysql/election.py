@@ -91,7 +91,7 @@ primary waits out the old lease before it opens.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -358,6 +358,18 @@ def term_followers(winner: str, held: str, positions: Sequence[Published]
         else:
             members[p.node] = p.data
     return members, left_out
+
+
+def reopen_followers(winner: str, winner_data: str, sync: SyncState | None,
+                     attached: Collection[str]) -> dict[str, str]:
+    """I3 for a primary that opens again over its own set and data: its lease lapsed and it
+    fenced, but nobody opened since (a new primary writes its own set before it opens). The
+    members of that set still attached to it stay members, as node -> data id, and may
+    acknowledge at once: dropped, each would have to join again while the primary
+    acknowledged alone, and a lost host in that window needs an operator (CI, 2026-12-07)."""
+    if sync is None or sync.primary != winner or sync.primary_data != winner_data:
+        return {}
+    return {n: d for n, d in sync.members if n in attached}
 
 
 def may_truncate_unacknowledged(sync: SyncState | None, node: str, known: bool,

@@ -720,16 +720,10 @@ class LocalNode:
         else:
             followers, left_out = election.term_followers(self.s.node_name, o.gtid,
                                                           o.positions)
-            if o.sync is not None and o.sync.primary == self.s.node_name \
-                    and o.sync.primary_data == self.data_id:
-                # Our own set and data again (we fenced when our lease lapsed, and nobody
-                # opened since: a new primary writes its set before it opens). The members of
-                # our last term still attached to us stay members and acknowledge at once,
-                # rather than leave us acknowledging alone until each joins again: a window
-                # in which a lost host needs an operator (the CI run of 2026-12-07).
-                attached = self.mysql.attached_replicas()
-                followers = {n: d for n, d in o.sync.members
-                             if n in attached and n not in left_out} | followers
+            if o.sync is not None and o.sync.primary == self.s.node_name:
+                kept = election.reopen_followers(self.s.node_name, self.data_id, o.sync,
+                                                 self.mysql.attached_replicas())
+                followers = {n: d for n, d in kept.items() if n not in left_out} | followers
         for node, why in sorted(left_out.items()):
             log.warning("%s is left out of our acknowledgement set: %s (it will be refused as "
                         "errant, and re-provisioned)", node, why)

@@ -107,6 +107,48 @@ def test_failsafe_keeps_the_primary_writing_through_a_consul_outage(
     every_row_everywhere(nodes, set(writer.acked))
 
 
+def test_a_primary_whose_lease_lapsed_opens_again_with_its_members_and_can_fail_over(
+        bed: TestBed) -> None:
+    """CI, 2026-12-07: the Consul leader froze, the primary's lease ran out and it fenced;
+    it kept the lock and opened again once Consul answered, but with no member in its
+    acknowledgement set, acknowledging alone until each replica joined again. Its host died
+    in that window, and no other node could take over without an operator. FAILSAFE=false
+    here, so that the lease surely lapses while the Consul server is frozen."""
+    nodes = boot_cluster(bed, 3, FAILSAFE="false")
+    p = primary(nodes)
+    create_table(p)
+    writer = Writer(p.host.ip)
+    writer.start()
+    wait_until(lambda: len(writer.acked) > 20, timeout=30, what="writes on the primary")
+    opened = p.log.read_text().count("promoted:")
+    chost = bed.hosts["consul"]
+    chost.pause()
+    try:
+        wait_until(lambda: read_only(p), timeout=15,
+                   what=f"{p.name} to fence once its lease lapsed")
+    finally:
+        chost.resume()
+    wait_until(lambda: p.log.read_text().count("promoted:") > opened, timeout=30,
+               what=f"{p.name} to open again once Consul answers")
+    line = [x for x in p.log.read_text().splitlines() if "promoted:" in x][-1]
+    rest = [n for n in nodes if n is not p]
+    assert f"(acknowledgement set: {', '.join(n.name for n in rest)})" in line, line
+    wait_until(lambda: synced(bed), timeout=30, what="the acknowledgement set synced again")
+    wait_until(lambda: any(a.server == p.name for a in writer.acked.values()
+                           if a.at > time.monotonic() - 1), timeout=30,
+               what=f"writes on {p.name} again")
+    p.host.kill()
+    new = primary(rest)  # no operator
+    writer.halt()
+    after = Writer(new.host.ip, first_id=10**7)
+    after.start()
+    wait_until(lambda: len(after.acked) > 20, timeout=30, what=f"writes on {new.name}")
+    after.halt()
+    every_row_everywhere(rest, set(writer.acked) | set(after.acked))
+    print(f"{p.name} fenced when its lease lapsed, opened again with {line.split('set: ')[1]}; "
+          f"its host killed: {new.name} took over")
+
+
 def test_consul_rebuilt_from_empty_keeps_one_primary_and_every_write(
         bed: TestBed, cluster: tuple[list[Node], HAProxy]) -> None:
     """Consul's server loses its data (a volume not kept, a rebuild) while the cluster

@@ -337,3 +337,18 @@ def test_I10_the_best_replica_is_a_member_least_behind() -> None:
     assert election.handover_target(sync, ("db2",), lag) == "db2"  # no member is healthy
     assert election.handover_target(None, ("db3", "db2"), {}) == "db2"
     assert election.handover_target(sync, (), lag) == ""
+
+
+def test_I3_a_primary_opening_again_over_its_own_set_keeps_the_members_still_attached() -> None:
+    """CI, 2026-12-07: the primary's lease lapsed while the Consul leader was frozen; it kept
+    the lock and opened again with no member, acknowledging alone, and its host died."""
+    ours = SyncState("db3", "d3", (("db1", "d1"), ("db2", "d2")), synced=True, index=40)
+    assert election.reopen_followers("db3", "d3", ours, {"db1", "db2"}) == \
+        {"db1": "d1", "db2": "d2"}
+    assert election.reopen_followers("db3", "d3", ours, {"db2"}) == {"db2": "d2"}
+    # Another primary's set (one opened since), our name over other data (a restored copy),
+    # or no set at all: nothing is kept, the election's followers alone.
+    assert election.reopen_followers("db3", "d3", replace(ours, primary="db1"),
+                                     {"db1", "db2"}) == {}
+    assert election.reopen_followers("db3", "d9", ours, {"db1", "db2"}) == {}
+    assert election.reopen_followers("db3", "d3", None, {"db1"}) == {}
