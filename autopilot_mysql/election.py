@@ -360,16 +360,29 @@ def term_followers(winner: str, held: str, positions: Sequence[Published]
     return members, left_out
 
 
-def reopen_followers(winner: str, winner_data: str, sync: SyncState | None,
-                     attached: Collection[str]) -> dict[str, str]:
+def reopen_followers(winner: str, winner_data: str, held: str, sync: SyncState | None,
+                     attached: Collection[str], received: Mapping[str, str]
+                     ) -> tuple[dict[str, str], dict[str, str]]:
     """I3 for a primary that opens again over its own set and data: its lease lapsed and it
     fenced, but nobody opened since (a new primary writes its own set before it opens). The
     members of that set still attached to it stay members, as node -> data id, and may
     acknowledge at once: dropped, each would have to join again while the primary
-    acknowledged alone, and a lost host in that window needs an operator (CI, 2026-12-07)."""
+    acknowledged alone, and a lost host in that window needs an operator (CI, 2026-12-07).
+    As with term_followers, a member whose reported position (`received`, node -> position)
+    holds what we lack at `held` is left out, with why (the keeper admits no such node)."""
     if sync is None or sync.primary != winner or sync.primary_data != winner_data:
-        return {}
-    return {n: d for n, d in sync.members if n in attached}
+        return {}, {}
+    members: dict[str, str] = {}
+    left_out: dict[str, str] = {}
+    for n, d in sync.members:
+        if n not in attached:
+            continue
+        extra = beyond(received.get(n, ""), held)
+        if extra:
+            left_out[n] = f"its position {received[n]} holds {extra}, which we lack"
+        else:
+            members[n] = d
+    return members, left_out
 
 
 def may_truncate_unacknowledged(sync: SyncState | None, node: str, known: bool,
