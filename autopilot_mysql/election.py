@@ -361,21 +361,24 @@ def term_followers(winner: str, held: str, positions: Sequence[Published]
 
 
 def reopen_followers(winner: str, winner_data: str, held: str, sync: SyncState | None,
-                     attached: Collection[str], received: Mapping[str, str]
-                     ) -> tuple[dict[str, str], dict[str, str]]:
+                     attached: Collection[str], received: Mapping[str, str],
+                     data_now: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
     """I3 for a primary that opens again over its own set and data: its lease lapsed and it
     fenced, but nobody opened since (a new primary writes its own set before it opens). The
     members of that set still attached to it stay members, as node -> data id, and may
     acknowledge at once: dropped, each would have to join again while the primary
     acknowledged alone, and a lost host in that window needs an operator (CI, 2026-12-07).
     As with term_followers, a member whose reported position (`received`, node -> position)
-    holds what we lack at `held` is left out, with why (the keeper admits no such node)."""
+    holds what we lack at `held` is left out, with why (the keeper admits no such node).
+    Only a member whose own status reports the data id recorded for it (`data_now`) is kept:
+    one re-provisioned since is not the same member (nemesis seed 23971: kept under its old
+    data id, it blocked every election after), and joins again with its new data."""
     if sync is None or sync.primary != winner or sync.primary_data != winner_data:
         return {}, {}
     members: dict[str, str] = {}
     left_out: dict[str, str] = {}
     for n, d in sync.members:
-        if n not in attached:
+        if n not in attached or data_now.get(n) != d:
             continue
         extra = beyond(received.get(n, ""), held)
         if extra:

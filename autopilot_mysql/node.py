@@ -721,12 +721,14 @@ class LocalNode:
             followers, left_out = election.term_followers(self.s.node_name, o.gtid,
                                                           o.positions)
             if o.sync is not None and o.sync.primary == self.s.node_name:
-                received = {n: str(doc["gtid_current_pos"]) for n in o.sync.names
-                            if (doc := self.peers.status(n, self.keeper.status_max_age))
-                            and "gtid_current_pos" in doc}
+                docs = {n: self.peers.status(n, self.keeper.status_max_age) or {}
+                        for n in o.sync.names}
                 kept, kept_out = election.reopen_followers(
                     self.s.node_name, self.data_id, o.gtid, o.sync,
-                    self.mysql.attached_replicas(), received)
+                    self.mysql.attached_replicas(),
+                    {n: str(d["gtid_current_pos"]) for n, d in docs.items()
+                     if "gtid_current_pos" in d},
+                    {n: str(d["data_id"]) for n, d in docs.items() if d.get("data_id")})
                 left_out = kept_out | left_out
                 followers = {n: d for n, d in kept.items() if n not in left_out} | followers
         for node, why in sorted(left_out.items()):

@@ -344,18 +344,27 @@ def test_I3_a_primary_opening_again_over_its_own_set_keeps_the_members_still_att
     the lock and opened again with no member, acknowledging alone, and its host died."""
     ours = SyncState("db3", "d3", (("db1", "d1"), ("db2", "d2")), synced=True, index=40)
     both = {"db1": "0-3-10", "db2": "0-3-9"}
-    assert election.reopen_followers("db3", "d3", "0-3-10", ours, {"db1", "db2"}, both) == \
+    same = {"db1": "d1", "db2": "d2"}
+    assert election.reopen_followers("db3", "d3", "0-3-10", ours, {"db1", "db2"}, both, same) == \
         ({"db1": "d1", "db2": "d2"}, {})
-    assert election.reopen_followers("db3", "d3", "0-3-10", ours, {"db2"}, {}) == \
+    assert election.reopen_followers("db3", "d3", "0-3-10", ours, {"db2"}, {}, same) == \
         ({"db2": "d2"}, {})  # a position not reported: taken in, as term_followers does
     # A member holding what we lack is left out, and says why (the keeper admits no such node).
     members, left_out = election.reopen_followers(
-        "db3", "d3", "0-3-10", ours, {"db1", "db2"}, {"db1": "0-3-10,1-1-5", "db2": "0-3-10"})
+        "db3", "d3", "0-3-10", ours, {"db1", "db2"}, {"db1": "0-3-10,1-1-5", "db2": "0-3-10"},
+        same)
     assert members == {"db2": "d2"} and "1-1-5" in left_out["db1"]
     # Another primary's set (one opened since), our name over other data (a restored copy),
     # or no set at all: nothing is kept, the election's followers alone.
     assert election.reopen_followers("db3", "d3", "0-3-10", replace(ours, primary="db1"),
-                                     {"db1", "db2"}, both) == ({}, {})
-    assert election.reopen_followers("db3", "d9", "0-3-10", ours, {"db1", "db2"}, both) == \
+                                     {"db1", "db2"}, both, same) == ({}, {})
+    assert election.reopen_followers("db3", "d9", "0-3-10", ours, {"db1", "db2"}, both, same) == \
         ({}, {})
-    assert election.reopen_followers("db3", "d3", "0-3-10", None, {"db1"}, both) == ({}, {})
+    assert election.reopen_followers("db3", "d3", "0-3-10", None, {"db1"}, both, same) == \
+        ({}, {})
+    # Nemesis seed 23971: db1 re-provisioned (new data id) and attached again is not kept
+    # under its old data id; a data id not reported keeps none either.
+    assert election.reopen_followers("db3", "d3", "0-3-10", ours, {"db1", "db2"}, both,
+                                     {"db1": "d1-new", "db2": "d2"}) == ({"db2": "d2"}, {})
+    assert election.reopen_followers("db3", "d3", "0-3-10", ours, {"db1", "db2"}, both,
+                                     {"db2": "d2"}) == ({"db2": "d2"}, {})
