@@ -78,6 +78,7 @@ class Daemon:
         self.node: LocalNode | None = None
         self.snapshots: Snapshots | None = None
         self.server_id: int | None = None
+        self._fresh_sid: int | None = None  # allocated for a renewal, not yet live in mysqld
         self.members: tuple[Member, ...] = ()
         self.last_logged: tuple[str, float] = ("", 0.0)
         self.promise = failsafe.Promise()
@@ -187,11 +188,17 @@ class Daemon:
         node = self.node
         assert node is not None
         try:
-            sid = startup.renew_server_id(self.s, self.consul, node.identity_pending)
+            # One allocation per renewal: a retry (mysqld not answering yet) applies the id
+            # already taken rather than burning a new one every cycle.
+            if self._fresh_sid is None:
+                self._fresh_sid = startup.renew_server_id(self.s, self.consul,
+                                                          node.identity_pending)
+            sid = self._fresh_sid
             kept = self.mysql.change_server_id(sid)
         except (DCSError, MySQLError) as exc:
             log.warning("cannot take a new server_id yet (%s): not replicating meanwhile", exc)
             return
+        self._fresh_sid = None
         log.info("now server_id %d, at GTID position %s", sid, kept or "(empty)")
         startup.write_cnf(self.s, sid)
         self.server_id = node.server_id = sid
