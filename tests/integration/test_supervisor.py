@@ -19,6 +19,7 @@ import requests
 
 from autopilot_mysql.dcs import Consul
 from autopilot_mysql.election import Published, SyncState
+from autopilot_mysql.exceptions import DCSError
 from tests.testbed.bed import TestBed
 from tests.testbed.cluster import APP_DB, Node, make_node
 from tests.testbed.components import ConsulAgent, start_consul
@@ -469,3 +470,39 @@ def test_official_image_variables_root_host_random_password_tz_and_upgrade(
                what="mariadb-upgrade to run and finish")
     assert json.loads(state_file.read_text())["mariadb_version"] == state["mariadb_version"]
     assert "GENERATED ROOT PASSWORD" not in node.log.read_text().split("starting as")[-1]
+
+
+def test_the_consul_transport_against_a_real_agent(consul: ConsulAgent) -> None:
+    """consul_http (a socket per thread, answers parsed by httptools) against a real agent:
+    the connection is kept and reused; a large value comes back whole (Go sends it chunked);
+    a blocking query answers after its wait with the index (a header); a refused
+    transaction reads as one; an agent restarted under a kept connection costs nothing but a
+    new connection."""
+    host, port = consul.address.rsplit(":", 1)
+    dcs = Consul(host, int(port), "mysql")
+    http = dcs.client.http
+    big = os.urandom(200_000).hex()  # 400 KB (the limit is 512): over any buffer Go sizes
+    assert dcs.client.kv.put("transport/big", big)
+    raw = requests.get(f"http://{consul.address}/v1/kv/transport/big", timeout=5)
+    assert raw.headers.get("Transfer-Encoding") == "chunked", raw.headers  # the path we test
+    index, item = dcs.client.kv.get("transport/big")
+    assert item is not None and item["Value"].decode() == big
+    kept = http._local.sock
+    assert kept is not None and dcs.client.kv.get("transport/big")[1] is not None
+    assert http._local.sock is kept, "the connection was not reused"
+    assert dcs.client.kv.get("transport/missing")[1] is None  # a 404
+    t0 = time.monotonic()
+    again, _ = dcs.client.kv.get("transport/big", index=index, wait="1s")
+    assert again == index and time.monotonic() - t0 >= 0.9
+    session = dcs.create_session(name="mysql-db1", ttl=30, service_id=None)
+    assert dcs.acquire_leader(session, "db1", "10.0.0.1", "", 0)
+    other = dcs.create_session(name="mysql-db2", ttl=30, service_id=None)
+    assert dcs.heartbeat(session, "db1", 1, 2.0) and not dcs.heartbeat(other, "db2", 1, 2.0)
+    # The agent goes away under the kept connection, and comes back.
+    consul.host.kill_spawned(consul.proc)
+    with pytest.raises(DCSError):
+        dcs.cluster_state()
+    start_consul(consul.host)
+    wait_until(lambda: dcs.client.kv.put("transport/back", "1"), timeout=60,
+               what="the restarted agent to take a write through the transport")
+    assert dcs.client.kv.get("transport/big")[1]["Value"].decode() == big
