@@ -1,31 +1,28 @@
-"""py-consul over a socket and httptools: the same client API (consul.base), a cheaper
-transport. The supervisor talks to its Consul agent every cycle on every node for the
-container's whole life, and on an idle node each call comes after half a second of sleep,
-with cold caches: through requests a call cost about 0.65 ms of CPU, through http.client
-0.62-0.67 ms, through one kept-alive socket whose answer httptools parses (llhttp, the HTTP
-parser of Node.js, also uvicorn's) 0.19 ms (one heartbeat transaction against a local agent,
-0.5 s apart; 0.12 ms, 0.14 ms and 0.03 ms back to back).
+"""py-consul over the supervisor's own HTTP client (httpc: a kept-alive socket, answers parsed
+by httptools): the same client API (consul.base), a cheaper transport. The supervisor talks
+to its Consul agent every cycle on every node for the container's whole life; the figures
+are in httpc's docstring (a heartbeat 0.19 ms of CPU, against 0.62-0.67 ms through
+http.client and more through requests).
 
 py-consul makes its transport pluggable (`Consul.http_connect` returns an `HTTPClient`); this
 module supplies one: http, or https verified against the system's CAs, a CA file
 (CONSUL_CACERT) or not at all (CONSUL_HTTP_SSL_VERIFY=false). The ACL token
 (CONSUL_HTTP_TOKEN) is added here to every request that does not carry one, so no call, the
 raw ones included, goes without it. Errors surface as OSError (ConnectionError,
-TimeoutError, ssl.SSLError), which dcs.Consul turns into DCSError in its one place for that.
+TimeoutError, ssl.SSLError, httpc.HTTPFailure), which dcs.Consul turns into DCSError in its
+one place for that.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import re
-import select
-import socket
 import ssl
 import sys
 import threading
 from typing import Any
 
-import httptools
+from . import httpc
 
 
 def _load_py_consul() -> None:
@@ -71,53 +68,8 @@ def parse_duration(duration: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(duration))
 
 
-_BAD_TARGET = re.compile("[\x00-\x20\x7f]")  # what http.client refuses in a URL too
-
 # Consul holds a blocking query without `wait` for 5 minutes (plus up to 1/16 of jitter).
 DEFAULT_WAIT = 5 * 60
-
-
-class Headers(dict[str, str]):
-    """A response's headers, looked up in any case (py-consul asks for X-Consul-Index)."""
-
-    def __getitem__(self, name: str) -> str:
-        return super().__getitem__(name.lower())
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return super().get(name.lower(), default)
-
-    def __contains__(self, name: object) -> bool:
-        return super().__contains__(str(name).lower())
-
-
-class _Answer:
-    """httptools' callbacks for one response."""
-
-    def __init__(self) -> None:
-        self.headers = Headers()
-        self.body: list[bytes] = []
-        self.headers_done = False
-        self.done = False
-        self.keep = False  # the connection may carry the next request
-        self.parser: Any = None
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
-
-    def on_headers_complete(self) -> None:
-        self.headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self.body.append(body)
-
-    def on_message_complete(self) -> None:
-        self.done = True
-        # Asked here: once the message is done, the parser has reset and says False.
-        self.keep = bool(self.parser.should_keep_alive())
-
-
-class Disconnected(ConnectionError):
-    """The agent closed the connection before answering (a kept-alive one it let go)."""
 
 
 class HTTPClient(base.HTTPClient):  # type: ignore[misc]
@@ -139,23 +91,15 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
             else:
                 self.context = ssl.create_default_context(
                     cafile=verify if isinstance(verify, str) else None)
-        name = f"[{host}]" if ":" in host else host
-        default = 443 if scheme == "https" else 80
-        self.host_header = name if int(port) == default else f"{name}:{port}"
         self._local = threading.local()
 
-    def _message(self, method: str, target: str, body: bytes,
-                 headers: dict[str, str]) -> bytes:
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.host_header}"]
-        lines += [f"{k}: {v}" for k, v in headers.items()]
-        if body or method in ("PUT", "POST", "DELETE"):
-            lines.append(f"Content-Length: {len(body)}")
-        if any(c in line for line in lines for c in "\r\n\0") or _BAD_TARGET.search(target):
-            # A token or a key with a line break would smuggle a header (or a request).
-            raise ConnectionError(f"{method} {target.split('?')[0]}: refused to send a "
-                                  "request line or header with a line break or a space in "
-                                  "it (check CONSUL_HTTP_TOKEN and the key names)")
-        return "\r\n".join(lines).encode("latin-1", "replace") + b"\r\n\r\n" + body
+    def connection(self) -> httpc.Connection:
+        """This thread's connection to the agent."""
+        conn: httpc.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = httpc.Connection(self.host, int(self.port), self.timeout,
+                                                       self.context)
+        return conn
 
     def _request(self, method: str, path: str, params: Any, data: str | bytes,
                  headers: dict[str, str] | None) -> base.Response:
@@ -169,78 +113,8 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
         headers = dict(headers or {})
         if self.token:
             headers.setdefault("X-Consul-Token", self.token)
-        message = self._message(method, target, body or b"", headers)
-        for attempt in (1, 2):
-            reused = bool(getattr(self._local, "used", False))
-            try:
-                sock = self._connection(timeout)
-                sock.sendall(message)
-                answer, keep = self._read(sock)
-            except (OSError, httptools.HttpParserError) as exc:
-                self._drop()
-                # The agent may close a kept-alive connection just as we reuse it (before
-                # it read the request): one retry on a fresh connection.
-                if attempt == 1 and reused and isinstance(
-                        exc, (Disconnected, BrokenPipeError, ConnectionResetError)):
-                    continue
-                if isinstance(exc, OSError):
-                    raise
-                raise ConnectionError(f"{method} {path}: unreadable answer: {exc!r}") from exc
-            self._local.used = True
-            if not keep:
-                self._drop()
-            return base.Response(answer[0], answer[1],
-                                 answer[2].decode("utf-8", "replace"))
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _read(sock: socket.socket) -> tuple[tuple[int, Headers, bytes], bool]:
-        """One response: ((status, headers, body), whether the connection may be reused)."""
-        answer = _Answer()
-        parser = answer.parser = httptools.HttpResponseParser(answer)
-        got = False
-        while not answer.done:
-            data = sock.recv(65536)
-            if not data:
-                if answer.headers_done and "content-length" not in answer.headers \
-                        and "transfer-encoding" not in answer.headers:
-                    # A body that ends with the connection (HTTP/1.0 style): all of it.
-                    return (parser.get_status_code(), answer.headers,
-                            b"".join(answer.body)), False
-                if not got:
-                    raise Disconnected("the Consul agent closed the connection without "
-                                       "answering")
-                raise ConnectionError("the Consul agent closed the connection mid-answer")
-            got = True
-            parser.feed_data(data)
-        return (parser.get_status_code(), answer.headers, b"".join(answer.body)), answer.keep
-
-    def _connection(self, timeout: float) -> socket.socket:
-        sock: socket.socket | None = getattr(self._local, "sock", None)
-        # A connection the agent closed while idle reads as ready (EOF): start afresh.
-        if sock is not None and select.select([sock], [], [], 0)[0]:
-            self._drop()
-            sock = None
-        if sock is None:
-            sock = socket.create_connection((self.host, int(self.port)), timeout=timeout)
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                if self.context is not None:
-                    sock = self.context.wrap_socket(sock, server_hostname=self.host)
-            except OSError:
-                sock.close()
-                raise
-            self._local.sock = sock
-            self._local.used = False
-        sock.settimeout(timeout)
-        return sock
-
-    def _drop(self) -> None:
-        sock = getattr(self._local, "sock", None)
-        self._local.sock = None
-        self._local.used = False
-        if sock is not None:
-            sock.close()
+        r = self.connection().request(method, target, body or b"", headers, timeout=timeout)
+        return base.Response(r.status, r.headers, r.text)
 
     def get(self, callback: Any, path: str, params: Any = None,
             headers: dict[str, str] | None = None, raw: bool = False) -> Any:
@@ -259,7 +133,9 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
         return callback(self._request("POST", path, params, data, headers))
 
     def close(self) -> None:
-        self._drop()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
 
 
 class Consul(base.Consul):  # type: ignore[misc]

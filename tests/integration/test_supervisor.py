@@ -487,9 +487,9 @@ def test_the_consul_transport_against_a_real_agent(consul: ConsulAgent) -> None:
     assert raw.headers.get("Transfer-Encoding") == "chunked", raw.headers  # the path we test
     index, item = dcs.client.kv.get("transport/big")
     assert item is not None and item["Value"].decode() == big
-    kept = http._local.sock
+    kept = http.connection()._sock
     assert kept is not None and dcs.client.kv.get("transport/big")[1] is not None
-    assert http._local.sock is kept, "the connection was not reused"
+    assert http.connection()._sock is kept, "the connection was not reused"
     assert dcs.client.kv.get("transport/missing")[1] is None  # a 404
     t0 = time.monotonic()
     again, _ = dcs.client.kv.get("transport/big", index=index, wait="1s")

@@ -1,5 +1,9 @@
-"""httpc, the stdlib HTTP calls between nodes, against a real server on loopback; and the
-supervisor's imports, which must leave requests out (8 MiB for its whole life)."""
+"""httpc, the supervisor's HTTP client (calls between nodes, and the Consul transport's
+connections), against a real server on loopback and over a socket pair (the forms of answer
+an HTTP/1.1 server may give, a connection closed before or during an answer, requests it
+refuses to write); and the supervisor's imports, which must leave requests out (8 MiB for its
+whole life). Against a real Consul agent:
+tests/integration/test_supervisor.py::test_the_consul_transport_against_a_real_agent."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -87,6 +92,114 @@ def test_failures_are_oserrors() -> None:
     srv.close()
     with pytest.raises(ValueError):
         httpc.request("GET", "https://127.0.0.1/", timeout=1)
+
+
+@pytest.fixture
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    a, b = socket.socketpair()
+    a.settimeout(5)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_a_chunked_answer_is_read_whole_and_its_headers_in_any_case(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.sendall(b"HTTP/1.1 200 OK\r\nX-Consul-Index: 42\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    r, keep = httpc.read_response(ours)
+    assert (r.status, r.body, keep) == (200, b"hello world", True)
+    assert r.headers["X-Consul-Index"] == r.headers["x-consul-index"] == "42"
+    assert "X-CONSUL-INDEX" in r.headers and r.headers.get("Nope", "-") == "-"
+
+
+def test_answers_split_across_reads_and_one_that_closes(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+    r, keep = httpc.read_response(ours)
+    assert (r.status, r.body, dict(r.headers), keep) == (200, b"{}", {"content-length": "2"},
+                                                         True)
+    peer.sendall(b"HTTP/1.1 404 Not Found\r\nContent-Len")
+    peer.sendall(b"gth: 2\r\nConnection: close\r\n\r\n[]")
+    r, keep = httpc.read_response(ours)
+    assert (r.status, r.body, keep) == (404, b"[]", False)
+
+
+def test_a_body_that_ends_with_the_connection(pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.sendall(b"HTTP/1.0 200 OK\r\n\r\nall of it")
+    peer.shutdown(socket.SHUT_WR)
+    r, keep = httpc.read_response(ours)
+    assert (r.status, r.body, keep) == (200, b"all of it", False)
+
+
+def test_a_connection_closed_before_or_during_an_answer(
+        pair: tuple[socket.socket, socket.socket]) -> None:
+    ours, peer = pair
+    peer.shutdown(socket.SHUT_WR)
+    with pytest.raises(httpc.Disconnected):  # retried once, fresh, when it was reused
+        httpc.read_response(ours)
+    a, b = socket.socketpair()
+    with a, b:
+        b.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        b.shutdown(socket.SHUT_WR)
+        with pytest.raises(httpc.HTTPFailure) as err:
+            httpc.read_response(a)
+        assert not isinstance(err.value, httpc.Disconnected) and "mid-answer" in str(err.value)
+
+
+def test_a_kept_connection_the_server_let_go_is_replaced() -> None:
+    """A kept-alive connection the server closed while idle is seen before it is used; one it
+    closes without answering once reused is tried again, once, on a fresh connection."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    answered: list[int] = []
+
+    def answer(c: socket.socket) -> None:
+        c.recv(4096)
+        answered.append(len(answered))
+        c.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n"
+                  + str(answered[-1]).encode())
+
+    def serve() -> None:
+        c, _ = srv.accept()
+        answer(c)
+        c.close()  # idle close: seen before the next request
+        c, _ = srv.accept()
+        answer(c)
+        c.recv(4096)  # the next request on it: read, then hung up on
+        c.close()
+        c, _ = srv.accept()
+        answer(c)
+        c.close()
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    conn = httpc.Connection("127.0.0.1", srv.getsockname()[1], 2)
+    assert conn.request("GET", "/").body == b"0"
+    time.sleep(0.2)
+    assert conn.request("GET", "/").body == b"1"
+    assert conn.request("GET", "/").body == b"2"
+    conn.close()
+    t.join(5)
+    srv.close()
+
+
+def test_a_request_with_a_line_break_or_a_space_is_never_sent() -> None:
+    with pytest.raises(httpc.HTTPFailure, match="line break"):
+        httpc.message("GET", "/v1/kv/a", "h", b"", {"X-Consul-Token": "t\r\nX-Evil: 1"})
+    with pytest.raises(httpc.HTTPFailure, match="a space"):
+        httpc.message("GET", "/v1/kv/a b", "h", b"", {})
+    assert httpc.message("PUT", "/v1/txn", "127.0.0.1:1", b"[]", {"X-Consul-Token": "t"}) == (
+        b"PUT /v1/txn HTTP/1.1\r\nHost: 127.0.0.1:1\r\nX-Consul-Token: t\r\n"
+        b"Content-Length: 2\r\n\r\n[]")
+    assert httpc.Connection("::1", 80, 1).host_header == "[::1]"
+    from autopilot_mysql.consul_http import HTTPClient
+    c = HTTPClient("127.0.0.1", 1, "http", True, None, timeout=1, token="t\nX-Evil: 1")
+    with pytest.raises(OSError, match="line break"):  # dcs turns it into a DCSError
+        c._request("GET", "/v1/kv/a", None, b"", None)
 
 
 def test_the_supervisor_imports_neither_requests_nor_urllib3() -> None:
