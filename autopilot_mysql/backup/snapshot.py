@@ -153,6 +153,8 @@ def take(store: SnapshotStore, *, node: str, role: str, primary: str, primary_bi
                 raise SnapshotError(f"cannot run the backup pipeline: {exc}. mariabackup and "
                                     "zstd must be installed") from exc
             raise
+    log.info("snapshot %s: mariabackup finished, %d MiB streamed and stored in %.1fs", sid,
+             raw.n >> 20, time.time() - started)
     if not info["gtid"]:
         log.warning("snapshot %s: mariabackup reported no GTID position (the server has "
                     "never written a transaction?)", sid)
