@@ -38,7 +38,7 @@ from .model import (
     copy_sources,
 )
 from .mysql import datadir as dd
-from .mysql.server import FenceResult, LocalServer
+from .mysql.server import READY, FenceResult, LocalServer
 from .node import LocalNode
 from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
@@ -72,7 +72,8 @@ class Daemon:
         # take over), instead of holding the loop (blocking watches add their wait to it).
         self.consul = Consul.for_settings(settings, timeout=CONSUL_TIMEOUT)
         self.address = startup.advertise_address(settings)
-        self.peers = Peers(settings.health_port)
+        self.peers = Peers(settings.health_port, on_change=lambda node: self.bus.publish(
+            Event(Code.PEER_CHANGED, node)))
         self.agent: ManagedProcess | None = None
         self.mysqld: ManagedProcess | None = None
         self.node: LocalNode | None = None
@@ -172,10 +173,13 @@ class Daemon:
         self.bus.publish(Event(Code.LEADER_CHANGED, "fence"))
 
     def _mysqld_line(self, line: str) -> None:
-        """Every line mysqld writes (its output thread): a volume it filled by itself, and a
-        recovery that truncated our binary log (election.I8)."""
+        """Every line mysqld writes (its output thread): a volume it filled by itself, a
+        recovery that truncated our binary log (election.I8), and that it is ready (the loop
+        looks at once, not up to LOOP_WAIT later)."""
         if self.node:
             self.node.disk.line(line)
+        if READY in line:
+            self.bus.publish(Event(Code.MYSQLD_READY, "mysqld"))
         if "Successfully truncated binlog file" in line and self.node:
             self.node.identity_pending = ("mysqld's recovery truncated this node's binary log "
                                           "(what a replica acknowledged comes back from the "

@@ -17,6 +17,8 @@ class Code(StrEnum):
     STOP = "stop"  # a graceful stop was requested
     SWITCHOVER = "switchover"  # source: "api"; payload: (leader, target node or "")
     VIEW_CHANGED = "view_changed"  # source: "mysqld"; payload: Primary or not, None: processed
+    PEER_CHANGED = "peer_changed"  # source: the node whose /status answered first or changed
+    MYSQLD_READY = "mysqld_ready"  # source: "mysqld": it said it is ready for connections
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from .keys import ClusterKeys, LeaderInfo, paused_by
 from .model import Action, Decision, Member, NodeStatus, ProcState, Role
 from .mysql import datadir as dd
 from .mysql import wsrep
-from .mysql.server import FenceResult, LocalServer
+from .mysql.server import READY, FenceResult, LocalServer
 from .peers import Peers
 from .process import ManagedProcess, RestartPolicy
 from .snapshots import Snapshots
@@ -751,6 +751,8 @@ class GaleraSupervisor:
     def _mysqld_line(self, line: str) -> None:
         """Every line of mysqld's output (its output thread)."""
         self.disk.line(line)
+        if READY in line:
+            self.bus.publish(Event(Code.MYSQLD_READY, "mysqld"))
         lost = wsrep.nonlive_peers(line)
         if lost:
             self.evictor.lost(lost)

@@ -16,13 +16,23 @@ from . import httpc
 log = logging.getLogger(__name__)
 
 
+# What the primary's keeper decides on (ackset.py): a peer that starts to follow us may join
+# the acknowledgement set, one whose data was replaced or that turned errant may not.
+DECISIVE = ("leader", "errant", "behind", "data_id")
+
+
 class Peers:
     def __init__(self, port: int, *, interval: float = 1.0, timeout: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[str], None] | None = None) -> None:
+        """`on_change(node)`, from a polling thread: the peer's first answer, or one that
+        changed a DECISIVE field (the HA loop wakes on it instead of finding it at its next
+        full look: a settled primary looks every few seconds)."""
         self.port = port
         self.interval = interval
         self.timeout = timeout
         self.clock = clock
+        self.on_change = on_change
         self._lock = threading.Lock()
         self._wanted: dict[str, str] = {}  # node -> address
         self._threads: dict[str, threading.Event] = {}  # node -> its stop event
@@ -69,8 +79,13 @@ class Peers:
                     doc = r.json()
                     if isinstance(doc, dict):
                         with self._lock:
-                            if not stop.is_set():
-                                self._last[node] = (doc, started)  # as old as the request
+                            if stop.is_set():
+                                break
+                            before = self._last.get(node)
+                            self._last[node] = (doc, started)  # as old as the request
+                        if self.on_change is not None and (before is None or any(
+                                before[0].get(k) != doc.get(k) for k in DECISIVE)):
+                            self.on_change(node)
             except (OSError, ValueError) as exc:
                 log.debug("status of %s (%s): %s", node, address, exc)
             self._poke.wait(self.interval)

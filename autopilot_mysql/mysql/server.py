@@ -56,6 +56,8 @@ class FenceResult(StrEnum):
     #                      could not be set behind them (they would become errant if killed)
 
 
+# mariadbd's words once it accepts connections (the HA loop wakes on them)
+READY = "ready for connections"
 FENCE_TIMEOUT = 0.3  # seconds SET read_only may take before the fence crashes mysqld instead
 FENCE_ACK_WAIT = 0.05  # seconds without an acknowledgement while commits wait: they never get one
 _STATUS = ("(SELECT variable_value FROM information_schema.global_status WHERE "
