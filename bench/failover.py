@@ -78,8 +78,16 @@ def first_write(nodes: list[Node], t0: float, timeout: float = 60) -> float:
 
 
 def settle(bed: TestBed, nodes: list[Node], writer: Writer) -> None:
-    wait_until(lambda: healthy_cluster(nodes) and synced(bed), timeout=120,
-               what="one primary, replicas, a synced acknowledgement set")
+    # Every node reaching Consul first, then the set: after the outage, a primary whose agent
+    # came back after a replica's had its lease run out (the replica, reaching Consul, no
+    # longer confirms a failsafe), fenced, and opened again a moment later under a new term,
+    # not yet synced. A set read before that write still said synced; the next fault then
+    # found no election possible without the isolated primary's position (a round that
+    # waited 60 s for a write, 2026-12-08).
+    wait_until(lambda: all(n.status().get("consul_ok") for n in nodes)
+               and healthy_cluster(nodes) and synced(bed), timeout=120,
+               what="every node reaching Consul, one primary, replicas, a synced "
+                    "acknowledgement set")
     n = len(writer.acked)
     wait_until(lambda: len(writer.acked) > n + 20, timeout=60, what="the client to write")
 
