@@ -58,7 +58,9 @@ def test_the_loop_is_woken_by_a_first_answer_and_by_a_decisive_change_only(port:
     peers = Peers(port, interval=0.02, on_change=woken.append)
     try:
         peers.want({"db2": "127.0.0.1"})
-        polls(peers, "db2", 1)
+        # Two answers each time: the thread calls on_change after it stored an answer, and
+        # before it asks again, so the second proves the first one's call is done.
+        polls(peers, "db2", 2)
         assert woken == ["db2"], "the first answer must wake the loop"
         DOC["gtid_current_pos"] = "0-1-9"  # commits replicate all the time: no wake-up
         DOC["cycle_at"] = 12.5
