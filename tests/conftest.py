@@ -39,24 +39,28 @@ LOG_TAIL = 60
 @pytest.fixture
 def bed(request: pytest.FixtureRequest) -> Iterator[TestBed]:
     """A fresh test bed per test: hosts, bridge and processes are gone when the test ends.
-    When the test failed, the end of every host's log is printed first (the logs go with
-    the bed)."""
+    When the test failed, every host's logs are kept and their ends printed first (the logs
+    go with the bed); APM_KEEP_LOGS=1 keeps them after a pass too (to trace a figure)."""
     with TestBed() as b:
         yield b
-        if request.node.stash.get(FAILED, False):
-            keep = Path(os.environ.get("APM_FAILED_LOGS", "/tmp/apm-failed-logs")) / b.id
-            keep.mkdir(parents=True, exist_ok=True)
-            for host in b.hosts.values():
-                for f in host.dir.glob("*.log"):
-                    shutil.copy(f, keep / f"{host.name}-{f.name}")
-            dump_stacks(b, keep)
-            print(f"\n===== every host's logs are kept in {keep} =====")
-            for host in b.hosts.values():
-                log = host.dir / "pid1.log"
-                if log.exists():
-                    lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
-                    print(f"\n===== {host.name}: last {len(lines)} lines of {log} =====")
-                    print("\n".join(lines))
+        failed = request.node.stash.get(FAILED, False)
+        if not failed and os.environ.get("APM_KEEP_LOGS") != "1":
+            return
+        keep = Path(os.environ.get("APM_FAILED_LOGS", "/tmp/apm-failed-logs")) / b.id
+        keep.mkdir(parents=True, exist_ok=True)
+        for host in b.hosts.values():
+            for f in host.dir.glob("*.log"):
+                shutil.copy(f, keep / f"{host.name}-{f.name}")
+        print(f"\n===== every host's logs are kept in {keep} =====")
+        if not failed:
+            return
+        dump_stacks(b, keep)
+        for host in b.hosts.values():
+            log = host.dir / "pid1.log"
+            if log.exists():
+                lines = log.read_text(errors="replace").splitlines()[-LOG_TAIL:]
+                print(f"\n===== {host.name}: last {len(lines)} lines of {log} =====")
+                print("\n".join(lines))
 
 
 def dump_stacks(bed: TestBed, keep: Path) -> None:

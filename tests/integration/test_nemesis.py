@@ -192,6 +192,32 @@ class Nemesis:
                 self.log(f"healed {f.kind} on {', '.join(f.targets) or 'the Consul server'}")
 
 
+@dataclass
+class RecoveryTrace:
+    """What each node says it is doing while the cluster recovers after the last heal, logged
+    on the timeline whenever it changes: the recovery time printed at the end can be read
+    against it (and the hosts' logs: APM_KEEP_LOGS=1 keeps them after a pass too)."""
+
+    nemesis: Nemesis
+    nodes: list[Node]
+    roles: list[str] = field(default_factory=list)
+    said: dict[str, str] = field(default_factory=dict)
+
+    def look(self) -> list[str]:
+        self.roles = roles(self.nodes)
+        for n, role in zip(self.nodes, self.roles, strict=True):
+            try:
+                st = n.status()
+                doing = (f"{role}: {st['state']}; {st['last_decision']}"
+                         + (f"; error: {st['last_error']}" if st["last_error"] else ""))
+            except Exception as exc:  # down, paused, or not serving yet: say so
+                doing = f"{role}: no /status ({type(exc).__name__})"
+            if self.said.get(n.name) != doing:
+                self.said[n.name] = doing
+                self.nemesis.log(f"recovery: {n.name} {doing[:300]}")
+        return self.roles
+
+
 @pytest.fixture(params=TOPOLOGIES)
 def setup(bed: TestBed, request: pytest.FixtureRequest
           ) -> Iterator[tuple[TestBed, list[Node], HAProxy]]:
@@ -234,10 +260,11 @@ def test_random_faults_lose_no_acknowledged_write_and_never_make_two_primaries(
         nemesis.heal_due(everything=True)
         healed = time.monotonic()
         nemesis.log("every fault healed")
-        wait_until(lambda: roles(nodes).count("primary") == 1
-                   and roles(nodes).count("replica") == len(nodes) - 1,
+        trace = RecoveryTrace(nemesis, nodes)
+        wait_until(lambda: trace.look().count("primary") == 1
+                   and trace.roles.count("replica") == len(nodes) - 1,
                    timeout=RECOVERY_BOUND, what="one primary and every other node replicating, "
-                   "with no manual step")
+                   "with no manual step", interval=0.2)
         recovered = time.monotonic() - healed
         time.sleep(3)  # writes on the recovered cluster
         for w in writers:
