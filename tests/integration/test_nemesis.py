@@ -39,7 +39,7 @@ from tests.testbed.bed import TestBed
 from tests.testbed.cluster import Node, boot_cluster, start_router
 from tests.testbed.components import HAProxy, start_consul
 from tests.testbed.util import wait_until
-from tests.testbed.workload import Writer, create_table, missing_on
+from tests.testbed.workload import Writer, create_table, longest_gap, missing_on
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAULTS = int(os.environ.get("CHAOS_FAULTS", "12"))
@@ -289,9 +289,13 @@ def test_random_faults_lose_no_acknowledged_write_and_never_make_two_primaries(
                what=f"every node at the same position ({positions})")
     strict, excused = watch.two_writable(nemesis.resumed)
     gaps = max(w.longest_gap(started, healed) for w in writers)
+    none_from, none_to = longest_gap((a for w in writers for a in w.acked.values()),
+                                     started, healed)
     print(f"nemesis CHAOS_SEED={SEED} ({topology}): {FAULTS} faults, {len(acked)} acknowledged "
           f"writes, all on every node; final primary {final.name}; recovered {recovered:.1f}s "
-          f"after the last heal; longest write gap {gaps:.1f}s; two writable in {strict} sample(s) "
+          f"after the last heal; longest write gap {gaps:.1f}s for one client, "
+          f"{none_to - none_from:.1f}s for all (t={none_from - T0:.2f} to {none_to - T0:.2f}); "
+          f"two writable in {strict} sample(s) "
           f"(+{excused} within {RESUME_EXCUSE}s of a SIGCONT) of {len(watch.samples)}")
     assert strict == 0, "two nodes were writable at the same time:\n" + "\n".join(
         sorted(nemesis.timeline + [f"{w}  <- TWO WRITABLE" for w in watch.windows(T0)]))

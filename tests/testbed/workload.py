@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import pymysql
@@ -85,9 +86,16 @@ class Writer(threading.Thread):
 
     def longest_gap(self, start: float, end: float) -> float:
         """The longest stretch within [start, end] without an acknowledged commit."""
-        times = sorted(a.at for a in self.acked.values() if start <= a.at <= end)
-        points = [start, *times, end]
-        return max(b - a for a, b in zip(points, points[1:], strict=False))
+        a, b = longest_gap(self.acked.values(), start, end)
+        return b - a
+
+
+def longest_gap(acks: Iterable[Ack], start: float, end: float) -> tuple[float, float]:
+    """Where the longest stretch within [start, end] without any of `acks` lies (from, to):
+    for several clients' acknowledgements, the longest time no client got one."""
+    times = sorted(a.at for a in acks if start <= a.at <= end)
+    points = [start, *times, end]
+    return max(zip(points, points[1:], strict=False), key=lambda ab: ab[1] - ab[0])
 
 
 def create_table(node: Node, table: str = "chaos") -> None:
