@@ -68,6 +68,9 @@ def parse_duration(duration: str) -> float:
     return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(duration))
 
 
+# A client agent's answer (HTTP 500) when it knows no server to forward a call to
+NO_SERVERS = "No known Consul servers"
+
 # Consul holds a blocking query without `wait` for 5 minutes (plus up to 1/16 of jitter).
 DEFAULT_WAIT = 5 * 60
 
@@ -92,6 +95,9 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
                 self.context = ssl.create_default_context(
                     cafile=verify if isinstance(verify, str) else None)
         self._local = threading.local()
+        # Set by any answer "No known Consul servers" (dcs.AgentRejoin): the local agent
+        # marked every server failed
+        self.no_servers = threading.Event()
 
     def connection(self) -> httpc.Connection:
         """This thread's connection to the agent."""
@@ -114,6 +120,8 @@ class HTTPClient(base.HTTPClient):  # type: ignore[misc]
         if self.token:
             headers.setdefault("X-Consul-Token", self.token)
         r = self.connection().request(method, target, body or b"", headers, timeout=timeout)
+        if r.status == 500 and NO_SERVERS in r.text:
+            self.no_servers.set()
         return base.Response(r.status, r.headers, r.text)
 
     def get(self, callback: Any, path: str, params: Any = None,

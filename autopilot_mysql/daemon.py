@@ -20,7 +20,7 @@ from .api import CloneStream, HealthServer, switchover_refusal
 from .backup import clone
 from .backup.provision import recover_interrupted_rebuild
 from .config import ClusterSettings, Settings, cluster_settings
-from .dcs import Consul, Watcher, best_effort
+from .dcs import Consul, best_effort
 from .events import Code, Event, EventBus
 from .exceptions import ConfigError, DataDirError, DCSError, MySQLError
 from .ha import decide
@@ -149,7 +149,7 @@ class Daemon:
                               server_id=self.server_id, data_id=dd.data_id(self.s.datadir),
                               peers=self.peers, hard_restart=self._crash_mysqld,
                               promise=self.promise, cluster_settings=self.cluster_cfg)
-        self._start_watchers()
+        self.consul.watch(self.bus, self.stop_requested)
         if self.snapshots is not None:
             self.snapshots.start_scheduler(lambda: self.status, lambda: self.members,
                                            self.stop_requested)
@@ -315,13 +315,6 @@ class Daemon:
 
     def _start_agent(self) -> None:
         self.agent = startup.start_consul_agent(self.s, self.address, self.bus, self.clock)
-
-    def _start_watchers(self) -> None:
-        stop = self.stop_requested
-        Watcher("members-watch", lambda i: self.consul.members(index=i, wait="20s"), self.bus,
-                Code.MEMBERS_CHANGED, stop).start()
-        Watcher("keys-watch", lambda i: self.consul.watch_keys(i, "20s"), self.bus,
-                Code.LEADER_CHANGED, stop).start()
 
     # --- the loop -------------------------------------------------------------------------------
 

@@ -94,6 +94,8 @@ class Consul:
         self.snapshot_pointer_key = self.keys.snapshot_pointer
         self.servers: list[str] = []  # where the local agent joins (CONSUL_AGENT); [] none
         self.resynced_at = -RESYNC_EVERY
+        # Set by any call the local agent answered "No known Consul servers" (AgentRejoin)
+        self.servers_lost: threading.Event = self.client.http.no_servers
 
     @classmethod
     def for_settings(cls, s: Any, *, timeout: float = 3.0, service: str | None = None
@@ -218,6 +220,16 @@ class Consul:
             done.append(f"registering again failed ({exc}); retried in {RESYNC_EVERY:.0f}s")
         log.warning("Consul's catalog does not know this node (its servers lost their data, "
                     "or its agent had not synced yet): %s", "; ".join(done))
+
+    def watch(self, bus: EventBus, stop: threading.Event) -> None:
+        """The supervisors' Consul threads: the members' and the keys' watches, and with a
+        local agent (CONSUL_AGENT), its rejoin (AgentRejoin)."""
+        Watcher("members-watch", lambda i: self.members(index=i, wait="20s"), bus,
+                Code.MEMBERS_CHANGED, stop).start()
+        Watcher("keys-watch", lambda i: self.watch_keys(i, "20s"), bus,
+                Code.LEADER_CHANGED, stop).start()
+        if self.servers:
+            AgentRejoin(self, stop).start()
 
     def renew_session(self, session: str) -> bool:
         """True when renewed; False when Consul no longer knows the session."""
@@ -861,9 +873,62 @@ class Watcher(threading.Thread):
                 self.bus.publish(Event(self.code, "consul", value))
 
 
+class AgentRejoin(threading.Thread):
+    """The local agent answered "No known Consul servers": it marked every server failed
+    (this host was cut off from them, or they restarted meanwhile) and, left to itself, tries
+    a failed server again only every 30 s (serf's reconnect interval), or learns it is back
+    from the next full gossip exchange: up to half a minute after the network healed, with
+    this node unable to renew its session, vote or publish its position (a member of the
+    acknowledgement set it is, the cluster waits for it). So ask the agent to join the
+    servers again, as an operator would (`consul join`), every REJOIN_EVERY seconds while
+    calls keep failing that way. A join blocks up to memberlist's TCP time-out while the cut
+    lasts: this thread waits for it, never the loop."""
+
+    def __init__(self, consul: Consul, stop: threading.Event) -> None:
+        super().__init__(name="agent-rejoin", daemon=True)
+        self.consul = consul
+        self.stop_event = stop
+        self.failures = 0
+
+    def run(self) -> None:
+        lost = self.consul.servers_lost
+        while not self.stop_event.is_set():
+            if not lost.wait(1.0):
+                continue
+            lost.clear()
+            self.rejoin()
+            self.stop_event.wait(REJOIN_EVERY)
+
+    def rejoin(self) -> bool:
+        """Ask the agent to join every server; True when one join succeeded."""
+        joined, failed = [], []
+        for server in self.consul.servers:
+            try:
+                self.consul._call("agent join",
+                                  functools.partial(self.consul.client.agent.join, server))
+                joined.append(server)
+            except DCSError as exc:
+                failed.append(f"{server} ({str(exc).rsplit(': ', 1)[-1]})")
+        if joined:
+            log.warning("the local Consul agent knew no Consul server (it marked them failed "
+                        "while this node was cut off from them, and would try them again only "
+                        "within 30 s): asked it to join %s again: joined%s",
+                        ", ".join(joined), f"; not {', '.join(failed)}" if failed else "")
+            self.failures = 0
+            return True
+        self.failures += 1
+        if self.failures == 1 or self.failures % 20 == 0:
+            log.warning("the local Consul agent knows no Consul server, and could not join "
+                        "%s (%d tries): is this node still cut off from them? Retrying every "
+                        "%.0f s while it says so", ", ".join(failed), self.failures,
+                        REJOIN_EVERY)
+        return False
+
+
 # Consul's answers when a session names a node or a check its catalog does not hold
 FORGOTTEN = ("Missing node registration", "Missing check")
 RESYNC_EVERY = 3.0
+REJOIN_EVERY = 2.0
 
 
 def best_effort(steps: list[tuple[str, Callable[[], None]]]) -> None:

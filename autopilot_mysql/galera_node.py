@@ -23,7 +23,7 @@ from dataclasses import replace
 from . import __version__, clusterview, failsafe, galera, metrics, startup
 from .api import HealthServer, switchover_refusal
 from .config import Settings
-from .dcs import Consul, MemberRecord, Watcher, best_effort
+from .dcs import Consul, MemberRecord, best_effort
 from .disk import DiskWatch
 from .events import Code, Event, EventBus
 from .eviction import Evictor
@@ -154,10 +154,7 @@ class GaleraSupervisor:
             policy=RestartPolicy(max_restarts=self.s.mysqld_max_restarts,
                                  window=self.s.mysqld_restart_window), clock=self.clock)
         stop = self.stop_requested
-        Watcher("members-watch", lambda i: self.consul.members(index=i, wait="20s"), self.bus,
-                Code.MEMBERS_CHANGED, stop).start()
-        Watcher("keys-watch", lambda i: self.consul.watch_keys(i, "20s"), self.bus,
-                Code.LEADER_CHANGED, stop).start()
+        self.consul.watch(self.bus, stop)
         LeaseWatchdog(self.s.socket, lease_end=lambda: self.lease_from + self.cfg.lease,
                       opened=lambda: self.opened, mysqld=lambda: self.mysqld,
                       crash=self._crash_mysqld, clock=self.clock, stop=stop,

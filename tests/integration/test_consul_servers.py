@@ -112,3 +112,41 @@ def test_the_consul_leader_lost_for_good_while_the_primary_host_dies(bed: TestBe
     print(f"Consul leader {lost.name} lost for good as {old.name}'s host died: {new.name} "
           f"writable after {took:.1f}s; db4 joined with CONSUL={named}; "
           f"{len(acked)} acknowledged rows on every node")
+
+
+def test_a_node_cut_off_from_every_host_has_its_agent_join_the_servers_again(
+        bed: TestBed) -> None:
+    """Cut off long enough, a node's local agent marks the Consul server failed and answers
+    "No known Consul servers"; left to itself it tries the server again only every 30 s after
+    the network heals (serf's reconnect), and meanwhile the node can neither renew its session
+    nor publish its position (an election that needs it waits). The supervisor asks the agent
+    to join again (dcs.AgentRejoin) as soon as the network lets it."""
+    nodes = boot_cluster(bed, 3)
+    old = primary(nodes)
+    create_table(old)
+    writer = Writer(old.host.ip)  # commits: the primary's semi-sync acknowledgements flow
+    writer.start()
+    cut = next(n for n in nodes if n is not old)
+    since = len(cut.log.read_text())  # (the agent says so at boot too, before it joins)
+    rules = bed.partition([cut.host])
+    wait_until(lambda: "No known Consul servers" in cut.log.read_text()[since:], timeout=60,
+               what=f"{cut.name}'s agent to lose the Consul server")
+    time.sleep(2)
+    bed.heal(rules)
+    healed = time.monotonic()
+
+    def rejoined() -> bool:
+        text = cut.log.read_text()[since:]
+        return "asked it to join" in text and "again: joined" in text
+
+    wait_until(rejoined, timeout=60, what=f"{cut.name}'s supervisor to have its agent join")
+    joined = time.monotonic() - healed
+    wait_until(lambda: cut.status()["consul_ok"] and cut.http("/replica") == 200, timeout=60,
+               what=f"{cut.name} to reach Consul and replicate again")
+    back = time.monotonic() - healed
+    print(f"{cut.name}: its agent joined again {joined:.1f}s after the heal; reaching Consul "
+          f"and replicating {back:.1f}s after it")
+    writer.halt()
+    acked = set(writer.acked)
+    wait_until(lambda: not missing_on(cut, acked), timeout=60,
+               what=f"every acknowledged row on {cut.name}")

@@ -3,43 +3,24 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from autopilot_mysql.peers import Peers
+from tests.unit.fakes import loopback_http
 
 DOC: dict[str, Any] = {}
-
-
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-        body = json.dumps(DOC).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture
 def port() -> Iterator[int]:
     DOC.clear()
     DOC.update(leader="db1", errant=[], behind="", data_id="d2", gtid_current_pos="0-1-1")
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv.server_address[1]
-    srv.shutdown()
-    srv.server_close()
+    with loopback_http(lambda method, path, body: (200, json.dumps(DOC).encode())) as (p, _):
+        yield p
 
 
 def polls(peers: Peers, node: str, n: int) -> None:
