@@ -5,7 +5,8 @@ committing on the primary, cuts one replica off from every other host (the Consu
 primary, the other replica) for --cut seconds, heals the cut and measures:
 - how long after the heal the cut node reaches Consul again and replicates;
 - the slowest answer of the primary's mysqld to a status query (0.5 s time-out, every 0.1 s);
-- whether the primary stayed primary, or lost the lock after the heal (a failover).
+- whether the primary's mysqld was restarted (crashed by the watchdog), and whether the old
+  primary is primary at the end (it may win the election that follows its own crash).
 
 What it showed on 2026-12-08 (MariaDB 10.11.19), and why it is here. With no commits on the
 primary, the replica's return froze the primary's mysqld: the returning IO thread's dump
@@ -14,7 +15,8 @@ waits in Ack_receiver::remove_slave for the semi-sync acknowledgement receiver t
 thread sleeps in poll() without a time-out until an acknowledgement arrives, and none does
 while nothing commits. Meanwhile new connections, information_schema.global_status and SHOW
 SLAVE HOSTS wait, the supervisor's loop cannot renew the lease, and the watchdog crashes
-mysqld once it runs out: a failover nobody needed (gdb stacks with --stacks). With a client
+mysqld once it runs out, and an election follows: seconds without writes nobody needed (gdb
+stacks with --stacks). With a client
 committing, the other replica's acknowledgements wake the receiver and nothing shows.
 
     .venv/bin/python bench/heal.py [--rounds 3] [--cut 20] [--writes] [--stacks FILE]
@@ -68,6 +70,7 @@ def one_round(cut_s: float, writes: bool, stacks: str) -> dict[str, float]:
             writer = Writer(prim.host.ip, pause=0.05)
             writer.start()
         cut = next(n for n in nodes if n is not prim)
+        pid = prim.mysqld_pid()
         rules = bed.partition([cut.host])
         time.sleep(cut_s)
         bed.heal(rules)
@@ -80,8 +83,7 @@ def one_round(cut_s: float, writes: bool, stacks: str) -> dict[str, float]:
             if not answered:
                 failures += 1
                 if stacks and failures == 1:
-                    pid = prim.mysqld_pid()
-                    out = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex",
+                    out = subprocess.run(["gdb", "-p", str(prim.mysqld_pid()), "-batch", "-ex",
                                           "thread apply all bt 25"], capture_output=True,
                                          text=True, timeout=120, check=False).stdout
                     Path(stacks).write_text(out)
@@ -95,10 +97,12 @@ def one_round(cut_s: float, writes: bool, stacks: str) -> dict[str, float]:
                 break
             time.sleep(0.1)
         kept = prim.http("/primary") == 200
+        crashed = prim.mysqld_pid() != pid
         if writer is not None:
             writer.halt()
         return {"back": back or float("nan"), "slowest": slowest,
-                "unanswered": float(failures), "kept": 1.0 if kept else 0.0}
+                "unanswered": float(failures), "kept": 1.0 if kept else 0.0,
+                "crashed": 1.0 if crashed else 0.0}
 
 
 def main() -> None:
@@ -115,7 +119,8 @@ def main() -> None:
         rows.append(r)
         print(f"round {i + 1}: cut node back {r['back']:.2f}s after the heal; primary's "
               f"slowest status query {r['slowest']:.2f}s, {r['unanswered']:.0f} unanswered; "
-              f"primary {'kept' if r['kept'] else 'LOST (a failover)'}", flush=True)
+              f"primary's mysqld {'RESTARTED' if r['crashed'] else 'the same'}; the old primary "
+              f"{'is primary' if r['kept'] else 'is NOT primary (a failover)'}", flush=True)
     print(f"\n| replica cut {args.cut:g}s then healed, {'with' if args.writes else 'no'} "
           f"commits on the primary, {args.rounds} rounds | median | min-max |")
     print("|---|---|---|")
@@ -123,8 +128,10 @@ def main() -> None:
                        ("slowest", "primary's slowest status query, s (0.5 = timed out)")):
         vals = [r[key] for r in rows]
         print(f"| {label} | {statistics.median(vals):.2f} | {min(vals):.2f}-{max(vals):.2f} |")
-    print(f"| rounds where the primary stayed primary | {sum(r['kept'] for r in rows):.0f} "
-          f"of {len(rows)} | |")
+    print(f"| rounds where the primary's mysqld was restarted (the watchdog) | "
+          f"{sum(r['crashed'] for r in rows):.0f} of {len(rows)} | |")
+    print(f"| rounds where the old primary is primary at the end | "
+          f"{sum(r['kept'] for r in rows):.0f} of {len(rows)} | |")
 
 
 if __name__ == "__main__":
