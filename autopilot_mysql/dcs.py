@@ -290,8 +290,9 @@ class Consul:
         return DCSError(
             f"Consul at {self.address}: {what} failed: permission denied ({str(body)[:200]}). "
             "Consul enforces ACLs: set CONSUL_HTTP_TOKEN (or CONSUL_HTTP_TOKEN_FILE) to a token "
-            f"with write access to the keys service/{self.service_name}*, sessions, and the "
-            "service and node registrations")
+            f"with write access to the keys service/{self.service_name}*, sessions, the "
+            "service and node registrations, and the node's own agent (to have it join the "
+            "servers again after a network cut)")
 
     def acquire_leader(self, session: str, node: str, address: str, gtid: str,
                        sync_index: int) -> bool:
@@ -908,7 +909,9 @@ class AgentRejoin(threading.Thread):
                                   functools.partial(self.consul.client.agent.join, server))
                 joined.append(server)
             except DCSError as exc:
-                failed.append(f"{server} ({str(exc).rsplit(': ', 1)[-1]})")
+                why = str(exc).removeprefix(f"Consul at {self.consul.address}: agent join "
+                                            "failed: ")
+                failed.append(f"{server} ({why})")
         if joined:
             log.warning("the local Consul agent knew no Consul server (it marked them failed "
                         "while this node was cut off from them, and would try them again only "

@@ -71,7 +71,8 @@ def test_a_join_that_fails_is_said_and_tried_again_only_while_the_agent_says_so(
         with caplog.at_level(logging.WARNING, "autopilot_mysql.dcs"):
             c.servers_lost.set()
             assert not rejoin.rejoin()
-        assert "could not join 10.9.0.1 (i/o timeout) (1 tries)" in caplog.text
+        assert "could not join 10.9.0.1 (500 dial tcp 10.9.0.1:8301: i/o timeout) (1 tries)" \
+            in caplog.text
         assert "still cut off" in caplog.text
         # The failed join itself does not ask for another: only a call refused for lack of
         # servers does.
